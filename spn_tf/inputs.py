@@ -1,0 +1,166 @@
+"""Checks and unpacks what users pass to models: images and conditioning.
+
+Contract (DESIGN.md): images are int32 or uint8 `(batch, height, width, channels)` with values
+in `[0, 2**bits)`; conditioning is `None` or a dict with any of `"label"` (int32 `(batch,)`),
+`"embedding"` (float32 `(batch, dim)`), `"low_res"` (an image at lower resolution).
+Every error a user can cause here is a `ValueError` naming the bad value and what is allowed.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+COND_KEYS = ("label", "embedding", "low_res")
+
+
+def split_inputs(inputs, cond=None):
+    """`model(x)` accepts images or a dict `{"images": ..., <cond keys>}` (what `fit` feeds).
+
+    Returns:
+      `(images, cond)` with `cond` a dict (possibly empty).
+    """
+    if isinstance(inputs, dict):
+        unknown = set(inputs) - {"images", *COND_KEYS}
+        if "images" not in inputs or unknown:
+            raise ValueError(
+                f"model inputs dict must hold 'images' and optionally {COND_KEYS}; got keys "
+                f"{sorted(inputs)}.")
+        cond = {**{k: v for k, v in inputs.items() if k != "images"}, **(cond or {})}
+        inputs = inputs["images"]
+    return inputs, dict(cond or {})
+
+
+def _is_concrete(tensor):
+    return tf.executing_eagerly() or not tf.is_tensor(tensor)
+
+
+def check_images(images, bits, channels=None, height=None, width=None, name="images"):
+    """Validates an image batch and returns it as int32.
+
+    Raises:
+      ValueError: float dtype, wrong rank, wrong channels/size, values outside `[0, 2**bits)`.
+    """
+    if not tf.is_tensor(images):
+        images = np.asarray(images)
+        if images.dtype.kind == "f":
+            raise ValueError(
+                f"{name} must be integers in [0, {2 ** bits}) (int32 or uint8), got float "
+                f"values; quantize first, e.g. np.round(x * {2 ** bits - 1}).astype('int32').")
+        images = tf.convert_to_tensor(images)
+    if not (images.dtype.is_integer):
+        raise ValueError(
+            f"{name} must be int32 or uint8 with values in [0, {2 ** bits}), got dtype "
+            f"{images.dtype.name}; quantize first, e.g. tf.cast(tf.round(x * {2 ** bits - 1}), "
+            f"tf.int32).")
+    if images.shape.rank != 4:
+        raise ValueError(
+            f"{name} must have rank 4 (batch, height, width, channels), got shape "
+            f"{images.shape}; add a batch axis with images[None] for a single image.")
+    expected = (height, width, channels)
+    for axis, (got, want) in enumerate(zip(images.shape[1:], expected), start=1):
+        if want is not None and got is not None and got != want:
+            raise ValueError(
+                f"{name} shape {images.shape} does not match the model: expected "
+                f"(batch, {height}, {width}, {channels}).")
+    images = tf.cast(images, tf.int32)
+    if _is_concrete(images):
+        values = images.numpy()
+        if values.size and (values.min() < 0 or values.max() >= 2 ** bits):
+            raise ValueError(
+                f"{name} values must be in [0, {2 ** bits}) for bits={bits}; got min "
+                f"{values.min()}, max {values.max()}. Reduce 8-bit data with "
+                f"spn_tf.orderings.reduce_bits(images, {bits}).")
+    else:
+        tf.debugging.assert_greater_equal(images, 0, message=f"{name} values must be >= 0")
+        tf.debugging.assert_less(images, 2 ** bits, message=f"{name} values must be < {2 ** bits}")
+    return images
+
+
+def check_cond(cond, cond_spec, batch_size=None):
+    """Validates a conditioning dict against what a model was built to take.
+
+    Args:
+      cond: `None` or a dict with keys in `COND_KEYS`.
+      cond_spec: the model's `cond` argument, e.g. `{"label": 10}` (number of classes) or
+        `{"embedding": 384}` (vector size); empty for an unconditional model.
+
+    Returns:
+      A dict with `label` as int32 and `embedding` as float32.
+    """
+    cond = dict(cond or {})
+    cond_spec = dict(cond_spec or {})
+    if set(cond) != set(cond_spec):
+        raise ValueError(
+            f"this model takes conditioning {sorted(cond_spec) or 'none'} "
+            f"(built with cond={cond_spec}); got {sorted(cond) or 'none'}.")
+    out = {}
+    if "label" in cond:
+        label = cond["label"]
+        if not tf.is_tensor(label):
+            label = np.asarray(label)
+            if label.dtype.kind not in "iu":
+                raise ValueError(f"cond['label'] must be integer class ids, got {label.dtype}.")
+        label = tf.convert_to_tensor(label)
+        if not label.dtype.is_integer or label.shape.rank != 1:
+            raise ValueError(
+                f"cond['label'] must be int32 of shape (batch,), got {label.dtype.name} "
+                f"{label.shape}.")
+        label = tf.cast(label, tf.int32)
+        if _is_concrete(label):
+            values = label.numpy()
+            if values.size and (values.min() < 0 or values.max() >= cond_spec["label"]):
+                raise ValueError(
+                    f"cond['label'] values must be in [0, {cond_spec['label']}); got "
+                    f"{values.min()}..{values.max()}.")
+        out["label"] = label
+    if "embedding" in cond:
+        embedding = tf.convert_to_tensor(cond["embedding"], tf.float32)
+        if embedding.shape.rank != 2 or embedding.shape[1] != cond_spec["embedding"]:
+            raise ValueError(
+                f"cond['embedding'] must be float32 of shape (batch, {cond_spec['embedding']}), "
+                f"got {embedding.shape}.")
+        out["embedding"] = embedding
+    if "low_res" in cond:
+        out["low_res"] = cond["low_res"]
+    if batch_size is not None:
+        for key, value in out.items():
+            if tf.is_tensor(value) and value.shape[0] is not None and isinstance(
+                    batch_size, int) and value.shape[0] != batch_size:
+                raise ValueError(
+                    f"cond['{key}'] has batch {value.shape[0]} but the images have {batch_size}.")
+    return out
+
+
+def check_seed(seed):
+    """A stateless seed: int32 `(2,)`. Python ints are accepted and expanded to `(0, seed)`."""
+    if isinstance(seed, (int, np.integer)):
+        return tf.constant([0, int(seed)], tf.int32)
+    seed = tf.convert_to_tensor(seed)
+    if seed.dtype not in (tf.int32, tf.int64) or seed.shape != (2,):
+        raise ValueError(
+            f"seed must be an int or int32 of shape (2,), got {seed.dtype.name} {seed.shape}.")
+    return tf.cast(seed, tf.int32)
+
+
+def check_batch_size(batch_size):
+    if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    return int(batch_size)
+
+
+def check_given_pixels(given, shape, bits):
+    """`given={"images", "mask"}` → `(images int32, known bool)` of `shape`; zeros if None.
+
+    `mask` marks the sub-pixels to keep (e.g. the top half of an image for completion).
+    """
+    if given is None:
+        return tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool)
+    if not isinstance(given, dict) or set(given) != {"images", "mask"}:
+        raise ValueError("given must be a dict {'images': int (B, H, W, C), 'mask': bool of the "
+                         "same shape} marking the sub-pixels to keep.")
+    images = check_images(given["images"], bits, shape[3], shape[1], shape[2], "given['images']")
+    mask = tf.convert_to_tensor(given["mask"])
+    if mask.dtype != tf.bool or tuple(mask.shape) != tuple(shape) or images.shape[0] != shape[0]:
+        raise ValueError(f"given['mask'] must be bool of shape {tuple(shape)} and "
+                         f"given['images'] of the same shape; got {mask.dtype.name} "
+                         f"{tuple(mask.shape)} and {tuple(images.shape)}.")
+    return images, mask

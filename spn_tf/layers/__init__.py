@@ -1,0 +1,10 @@
+"""Keras layers of spn_tf: one public layer per module, named after it."""
+
+from spn_tf.layers.causal_self_attention import CausalSelfAttention
+from spn_tf.layers.condition_embedding import ConditionEmbedding
+from spn_tf.layers.gated_residual_block import GatedResidualBlock
+from spn_tf.layers.masked_conv2d import MaskedConv2D
+from spn_tf.layers.masked_decoder import MaskedDecoder
+
+__all__ = ["CausalSelfAttention", "ConditionEmbedding", "GatedResidualBlock", "MaskedConv2D",
+           "MaskedDecoder"]

@@ -1,0 +1,89 @@
+"""`MaskedDecoder`: a Gated PixelCNN with optional causal self-attention, ending in logits."""
+
+import keras
+from keras import ops
+
+from spn_tf.layers.causal_self_attention import CausalSelfAttention
+from spn_tf.layers.gated_residual_block import GatedResidualBlock
+from spn_tf.layers.masked_conv2d import MaskedConv2D
+
+
+@keras.saving.register_keras_serializable(package="spn_tf")
+class MaskedDecoder(keras.layers.Layer):
+    """Raster-order decoder: logits of every sub-pixel given the earlier ones and a context.
+
+    Mask-A vertical and horizontal convolutions open the two stacks, `num_layers` gated
+    residual blocks follow, with causal self-attention after the blocks listed in
+    `attention_layers` (PixelSNAIL-style, Chen et al. 2018; the SPN decoder, Menick &
+    Kalchbrenner 2019 §3.2), and a channel-masked 1x1 head gives `2**bits` logits per
+    sub-pixel. The logits at pixel p, channel c depend only on pixels before p (raster order),
+    channels < c of p, and the context at p.
+
+    Args:
+      filters: features per stack, a multiple of `data_channels`.
+      num_layers: gated residual blocks.
+      num_values: categories per sub-pixel (`2**bits`).
+      data_channels: image channels (1 or 3).
+      kernel_size: kernel of the blocks (odd).
+      first_kernel_size: kernel of the mask-A input convolutions (odd).
+      attention_layers: block indices followed by self-attention.
+      num_heads, key_dim: attention sizes.
+
+    Call: `(x, context=None)`: `x` float `(B, H, W, C)` (scaled pixels), `context` float
+    `(B, H or 1, W or 1, D)` → logits float `(B, H, W, C, num_values)`.
+    """
+
+    def __init__(self, filters, num_layers, num_values, data_channels=3, kernel_size=3,
+                 first_kernel_size=7, attention_layers=(), num_heads=4, key_dim=16, **kwargs):
+        super().__init__(**kwargs)
+        if filters % data_channels:
+            raise ValueError(
+                f"filters={filters} must be a multiple of the image channels {data_channels}.")
+        self.filters = filters
+        self.num_layers = num_layers
+        self.num_values = num_values
+        self.data_channels = data_channels
+        self.kernel_size = kernel_size
+        self.first_kernel_size = first_kernel_size
+        self.attention_layers = tuple(attention_layers)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        c, k0 = data_channels, first_kernel_size
+        self.vertical_in = MaskedConv2D(filters, k0, "A", c, "vertical")
+        self.horizontal_in = MaskedConv2D(filters, (1, k0), "A", c, "horizontal")
+        self.blocks = [GatedResidualBlock(filters, kernel_size, c, name=f"block_{i}")
+                       for i in range(num_layers)]
+        self.attentions = [CausalSelfAttention(num_heads, key_dim, name=f"attention_{i}")
+                           for i in self.attention_layers]
+        self.head_hidden = MaskedConv2D(filters, 1, "B", c, "horizontal")
+        self.head_out = MaskedConv2D(c * num_values, 1, "B", c, "horizontal")
+
+    def build(self, x_shape, context_shape=None):
+        features = tuple(x_shape[:-1]) + (self.filters,)
+        self.vertical_in.build(x_shape)
+        self.horizontal_in.build(x_shape)
+        for i, block in enumerate(self.blocks):
+            block.build([features, features], context_shape)
+            if i in self.attention_layers:
+                self.attentions[self.attention_layers.index(i)].build(features)
+        self.head_hidden.build(features)
+        self.head_out.build(features)
+
+    def call(self, x, context=None):
+        v = self.vertical_in(x)
+        h = self.horizontal_in(x)
+        for i, block in enumerate(self.blocks):
+            v, h = block([v, h], context=context)
+            if i in self.attention_layers:
+                h = h + self.attentions[self.attention_layers.index(i)](h)
+        out = self.head_out(ops.relu(self.head_hidden(ops.relu(h))))
+        shape = ops.shape(out)
+        return ops.reshape(out, (shape[0], shape[1], shape[2], self.data_channels,
+                                 self.num_values))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,
+                "num_values": self.num_values, "data_channels": self.data_channels,
+                "kernel_size": self.kernel_size, "first_kernel_size": self.first_kernel_size,
+                "attention_layers": list(self.attention_layers), "num_heads": self.num_heads,
+                "key_dim": self.key_dim}
