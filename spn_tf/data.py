@@ -1,0 +1,171 @@
+"""Datasets as `tf.data` pipelines of `{"images": int32 (B, H, W, C)[, "label": int32 (B,)]}`.
+
+Names:
+  * `embedded` — real photographs shipped in the package (`data_files/photos.npz`: ten public
+    domain / CC0 photos from scikit-image, 128 pixels on the short side). Crops are cut
+    deterministically: training crops from the left part of each photo, held-out crops from a
+    disjoint strip on the right, so held-out bits/dim are measured on unseen pixels. The label
+    is the source photo (10 classes). Loads offline; serves the quickstart and the tests.
+  * TFDS names (`imagenet_resized/32x32`, `imagenet_resized/64x64`, `celeb_a_hq/256`,
+    `cifar10`, `mnist`, ...) — read from prepared TFDS data only. This package never starts a
+    download: missing data fails at once with the command that prepares it.
+
+Pipeline: decode → resize to `image_size` (area) → channels → bit reduction → optional random
+horizontal flip → shuffle → repeat → batch → prefetch.
+"""
+
+import importlib.resources
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from spn_tf.orderings import reduce_bits
+
+EMBEDDED = "embedded"
+EMBEDDED_CROP = 32
+NUM_CLASSES = {
+    EMBEDDED: 10, "imagenet_resized/32x32": 1000, "imagenet_resized/64x64": 1000,
+    "imagenet_resized/16x16": 1000, "imagenet_resized/8x8": 1000, "cifar10": 10, "mnist": 10,
+    "celeb_a_hq/256": 0, "celeb_a_hq/128": 0,
+}
+# How to prepare each TFDS dataset that needs more than `tfds build`.
+PREPARE_HINTS = {
+    "celeb_a_hq": "celeb_a_hq needs a manual download: put the CelebA-HQ tars in "
+                  "<data_dir>/downloads/manual/ (see the TFDS catalog page), then run ",
+    "imagenet_resized": "imagenet_resized downloads ~12 GB from image-net.org: on a machine with "
+                        "network access run ",
+}
+
+
+class DatasetNotPreparedError(ValueError):
+    """The named TFDS dataset is not prepared in `data_dir`; the message says how to prepare."""
+
+
+def _photo_crops(split, crop, seed, crops_per_photo):
+    """Deterministic crops of the embedded photos: (images uint8 (N, crop, crop, 3), labels)."""
+    path = importlib.resources.files("spn_tf") / "data_files" / "photos.npz"
+    with importlib.resources.as_file(path) as file, np.load(file) as photos:
+        names = sorted(photos.files)
+        rng = np.random.default_rng(seed + (0 if split == "train" else 1))
+        images, labels = [], []
+        for label, name in enumerate(names):
+            photo = photos[name]
+            height, width = photo.shape[:2]
+            test_width = max(crop, width // 4)
+            lo, hi = (0, width - test_width) if split == "train" else (width - test_width, width)
+            rows = rng.integers(0, height - crop + 1, crops_per_photo)
+            cols = rng.integers(lo, hi - crop + 1, crops_per_photo)
+            images += [photo[r:r + crop, c:c + crop] for r, c in zip(rows, cols)]
+            labels += [label] * crops_per_photo
+    return np.stack(images), np.asarray(labels, np.int32)
+
+
+def embedded_arrays(split="train", image_size=32, seed=0):
+    """The embedded photo crops as numpy: uint8 `(N, image_size, image_size, 3)`, labels."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test' for the embedded data, got {split!r}.")
+    if image_size > 64:
+        raise ValueError(f"the embedded photos give crops up to 64x64, got image_size={image_size}.")
+    crop = max(image_size, EMBEDDED_CROP)
+    images, labels = _photo_crops(split, crop, seed, 256 if split == "train" else 32)
+    if image_size < crop:
+        images = tf.image.resize(images.astype(np.float32), (image_size, image_size), "area")
+        images = np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8)
+    return images, labels
+
+
+def _tfds_dataset(name, split, data_dir):
+    import tensorflow_datasets as tfds
+
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception:  # TFDS raises its own DatasetNotFoundError subclasses.
+        raise ValueError(
+            f"unknown dataset {name!r}: use 'embedded' or a TFDS name such as "
+            f"{sorted(n for n in NUM_CLASSES if n != EMBEDDED)}.") from None
+    prepared = tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+    if not prepared:
+        family = name.split("/")[0]
+        target = data_dir or "~/tensorflow_datasets"
+        raise DatasetNotPreparedError(
+            f"dataset {name!r} is not prepared in {target} and spn_tf does not download. "
+            f"{PREPARE_HINTS.get(family, 'Prepare it with ')}`tfds build {name} "
+            f"--data_dir={target}` and pass --data_dir={target} (or use --dataset=embedded).")
+    splits = builder.info.splits
+    if split not in splits:
+        split = "validation" if split == "test" and "validation" in splits else split
+    if split not in splits:
+        raise ValueError(f"dataset {name!r} has splits {sorted(splits)}, not {split!r}.")
+    ds = builder.as_dataset(split=split, shuffle_files=split == "train")
+    return ds.map(lambda ex: (ex["image"], ex.get("label", tf.constant(0, tf.int64))),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def num_classes(name):
+    """Classes of a dataset's labels (0 when it has none)."""
+    if name not in NUM_CLASSES:
+        raise ValueError(f"unknown dataset {name!r}; known: {sorted(NUM_CLASSES)}.")
+    return NUM_CLASSES[name]
+
+
+def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_size=16,
+         shuffle=True, repeat=False, with_labels=False, flip=False, data_dir=None, seed=0,
+         drop_remainder=None):
+    """A batched pipeline of images (and labels).
+
+    Args:
+      name: `embedded` or a TFDS name.
+      split: `train` or `test` (`validation` is used where a TFDS dataset has no test split).
+      image_size: output height = width; images are area-resized to it.
+      bits: bits per sub-pixel of the output (`[0, 2**bits)`).
+      channels: 3, or 1 for luminance.
+      batch_size: examples per batch.
+      shuffle, repeat: for training.
+      with_labels: add `"label"` int32 `(B,)` (class-conditional models).
+      flip: random horizontal flips (augmentation).
+      data_dir: where prepared TFDS data lives.
+      drop_remainder: defaults to `repeat` (static batch shapes for training, XLA and TPUs).
+
+    Returns:
+      `tf.data.Dataset` of dicts `{"images": int32 (B, H, W, C)[, "label": int32 (B,)]}`.
+
+    Raises:
+      DatasetNotPreparedError: a TFDS dataset that is not prepared (message says how).
+      ValueError: unknown name, split or sizes.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}.")
+    if name == EMBEDDED:
+        images, labels = embedded_arrays(split, image_size, seed)
+        ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    else:
+        ds = _tfds_dataset(name, split, data_dir)
+
+    def prepare(image, label):
+        image = tf.convert_to_tensor(image)
+        if image.shape[-1] not in (None, 1, 3):
+            image = image[..., :3]
+        if image.shape[0] != image_size or image.shape[1] != image_size:
+            image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), "area")
+            image = tf.clip_by_value(tf.round(image), 0, 255)
+        image = tf.cast(image, tf.float32)
+        if channels == 1 and image.shape[-1] != 1:
+            image = tf.round(tf.image.rgb_to_grayscale(image))
+        elif channels == 3 and image.shape[-1] == 1:
+            image = tf.image.grayscale_to_rgb(image)
+        image = reduce_bits(tf.cast(image, tf.int32), bits)
+        if flip:
+            image = tf.image.random_flip_left_right(image, seed=seed)
+        example = {"images": image}
+        if with_labels:
+            example["label"] = tf.cast(label, tf.int32)
+        return example
+
+    if shuffle:
+        ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    drop = repeat if drop_remainder is None else drop_remainder
+    return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)
