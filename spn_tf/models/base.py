@@ -105,8 +105,12 @@ class DensityModel(keras.Model):
     def check_inputs(self, images, cond):
         images = inputs_lib.check_images(images, self.bits, self.channels, self.image_size,
                                          self.image_size)
-        cond = inputs_lib.check_cond(cond, self.cond_spec, images.shape[0])
+        cond = self.check_cond(cond, images.shape[0])
         return images, cond
+
+    def check_cond(self, cond, batch_size=None):
+        """Validates `cond` against `cond_spec`; models that take more keys extend this."""
+        return inputs_lib.check_cond(cond, self.cond_spec, batch_size)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, cond = inputs_lib.split_inputs(x)
@@ -135,7 +139,7 @@ class DensityModel(keras.Model):
         temperature = float(temperature)
         if not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite float >= 0, got {temperature}.")
-        cond = inputs_lib.check_cond(cond, self.cond_spec, batch_size)
+        cond = self.check_cond(cond, batch_size)
         self.build()
         return self._sample(batch_size, seed, np.float32(temperature), cond, given)
 
