@@ -62,6 +62,8 @@ def raster_sample(logits_fn, images, known, uniform, temperature, on_step=None):
     """
     images = tf.where(known, images, tf.zeros_like(images))
     positions = _positions(images.shape)
+    # A graph (not XLA) per call removes Python/Keras dispatch from every network call.
+    logits_fn = tf.function(logits_fn)
     for step, (i, j, c) in enumerate(positions):
         value = _draw(logits_fn(images), images, known, uniform, temperature, i, j, c)
         images = _set_subpixel(images, i, j, c, value)

@@ -76,7 +76,8 @@ class MaskedDecoder(keras.layers.Layer):
             v, h = block([v, h], context=context)
             if i in self.attention_layers:
                 h = h + self.attentions[self.attention_layers.index(i)](h)
-        out = self.head_out(ops.relu(self.head_hidden(ops.relu(h))))
+        # ELU, not ReLU: no dead units, so every allowed dependency has a non-zero gradient.
+        out = self.head_out(ops.elu(self.head_hidden(ops.elu(h))))
         shape = ops.shape(out)
         return ops.reshape(out, (shape[0], shape[1], shape[2], self.data_channels,
                                  self.num_values))

@@ -62,7 +62,7 @@ def assert_causal(logits_fn, order, seed=0):
     """
     order = np.asarray(order)
     rng = np.random.default_rng(seed)
-    x = tf.constant(rng.integers(0, 2, size=(1,) + order.shape).astype(np.float32))
+    x = tf.constant(rng.normal(size=(1,) + order.shape).astype(np.float32))
     with tf.GradientTape(persistent=True) as tape:  # jacobian without pfor needs it
         tape.watch(x)
         logits = tf.cast(logits_fn(x), tf.float32)

@@ -1,0 +1,84 @@
+"""`SliceEmbedder`: the SPN's conditioning network over the slices generated before a target."""
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="spn_tf")
+class SliceEmbedder(keras.layers.Layer):
+    """Embeds the preceding slices of an image into a context aligned with the target slice.
+
+    Subscale Pixel Networks (Menick & Kalchbrenner 2019, §3.2, Fig. 7): the slices generated
+    before the target slice `k` are concatenated in depth (slices `>= k` are zeroed, so they
+    carry no information and receive exactly zero gradient), the target's meta-position is
+    appended as `S*S` one-hot planes (its index `k`, equivalently its offset `(k // S, k % S)`),
+    and optional fully visible planes (e.g. the low-depth image in subscale order, for depth
+    upscaling) join them. A size-preserving convolutional residual network maps this to a
+    `(h, w, filters)` context, the same size as one slice, so the decoder's position `p`
+    reads the embedding of everything around `p` in the earlier slices. A global conditioning
+    vector (class, embedding) is added after the first convolution.
+
+    Args:
+      filters: features of the network and of the output context.
+      num_layers: residual blocks (two `kernel_size` convolutions each).
+      num_slices: `S*S`, the slices of an image.
+      kernel_size: odd kernel size of the convolutions.
+
+    Call: `(slices, slice_index, context=None, visible=None)`:
+      slices: float `(B, S*S, h, w, C)` (scaled pixels of all slices; later ones are hidden);
+      slice_index: int `(B,)` in `[0, S*S)`: the target slice `k`;
+      context: float `(B, 1, 1, D)` global conditioning, or None;
+      visible: float `(B, h, w, E)` planes seen at every step, or None.
+    → float `(B, h, w, filters)`.
+    """
+
+    def __init__(self, filters, num_layers, num_slices, kernel_size=3, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.num_layers = num_layers
+        self.num_slices = num_slices
+        self.kernel_size = kernel_size
+        conv = lambda name: keras.layers.Conv2D(filters, kernel_size, padding="same", name=name)
+        self.input_conv = conv("input_conv")
+        self.context_projection = keras.layers.Dense(filters, name="context_projection")
+        self.block_convs = [(conv(f"block_{i}_a"), conv(f"block_{i}_b"))
+                            for i in range(num_layers)]
+
+    def build(self, slices_shape, slice_index_shape=None, context_shape=None,
+              visible_shape=None):
+        _, n, h, w, c = slices_shape
+        depth = n * c + self.num_slices + (visible_shape[-1] if visible_shape else 0)
+        self.input_conv.build((None, h, w, depth))
+        if context_shape is not None:
+            self.context_projection.build(context_shape)
+        for conv_a, conv_b in self.block_convs:
+            conv_a.build((None, h, w, self.filters))
+            conv_b.build((None, h, w, self.filters))
+
+    def call(self, slices, slice_index, context=None, visible=None):
+        n = self.num_slices
+        slice_index = ops.cast(slice_index, "int32")
+        earlier = ops.cast(ops.arange(n)[None, :] < slice_index[:, None], slices.dtype)
+        slices = slices * earlier[:, :, None, None, None]
+        shape = ops.shape(slices)
+        # (B, S*S, h, w, C) -> (B, h, w, S*S*C): the earlier slices stacked in depth.
+        stacked = ops.reshape(ops.transpose(slices, (0, 2, 3, 1, 4)),
+                              (shape[0], shape[2], shape[3], n * slices.shape[4]))
+        meta = ops.one_hot(slice_index, n, dtype=slices.dtype)[:, None, None, :]
+        planes = [stacked, ops.broadcast_to(meta, (shape[0], shape[2], shape[3], n))]
+        if visible is not None:
+            planes.append(ops.cast(visible, slices.dtype))
+        h = self.input_conv(ops.concatenate(planes, axis=-1))
+        if context is not None:
+            h = h + self.context_projection(context)
+        for conv_a, conv_b in self.block_convs:
+            h = h + conv_b(ops.relu(conv_a(ops.relu(h))))
+        return h
+
+    def compute_output_shape(self, slices_shape, slice_index_shape=None, context_shape=None,
+                             visible_shape=None):
+        return (slices_shape[0], slices_shape[2], slices_shape[3], self.filters)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,
+                "num_slices": self.num_slices, "kernel_size": self.kernel_size}

@@ -1,0 +1,317 @@
+"""`SubscalePixelNetwork`: an image as a sequence of subscale slices (Menick & Kalchbrenner 2019)."""
+
+import keras
+import tensorflow as tf
+
+from spn_tf import orderings, sampling
+from spn_tf.distributions import categorical_log_prob
+from spn_tf.inputs import check_images
+from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
+from spn_tf.models.base import DensityModel
+
+# Sizes of the SPN's embedder and decoder are not in the sources we could read
+# (../shared/PAPERS.md): the `paper` preset keeps the published structure (conv embedder,
+# PixelSNAIL-style decoder with self-attention, 32x32 slices at 128 and 256) with widths of
+# our choosing [unverified].
+_DEFAULTS = dict(slice_range=None, depth_condition_bits=None, num_heads=4, key_dim=16,
+                 embedder_kernel_size=3, seed=None)
+_PRESETS = {
+    # A few thousand parameters: seconds to train, for tests.
+    "tiny": dict(filters=6, num_layers=1, kernel_size=3, first_kernel_size=3,
+                 attention_layers=(), embedder_filters=8, embedder_layers=1),
+    # The quickstart on 2 CPU cores (embedded 32x32 photos, 16x16 slices).
+    "small": dict(filters=48, num_layers=4, kernel_size=3, first_kernel_size=5,
+                  attention_layers=(3,), embedder_filters=48, embedder_layers=2),
+    "paper": dict(filters=384, num_layers=16, kernel_size=3, first_kernel_size=7,
+                  attention_layers=(3, 7, 11, 15), num_heads=8, key_dim=48,
+                  embedder_filters=256, embedder_layers=6),
+}
+
+
+def preset(name, image_size):
+    """Hyperparameters of a preset at an image size.
+
+    The subscale factor follows the slice size: 16x16 slices for `small` (S = H/16), 32x32
+    slices for `paper` at 128 and 256 (S = 4, 8: Menick & Kalchbrenner 2019 [unverified]) and
+    S = 2 at 32 and 64 [unverified]; `tiny` uses S = 2 where it divides the image.
+    """
+    if name == "tiny":
+        factor = 2 if image_size % 2 == 0 else 1
+    elif name == "small":
+        factor = max(1, image_size // 16)
+    else:
+        factor = max(2, image_size // 32)
+    return {**_DEFAULTS, **_PRESETS[name], "subscale_factor": factor}
+
+
+@keras.saving.register_keras_serializable(package="spn_tf")
+class SubscalePixelNetwork(DensityModel):
+    """Subscale Pixel Network: slices in subscale order, raster order inside a slice.
+
+    The image is cut into `S*S` slices `x_k = x[k // S::S, k % S::S]` (`spn_tf.orderings`),
+    and a model of slices `[start, stop)` factorises as
+    `p(x_start..x_stop-1 | x_<start, c) = prod_k prod_{i,j} prod_ch
+    p(x_k[i,j,ch] | x_<k, x_k[<(i,j)], x_k[i,j,<ch], c)`; with `slice_range=(0, S*S)` (the
+    default) this is the whole image's distribution. `SliceEmbedder` reads the slices `< k`,
+    the meta-position `k` and the conditioning `c`; a `MaskedDecoder` (Gated PixelCNN with
+    causal self-attention, PixelSNAIL-style) predicts slice `k` in raster order, channels R, G,
+    B, from that context. Each factor is a softmax over `2**bits` values.
+
+    Depth upscaling (the paper's network (c)): with `depth_condition_bits = m` the model takes
+    `cond["low_res"]`, the most significant `m` bits of the image, int `(B, H, W, C)` in
+    `[0, 2**m)`, and models the remaining least significant `bits` of every sub-pixel given it;
+    the whole low-depth image, in subscale order, enters the embedder at every slice.
+
+    Training (`model(x, training=True)`, `fit`) draws one target slice per example, uniformly
+    from `[start, stop)`, so activation memory per example depends on the slice size, not on
+    the image size; the loss `(stop - start) * log p(x_k | x_<k)` is an unbiased estimate of
+    `log_prob`, reported as bits per sub-pixel of the whole image. Evaluation
+    (`training=False`, `log_prob`, `evaluate`) computes every slice of the range (folded into
+    the batch) and sums them: the exact log-likelihood.
+
+    Sampling walks slice by slice (the embedder once per slice), then position by position and
+    channel by channel inside the slice with `spn_tf.sampling.raster_sample`. Noise is drawn
+    once per call, `(B, S*S, h, w, C)` uniforms from `seed`. `given` (known content, returned
+    unchanged) is one of:
+      * `{"low_res": int (B, H/S, W/S, C)}` — the first slice, a sub-sampled low-resolution
+        image: size upscaling by `S`;
+      * `{"images": int (B, H, W, C), "num_slices": k}` — keep slices `0..k-1` of `images`
+        (completion from the first `k` slices; the other pixels are ignored).
+    Slices before `start` must be given.
+
+    Args:
+      image_size, channels, bits, cond: see `DensityModel`.
+      subscale_factor: `S`; it must divide `image_size`. Slices are `image_size / S` square.
+      slice_range: `(start, stop)` with `0 <= start < stop <= S*S`: the slices modelled;
+        default all.
+      depth_condition_bits: `m` for a depth-upscaling network (takes `cond["low_res"]`), or
+        None.
+      filters, num_layers, kernel_size, first_kernel_size, attention_layers, num_heads,
+        key_dim: the decoder, see `spn_tf.layers.MaskedDecoder`.
+      embedder_filters, embedder_layers, embedder_kernel_size: see
+        `spn_tf.layers.SliceEmbedder`.
+
+    Call: images int `(B, H, W, C)` (+ cond) → dict `{"logits": (B, m, h, w, C, 2**bits),
+    "slice_index": int (B, m)}`: `m = 1` random slice per example when training, all
+    `stop - start` slices otherwise.
+
+    Example:
+      >>> model = spn_tf.models.build("spn", 8, channels=1, bits=2, preset="tiny")
+      >>> model.log_prob(tf.zeros([4, 8, 8, 1], tf.int32)).shape
+      TensorShape([4])
+
+    References:
+      Menick, Kalchbrenner. Generating High Fidelity Images with Subscale Pixel Networks and
+      Multidimensional Upscaling. ICLR 2019.
+    """
+
+    def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
+                 slice_range=None, depth_condition_bits=None, filters=48, num_layers=4,
+                 kernel_size=3, first_kernel_size=5, attention_layers=(), num_heads=4,
+                 key_dim=16, embedder_filters=48, embedder_layers=2, embedder_kernel_size=3,
+                 seed=None, **kwargs):
+        super().__init__(image_size, channels, bits, cond, **kwargs)
+        orderings.check_subscale_factor(self.image_size, self.image_size, subscale_factor)
+        self.subscale_factor = int(subscale_factor)
+        num_slices = self.subscale_factor ** 2
+        start, stop = tuple(slice_range) if slice_range is not None else (0, num_slices)
+        if not 0 <= start < stop <= num_slices:
+            raise ValueError(
+                f"slice_range={slice_range} must be (start, stop) with 0 <= start < stop <= "
+                f"S*S = {num_slices}.")
+        if depth_condition_bits is not None and not 1 <= depth_condition_bits <= 8 - bits:
+            raise ValueError(
+                f"depth_condition_bits={depth_condition_bits} must be in [1, {8 - bits}] for "
+                f"bits={bits} (the low-depth image's bits plus `bits` make at most 8), or None.")
+        self.slice_range = (int(start), int(stop))
+        self.depth_condition_bits = depth_condition_bits
+        self.filters = filters
+        self.num_layers = num_layers
+        self.kernel_size = kernel_size
+        self.first_kernel_size = first_kernel_size
+        self.attention_layers = tuple(attention_layers)
+        self.num_heads = num_heads
+        self.key_dim = key_dim
+        self.embedder_filters = embedder_filters
+        self.embedder_layers = embedder_layers
+        self.embedder_kernel_size = embedder_kernel_size
+        self.seed = seed
+        self.condition = (ConditionEmbedding(embedder_filters, self.cond_spec.get("label"),
+                                             self.cond_spec.get("embedding"))
+                          if self.cond_spec else None)
+        self.embedder = SliceEmbedder(embedder_filters, embedder_layers, num_slices,
+                                      embedder_kernel_size)
+        self.decoder = MaskedDecoder(filters, num_layers, self.num_values, channels, kernel_size,
+                                     first_kernel_size, attention_layers, num_heads, key_dim)
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def num_slices(self):
+        return self.subscale_factor ** 2
+
+    @property
+    def slice_size(self):
+        return self.image_size // self.subscale_factor
+
+    def check_cond(self, cond, batch_size=None):
+        cond = dict(cond or {})
+        low_res = cond.pop("low_res", None)
+        checked = super().check_cond(cond, batch_size)
+        if self.depth_condition_bits is None:
+            if low_res is not None:
+                raise ValueError("cond['low_res'] is only taken by a depth-upscaling SPN "
+                                 "(depth_condition_bits set); this model has none.")
+            return checked
+        if low_res is None:
+            raise ValueError(
+                f"this depth-upscaling SPN needs cond['low_res']: the {self.depth_condition_bits} "
+                f"most significant bits of the image, int (B, {self.image_size}, "
+                f"{self.image_size}, {self.channels}).")
+        checked["low_res"] = check_images(low_res, self.depth_condition_bits, self.channels,
+                                          self.image_size, self.image_size, "cond['low_res']")
+        return checked
+
+    def dummy_inputs(self, batch_size=1):
+        images, cond = super().dummy_inputs(batch_size)
+        if self.depth_condition_bits is not None:
+            cond["low_res"] = tf.zeros_like(images)
+        return images, cond
+
+    def _conditioning(self, cond):
+        """Global context `(B, 1, 1, D)` and the low-depth planes `(B, h, w, S*S*C)` (or None)."""
+        context = self.condition(cond) if self.condition is not None else None
+        visible = None
+        if self.depth_condition_bits is not None:
+            low = orderings.subscale_split(
+                self.scale(cond["low_res"], self.depth_condition_bits), self.subscale_factor)
+            low = tf.transpose(low, [0, 2, 3, 1, 4])
+            visible = tf.reshape(low, [tf.shape(low)[0], self.slice_size, self.slice_size,
+                                       self.num_slices * self.channels])
+        return context, visible
+
+    def _slice_logits(self, slices, slice_index, context, visible):
+        """Logits of the target slices, several per example folded into the batch.
+
+        Args:
+          slices: float `(B, S*S, h, w, C)`, scaled.
+          slice_index: int32 `(B, m)`: target slices.
+          context, visible: from `_conditioning`.
+
+        Returns:
+          float `(B, m, h, w, C, 2**bits)`.
+        """
+        batch, m = tf.shape(slice_index)[0], tf.shape(slice_index)[1]
+        targets = tf.gather(slices, slice_index, axis=1, batch_dims=1)
+        flat_index = tf.reshape(slice_index, [-1])
+        repeat = lambda t: None if t is None else tf.repeat(t, m, axis=0)
+        embedding = self.embedder(repeat(slices), flat_index, context=repeat(context),
+                                  visible=repeat(visible))
+        h, c = self.slice_size, self.channels
+        logits = self.decoder(tf.reshape(targets, [-1, h, h, c]), context=embedding)
+        return tf.reshape(logits, [batch, m, h, h, c, self.num_values])
+
+    def _slice_outputs(self, images, cond, slice_index):
+        slices = orderings.subscale_split(self.scale(images), self.subscale_factor)
+        context, visible = self._conditioning(cond)
+        return {"logits": self._slice_logits(slices, slice_index, context, visible),
+                "slice_index": slice_index}
+
+    def _outputs(self, images, cond, training):
+        start, stop = self.slice_range
+        batch = tf.shape(images)[0]
+        if training:
+            slice_index = keras.random.randint((batch, 1), start, stop,
+                                               seed=self.seed_generator, dtype="int32")
+        else:
+            slice_index = tf.tile(tf.range(start, stop)[None], [batch, 1])
+        return self._slice_outputs(images, cond, slice_index)
+
+    def _log_prob_from_outputs(self, images, cond, outputs):
+        slice_index = outputs["slice_index"]
+        targets = tf.gather(orderings.subscale_split(images, self.subscale_factor), slice_index,
+                            axis=1, batch_dims=1)
+        per_slice = tf.reduce_sum(categorical_log_prob(outputs["logits"], targets), [2, 3, 4])
+        # All slices: the exact sum; m random slices: (stop - start) x their mean, unbiased.
+        weight = (self.slice_range[1] - self.slice_range[0]) / tf.cast(
+            tf.shape(slice_index)[1], tf.float32)
+        return weight * tf.reduce_sum(per_slice, axis=1)
+
+    def slice_log_prob(self, images, slice_index, cond=None):
+        """`log p(x_k | x_<k, cond)` of one slice per example.
+
+        Args:
+          images: int `(B, H, W, C)` in `[0, 2**bits)`.
+          slice_index: int `(B,)` in `[0, S*S)`.
+          cond: conditioning dict, as built.
+
+        Returns:
+          float32 `(B,)`, natural log.
+        """
+        images, cond = self.check_inputs(images, cond)
+        self.build()
+        slice_index = tf.reshape(tf.cast(slice_index, tf.int32), [-1, 1])
+        outputs = self._slice_outputs(images, cond, slice_index)
+        targets = tf.gather(orderings.subscale_split(images, self.subscale_factor), slice_index,
+                            axis=1, batch_dims=1)
+        return tf.reduce_sum(categorical_log_prob(outputs["logits"], targets), [1, 2, 3, 4])
+
+    def given_slices(self, given, batch_size):
+        """Parses `given` (see the class docstring) → (int32 `(B, S*S, h, w, C)`, `k` known)."""
+        s, h, c = self.subscale_factor, self.slice_size, self.channels
+        shape = [batch_size, self.num_slices, h, h, c]
+        if given is None:
+            return tf.zeros(shape, tf.int32), 0
+        if isinstance(given, dict) and set(given) == {"low_res"}:
+            low_res = check_images(given["low_res"], self.bits, c, h, h, "given['low_res']")
+            known, slices = 1, tf.concat(
+                [low_res[:, None], tf.zeros([low_res.shape[0], self.num_slices - 1, h, h, c],
+                                            tf.int32)], axis=1)
+        elif isinstance(given, dict) and set(given) == {"images", "num_slices"}:
+            known = given["num_slices"]
+            if not isinstance(known, int) or not 0 <= known <= self.num_slices:
+                raise ValueError(f"given['num_slices'] must be an int in [0, {self.num_slices}], "
+                                 f"got {known!r}.")
+            images = check_images(given["images"], self.bits, c, self.image_size,
+                                  self.image_size, "given['images']")
+            keep = tf.reshape(tf.range(self.num_slices) < known, [1, -1, 1, 1, 1])
+            slices = tf.where(keep, orderings.subscale_split(images, s), 0)
+        else:
+            raise ValueError(
+                "given must be None, {'low_res': int (B, H/S, W/S, C)} (the first slice) or "
+                "{'images': int (B, H, W, C), 'num_slices': k} (keep the first k slices); got "
+                f"{given if not isinstance(given, dict) else sorted(given)!r}.")
+        if slices.shape[0] != batch_size:
+            raise ValueError(f"given has batch {slices.shape[0]}, but batch_size={batch_size}.")
+        return slices, known
+
+    def _sample(self, batch_size, seed, temperature, cond, given):
+        slices, known = self.given_slices(given, batch_size)
+        start, stop = self.slice_range
+        if known < start:
+            raise ValueError(
+                f"this SPN models slices [{start}, {stop}) given the earlier ones: pass the "
+                f"first {start} slices in `given` (got {known}).")
+        h, c = self.slice_size, self.channels
+        uniform = sampling.draw_uniform(seed, [batch_size, self.num_slices, h, h, c])
+        temperatures = tf.fill([batch_size], temperature)
+        context, visible = self._conditioning(cond)
+        for k in range(max(known, start), stop):
+            embedding = self.embedder(self.scale(slices), tf.fill([batch_size], k),
+                                      context=context, visible=visible)
+            drawn = sampling.raster_sample(
+                lambda x: self.decoder(self.scale(x), context=embedding),
+                tf.zeros([batch_size, h, h, c], tf.int32), tf.zeros([batch_size, h, h, c], tf.bool),
+                uniform[:, k], temperatures)
+            slices = tf.concat([slices[:, :k], drawn[:, None], slices[:, k + 1:]], axis=1)
+        return orderings.subscale_merge(slices, self.subscale_factor)
+
+    def get_config(self):
+        return {**super().get_config(), "subscale_factor": self.subscale_factor,
+                "slice_range": list(self.slice_range),
+                "depth_condition_bits": self.depth_condition_bits, "filters": self.filters,
+                "num_layers": self.num_layers, "kernel_size": self.kernel_size,
+                "first_kernel_size": self.first_kernel_size,
+                "attention_layers": list(self.attention_layers), "num_heads": self.num_heads,
+                "key_dim": self.key_dim, "embedder_filters": self.embedder_filters,
+                "embedder_layers": self.embedder_layers,
+                "embedder_kernel_size": self.embedder_kernel_size, "seed": self.seed}

@@ -1,0 +1,35 @@
+"""tf.distribute strategies by name: `default`, `mirrored`, `multi_worker`, `tpu`."""
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def make_strategy(name, tpu_address=""):
+    """Returns the named strategy.
+
+    * `default` — the current (single-device) strategy.
+    * `mirrored` — synchronous data parallelism over the local GPUs (or CPU when none).
+    * `multi_worker` — MultiWorkerMirroredStrategy; every worker needs `TF_CONFIG`.
+    * `tpu` — TPUStrategy; fails at once with a clear message when no TPU is reachable.
+
+    Raises:
+      ValueError: unknown name, or no TPU found for `tpu`.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError, RuntimeError) as error:
+            raise ValueError(
+                f"--strategy=tpu found no TPU ({error.__class__.__name__}: {error}). Run on a TPU "
+                f"VM, or pass --tpu_address=grpc://HOST:8470, or use --strategy=mirrored.") from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}.")

@@ -1,0 +1,86 @@
+"""`python -m spn_tf.train --flagfile=configs/quickstart.cfg`: train, evaluate, sample.
+
+Flags are turned into a frozen `spn_tf.trainer.TrainConfig`; absl rejects misspelt flags,
+also inside a flagfile, and the command line overrides the file.
+"""
+
+import ast
+
+from absl import app, flags
+
+from spn_tf import models, strategies
+from spn_tf.trainer import TrainConfig, train_and_evaluate
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_enum("model", "raster", sorted(models.MODELS), "Model family.")
+    flags.DEFINE_enum("preset", "small", list(models.PRESET_NAMES), "Model size preset.")
+    flags.DEFINE_string("dataset", "embedded", "'embedded' or a prepared TFDS dataset name.")
+    flags.DEFINE_string("data_dir", "", "Directory of prepared TFDS data.")
+    flags.DEFINE_integer("image_size", 16, "Image height = width.", lower_bound=1)
+    flags.DEFINE_enum("channels", "3", ["1", "3"], "Image channels.")
+    flags.DEFINE_integer("bits", 5, "Bits per sub-pixel.", lower_bound=1, upper_bound=8)
+    flags.DEFINE_integer("subscale_factor", None, "SPN subscale factor S (slices of H/S).",
+                         lower_bound=1)
+    flags.DEFINE_bool("conditional", False, "Class-conditional on the dataset's labels.")
+    flags.DEFINE_list("hparams", [], "Model hyperparameter overrides, e.g. filters=64,num_layers=6.")
+    flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
+    flags.DEFINE_integer("steps", 600, "Optimizer steps.", lower_bound=1)
+    flags.DEFINE_integer("steps_per_epoch", 100, "Steps between checkpoints.", lower_bound=1)
+    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0.0)
+    flags.DEFINE_integer("eval_batches", 0, "Held-out batches (0: the whole test split).",
+                         lower_bound=0)
+    flags.DEFINE_integer("num_samples", 16, "Images in the sample grid.", lower_bound=1)
+    flags.DEFINE_float("temperature", 1.0, "Sampling temperature.", lower_bound=0.0)
+    flags.DEFINE_string("model_dir", "runs/quickstart", "Checkpoints, samples and metrics.")
+    flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES), "tf.distribute strategy.")
+    flags.DEFINE_string("tpu_address", "", "TPU address for --strategy=tpu.")
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
+    flags.DEFINE_bool("mixed_precision", False, "Train with the mixed_bfloat16 policy.")
+    flags.DEFINE_bool("flip", True, "Random horizontal flips.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+
+
+def parse_hparams(items):
+    """`["filters=64", "attention_layers=(1,)"]` → `{"filters": 64, ...}` (Python literals)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise flags.ValidationError(f"--hparams entry {item!r} is not key=value.")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def config_from_flags():
+    hparams = parse_hparams(FLAGS.hparams)
+    if FLAGS.subscale_factor is not None:
+        hparams["subscale_factor"] = FLAGS.subscale_factor
+    return TrainConfig(
+        model=FLAGS.model, preset=FLAGS.preset, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+        image_size=FLAGS.image_size, channels=int(FLAGS.channels), bits=FLAGS.bits,
+        conditional=FLAGS.conditional, hparams=hparams, batch_size=FLAGS.batch_size,
+        steps=FLAGS.steps, steps_per_epoch=FLAGS.steps_per_epoch,
+        learning_rate=FLAGS.learning_rate, eval_batches=FLAGS.eval_batches,
+        num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, model_dir=FLAGS.model_dir,
+        strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address, jit_compile=FLAGS.jit_compile,
+        mixed_precision=FLAGS.mixed_precision, flip=FLAGS.flip, seed=FLAGS.seed)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
+    try:
+        train_and_evaluate(config_from_flags())
+    except ValueError as error:
+        raise app.UsageError(str(error)) from None
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

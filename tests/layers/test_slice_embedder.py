@@ -1,0 +1,33 @@
+import numpy as np
+import tensorflow as tf
+
+from spn_tf import testing
+from spn_tf.layers import SliceEmbedder
+
+
+def _slices(seed=0):
+    return tf.constant(np.random.default_rng(seed).normal(size=(3, 4, 2, 2, 3)), tf.float32)
+
+
+def test_layer_contract():
+    testing.run_layer_test(
+        SliceEmbedder, dict(filters=5, num_layers=1, num_slices=4), _slices(),
+        (3, 2, 2, 5), call_kwargs=dict(slice_index=tf.constant([0, 1, 3]),
+                                       context=tf.ones([3, 1, 1, 7]),
+                                       visible=tf.ones([3, 2, 2, 2])))
+
+
+def test_sees_earlier_slices_only_and_its_meta_position():
+    layer = SliceEmbedder(6, 2, num_slices=4)
+    slices = _slices()
+    index = tf.constant([0, 2, 3])
+    with tf.GradientTape() as tape:
+        tape.watch(slices)
+        loss = tf.reduce_sum(layer(slices, index) ** 2)
+    grad = np.abs(tape.gradient(loss, slices).numpy()).sum(axis=(2, 3, 4))
+    earlier = np.arange(4)[None, :] < index.numpy()[:, None]
+    assert np.all(grad[~earlier] == 0) and np.all(grad[earlier] > 0)
+    # With nothing to see, only the meta-position tells the targets apart.
+    zeros = tf.zeros_like(slices)
+    assert not np.allclose(layer(zeros, tf.constant([1, 1, 1])),
+                           layer(zeros, tf.constant([2, 2, 2])))

@@ -1,0 +1,242 @@
+"""MultiscalePixelCNN: exact normalization, causality, O(log N) sampling, conditioning."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import data, testing
+from spn_tf.layers import GroupPredictor, MaskedDecoder
+from spn_tf.models import build
+from spn_tf.models.multiscale import MultiscalePixelCNN
+from spn_tf.orderings import multiscale_merge
+
+
+def tiny(image_size, channels, bits, base_size, cond=None, **overrides):
+    return build("multiscale", image_size, channels=channels, bits=bits, preset="tiny",
+                 cond=cond, base_size=base_size, **overrides)
+
+
+def randomize(model, scale=1.0, seed=0):
+    """Large random weights: a peaked, far-from-uniform distribution (tests with power)."""
+    model.build()
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(scale=scale, size=w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+def multiscale_order(image_size, channels, base_size):
+    """Generation step of each sub-pixel: base in raster order, then one step per
+    (scale, group, channel), shared by every pixel of that group."""
+    base = np.arange(base_size * base_size * channels).reshape(1, base_size, base_size, channels)
+    groups, step, r = [], base.size, base_size
+    while r < image_size:
+        steps = step + np.arange(3 * channels).reshape(1, 3, 1, 1, channels)
+        groups.append(np.broadcast_to(steps, (1, 3, r, r, channels)))
+        step, r = step + 3 * channels, 2 * r
+    return multiscale_merge(tf.constant(base), [tf.constant(g) for g in groups]).numpy()[0]
+
+
+def expected_calls(image_size, channels, base_size):
+    """The docstring's count: base_size**2 * C base calls, 3 * C * L head calls."""
+    return base_size ** 2 * channels + 3 * channels * int(math.log2(image_size // base_size))
+
+
+class TestNormalization:
+    def test_all_4x4_binary_images_with_2x2_base(self):
+        model = randomize(tiny(4, 1, 1, base_size=2))
+        testing.assert_normalized(model)
+
+    def test_rgb_channels_autoregressive(self):
+        model = randomize(tiny(2, 3, 1, base_size=1))
+        testing.assert_normalized(model)
+
+    def test_log_prob_is_sum_of_base_and_group_terms(self):
+        model = randomize(tiny(4, 1, 2, base_size=2), scale=0.5)
+        images = tf.constant(np.random.default_rng(0).integers(0, 4, (3, 4, 4, 1)), tf.int32)
+        full = model.log_prob(images).numpy()
+        given_base = model.log_prob(images, {"low_res": images[:, ::2, ::2]}).numpy()
+        base_only = tiny(2, 1, 2, base_size=2)
+        base_only.build()
+        base_only.base_decoder.set_weights(model.base_decoder.get_weights())
+        np.testing.assert_allclose(full, given_base + base_only.log_prob(images[:, ::2, ::2]),
+                                   rtol=1e-5)
+
+
+class TestCausality:
+    @pytest.mark.parametrize("image_size,channels,base_size", [(8, 1, 2), (4, 3, 1)])
+    def test_groups_see_only_earlier_steps(self, image_size, channels, base_size):
+        cond = {"label": 3, "embedding": 2}
+        model = randomize(tiny(image_size, channels, 1, base_size, cond=cond), scale=0.5)
+        cond_row = {"label": tf.constant([1]), "embedding": tf.constant([[0.3, -1.0]])}
+        testing.assert_causal(
+            lambda x: model.logits_as_image(model._outputs(x, cond_row, False)),
+            multiscale_order(image_size, channels, base_size))
+
+    def test_conditioning_reaches_every_group(self):
+        model = randomize(tiny(4, 3, 1, base_size=1, cond={"embedding": 2}), scale=0.5)
+        images = tf.zeros([1, 4, 4, 3], tf.int32)
+        embedding = tf.constant([[0.3, -1.0]])
+        with tf.GradientTape() as tape:
+            tape.watch(embedding)
+            logits = model.logits_as_image(model(images, {"embedding": embedding}))
+            per_subpixel = tf.reshape(tf.reduce_sum(logits, axis=-1), [-1])
+        grads = tape.jacobian(per_subpixel, embedding, experimental_use_pfor=False)
+        assert np.all(np.abs(grads.numpy()).sum(axis=(1, 2)) > 0)
+
+    def test_order_counts_log_n_steps(self):
+        order = multiscale_order(16, 3, 4)
+        assert len(np.unique(order)) == expected_calls(16, 3, 4) == 4 * 4 * 3 + 3 * 3 * 2
+
+
+class TestSampling:
+    @pytest.mark.parametrize("image_size", [8, 16, 32, 64])
+    def test_sequential_network_calls(self, image_size, monkeypatch):
+        # Variables, not Python ints: the count stays right if a sampler traces the network.
+        counters = {key: tf.Variable(0) for key in ("base", "features", "head")}
+
+        def counts():
+            return {key: int(counter.numpy()) for key, counter in counters.items()}
+
+        def counting(key, method):
+            def wrapped(*args, **kwargs):
+                counters[key].assign_add(1)
+                return method(*args, **kwargs)
+            return wrapped
+
+        monkeypatch.setattr(MaskedDecoder, "call", counting("base", MaskedDecoder.call))
+        monkeypatch.setattr(GroupPredictor, "features",
+                            counting("features", GroupPredictor.features))
+        monkeypatch.setattr(GroupPredictor, "head", counting("head", GroupPredictor.head))
+        model = tiny(image_size, 3, 2, base_size=4)
+        model.build()
+        for counter in counters.values():
+            counter.assign(0)
+        images = model.sample(1, seed=0)
+        assert images.shape == (1, image_size, image_size, 3)
+        scales = int(math.log2(image_size // 4))
+        assert counts() == {"base": 48, "features": 3 * scales, "head": 9 * scales}
+        assert counts()["base"] + counts()["head"] == expected_calls(image_size, 3, 4)
+        # Super-resolution from 8x8 runs only the scales above 8x8.
+        for counter in counters.values():
+            counter.assign(0)
+        model.super_resolve(images[:, ::image_size // 8, ::image_size // 8], seed=1)
+        assert counts() == {"base": 0, "features": 3 * (scales - 1), "head": 9 * (scales - 1)}
+
+    @pytest.mark.parametrize("channels,bits", [(1, 2), (3, 1)])
+    def test_samples_follow_log_prob(self, channels, bits):
+        model = randomize(tiny(2, channels, bits, base_size=1), scale=2.0, seed=3)
+        samples = model.sample(20000, seed=[4, 2]).numpy()
+        testing.assert_samples_follow(model, samples)
+
+    def test_super_resolution_samples_follow_conditional(self):
+        model = randomize(tiny(2, 1, 2, base_size=1), scale=2.0, seed=5)
+        low_res = np.full((20000, 1, 1, 1), 2, np.int32)
+        samples = model.super_resolve(low_res, seed=[1, 7]).numpy()
+        assert np.all(samples[:, 0, 0, 0] == 2)
+        testing.assert_samples_follow(model, samples, {"low_res": low_res[:1]})
+
+    def test_same_seed_same_images_and_temperature_zero(self):
+        model = randomize(tiny(8, 3, 3, base_size=2), scale=0.5)
+        a = model.sample(2, seed=[3, 4])
+        np.testing.assert_array_equal(a, model.sample(2, seed=[3, 4]))
+        greedy = model.sample(2, seed=[3, 4], temperature=0.0).numpy()
+        np.testing.assert_array_equal(greedy[0], greedy[1])
+        assert a.dtype == tf.int32 and a.numpy().max() < 8
+
+    def test_super_resolution_keeps_low_res(self):
+        model = tiny(16, 3, 3, base_size=4)
+        low_res = np.random.default_rng(0).integers(0, 8, (2, 8, 8, 3)).astype(np.int32)
+        images = model.super_resolve(low_res, seed=0).numpy()
+        np.testing.assert_array_equal(images[:, ::2, ::2], low_res)
+
+
+class TestConditioning:
+    def test_label_and_embedding_are_normalized_and_matter(self):
+        model = randomize(tiny(2, 3, 1, base_size=1, cond={"label": 4, "embedding": 2}))
+        rows = [{"label": np.array([k]), "embedding": np.array([[0.5 * k, -1.0]], np.float32)}
+                for k in (0, 3)]
+        for row in rows:
+            testing.assert_normalized(model, row)
+        images = testing.all_images(2, 2, 3, 1)[:64]
+        lp = [testing.batched_log_prob(model, images, {k: np.repeat(v, 64, 0)
+                                                        for k, v in row.items()})
+              for row in rows]
+        assert np.abs(lp[0] - lp[1]).max() > 1e-3
+
+    def test_class_conditional_samples_follow(self):
+        model = randomize(tiny(2, 1, 2, base_size=1, cond={"label": 3}), scale=2.0, seed=1)
+        samples = model.sample(20000, seed=[0, 9], cond={"label": np.full(20000, 2)}).numpy()
+        testing.assert_samples_follow(model, samples, {"label": np.array([2])})
+
+    def test_super_resolution_log_prob_is_normalized(self):
+        model = randomize(tiny(4, 1, 1, base_size=1))
+        low_res = np.array([[[[1], [0]], [[0], [1]]]], np.int32)  # 2x2
+        total = testing.assert_normalized(model, {"low_res": low_res})
+        assert total == pytest.approx(1.0, abs=1e-4)
+
+    def test_condition_on_base_super_resolver(self):
+        model = randomize(tiny(4, 1, 1, base_size=2, condition_on_base=True))
+        assert model.base_decoder is None
+        low_res = np.array([[[[1], [0]], [[1], [1]]]], np.int32)
+        images = testing.all_images(4, 4, 1, 1)
+        match = np.all(images[:, ::2, ::2] == low_res, axis=(1, 2, 3))
+        p = np.exp(testing.batched_log_prob(model, images).astype(np.float64))
+        assert p[match].sum() == pytest.approx(1.0, abs=1e-4)  # p(x | x_base) over completions
+        with pytest.raises(ValueError, match="condition_on_base"):
+            model.sample(1, seed=0)
+        sharp = model.super_resolve(low_res, seed=0).numpy()
+        np.testing.assert_array_equal(sharp[:, ::2, ::2], low_res)
+
+    @pytest.mark.parametrize("bad", [np.zeros((1, 3, 3, 1), np.int32),
+                                     np.zeros((1, 8, 8, 1), np.int32),
+                                     np.zeros((1, 2, 2, 3), np.int32)])
+    def test_bad_low_res_is_a_value_error(self, bad):
+        model = tiny(8, 1, 1, base_size=2)
+        with pytest.raises(ValueError, match="low_res"):
+            model.super_resolve(bad, seed=0)
+
+    def test_bad_geometry_and_given(self):
+        with pytest.raises(ValueError, match="power of 2"):
+            tiny(12, 1, 1, base_size=8)
+        with pytest.raises(ValueError, match="given"):
+            tiny(4, 1, 1, base_size=2).sample(1, seed=0, given=np.zeros((1, 4, 4, 1)))
+
+
+class TestKeras:
+    def test_group_predictor_layer(self):
+        known = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype(np.float32)
+        pixels = np.random.default_rng(1).normal(size=(2, 4, 4, 3)).astype(np.float32)
+        testing.run_layer_test(
+            GroupPredictor, dict(filters=6, num_blocks=1, num_values=4, data_channels=3,
+                                 num_scales=2),
+            known, (2, 4, 4, 3, 4), call_kwargs={"pixels": pixels, "scale": 1})
+
+    def test_keras_round_trip(self, tmp_path):
+        model = randomize(tiny(8, 3, 2, base_size=2, cond={"label": 3}), scale=0.3)
+        path = str(tmp_path / "multiscale.keras")
+        model.save(path)
+        restored = keras.saving.load_model(path)
+        assert isinstance(restored, MultiscalePixelCNN)
+        assert restored.get_config() == model.get_config()
+        images = np.random.default_rng(0).integers(0, 4, (2, 8, 8, 3)).astype(np.int32)
+        cond = {"label": np.array([0, 2])}
+        np.testing.assert_allclose(restored.log_prob(images, cond), model.log_prob(images, cond),
+                                   rtol=1e-5)
+        np.testing.assert_array_equal(restored.sample(2, [1, 2], cond=cond),
+                                      model.sample(2, [1, 2], cond=cond))
+
+    def test_fit_on_embedded_data(self):
+        ds = data.load("embedded", image_size=8, bits=3, batch_size=8, with_labels=True,
+                       repeat=True)
+        model = tiny(8, 3, 3, base_size=2, cond={"label": data.num_classes("embedded")},
+                     filters=12, base_filters=12)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        before = float(np.mean(model.bits_per_dim(*next(
+            (b["images"], {"label": b["label"]}) for b in ds.take(1)))))
+        history = model.fit(ds, steps_per_epoch=40, epochs=2, verbose=0)
+        losses = history.history["loss"]
+        assert np.all(np.isfinite(losses)) and losses[-1] < before - 0.1

@@ -1,0 +1,211 @@
+"""SubscalePixelNetwork: exact normalization and causality in subscale order, an unbiased
+one-slice training loss, a sampler that draws from `log_prob`, saving and `fit`."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import data, models, orderings, testing
+from spn_tf.models.subscale import SubscalePixelNetwork
+
+
+def tiny(image_size, channels, bits, **overrides):
+    return models.build("spn", image_size, channels=channels, bits=bits, preset="tiny",
+                        **overrides)
+
+
+def sharpen(model, factor=3.0):
+    """Scales the weights so the distribution is far from uniform (tests need the power)."""
+    model.build()
+    for weight in model.trainable_weights:
+        weight.assign(weight * factor)
+    return model
+
+
+def subscale_order(image_size, channels, s):
+    """Step of each sub-pixel: slice by slice, raster order and channels inside a slice."""
+    h = image_size // s
+    steps = tf.reshape(tf.range(s * s * h * h * channels), [1, s * s, h, h, channels])
+    return orderings.subscale_merge(steps, s)[0].numpy()
+
+
+def merged_logits(model, cond):
+    """float `(1, H, W, C)` → logits of every slice in image layout `(1, H, W, C, K)`."""
+
+    def logits_fn(x):
+        logits = model(x, cond=cond, training=False)["logits"]
+        shape = logits.shape
+        flat = tf.reshape(logits, [1, shape[1], shape[2], shape[3], shape[4] * shape[5]])
+        merged = orderings.subscale_merge(flat, model.subscale_factor)
+        return tf.reshape(merged, merged.shape[:3] + (shape[4], shape[5]))
+
+    return logits_fn
+
+
+def test_normalized_over_all_4x4_binary_images():
+    testing.assert_normalized(tiny(4, 1, 1, subscale_factor=2))
+
+
+@pytest.mark.parametrize("channels,bits,extra", [
+    (3, 1, dict(attention_layers=(0,))),
+    (1, 1, dict(depth_condition_bits=2)),
+])
+def test_normalized_conditional(channels, bits, extra):
+    model = tiny(2, channels, bits, subscale_factor=2, cond={"label": 5}, **extra)
+    cond_row = {"label": np.array([3], np.int32)}
+    if "depth_condition_bits" in extra:
+        cond_row["low_res"] = np.array([[[[0], [3]], [[2], [1]]]], np.int32)
+    testing.assert_normalized(sharpen(model), cond_row)
+
+
+def test_slice_range_is_normalized_given_earlier_slices():
+    model = tiny(2, 1, 2, subscale_factor=2, slice_range=(1, 4))
+    images = testing.all_images(2, 2, 1, 2)
+    total = np.exp(testing.batched_log_prob(model, images).astype(np.float64)).sum()
+    # Each of the 4 values of slice 0 contributes one normalized conditional distribution.
+    assert abs(total - 4.0) < 1e-4
+
+
+@pytest.mark.parametrize("channels,extra", [
+    (1, dict(attention_layers=(0,))),
+    (3, dict(attention_layers=(0,), cond={"label": 4}, depth_condition_bits=1)),
+])
+def test_causal_in_subscale_order(channels, extra):
+    # Wide enough that no sub-pixel's path is cut by ReLUs that happen to be dead.
+    model = tiny(4, channels, 2, subscale_factor=2, filters=12, embedder_filters=16, **extra)
+    cond = {}
+    if "cond" in extra:
+        cond["label"] = tf.constant([2])
+    if "depth_condition_bits" in extra:
+        cond["low_res"] = tf.ones([1, 4, 4, channels], tf.int32)
+    testing.assert_causal(merged_logits(model, cond), subscale_order(4, channels, 2))
+
+
+def test_one_slice_training_loss_is_unbiased():
+    model = tiny(4, 3, 2, subscale_factor=2, cond={"label": 3})
+    images = tf.constant(np.random.default_rng(0).integers(0, 4, (5, 4, 4, 3)), tf.int32)
+    cond = {"label": tf.constant([0, 1, 2, 0, 1])}
+    per_slice = np.stack([model.slice_log_prob(images, tf.fill([5], k), cond).numpy()
+                          for k in range(4)], axis=1)
+    np.testing.assert_allclose(4 * per_slice.mean(axis=1), model.log_prob(images, cond),
+                               rtol=1e-5)
+    drawn = []
+    for _ in range(40):
+        outputs = model({"images": images, **cond}, training=True)
+        index = outputs["slice_index"].numpy()[:, 0]
+        drawn.append(index)
+        estimate = model._log_prob_from_outputs(images, cond, outputs).numpy()
+        np.testing.assert_allclose(estimate, 4 * per_slice[np.arange(5), index], rtol=1e-5)
+        loss = model.compute_loss({"images": images, **cond}, y_pred=outputs)
+        expected = -np.mean(4 * per_slice[np.arange(5), index]) / (4 * 4 * 3 * math.log(2))
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    # 200 draws of a uniform index over 4 slices: chi-square with 3 dof well under 16.3
+    # (p = 0.001); a sampler stuck on fewer slices is far above it.
+    counts = np.bincount(np.concatenate(drawn), minlength=4)
+    chi2 = ((counts - 50) ** 2 / 50).sum()
+    assert chi2 < 16.3, counts
+
+
+def test_training_draws_only_modelled_slices():
+    model = tiny(4, 1, 1, subscale_factor=2, slice_range=(1, 3))
+    images = tf.zeros([64, 4, 4, 1], tf.int32)
+    index = model(images, training=True)["slice_index"].numpy()
+    assert set(index.ravel()) == {1, 2}
+
+
+def test_sampler_draws_from_log_prob():
+    model = sharpen(tiny(2, 1, 2, subscale_factor=2, attention_layers=(0,)))
+    samples = model.sample(3000, seed=[1, 2]).numpy()
+    testing.assert_samples_follow(model, samples)
+    np.testing.assert_array_equal(model.sample(8, seed=[1, 2]), samples[:8])
+    assert not np.array_equal(model.sample(8, seed=[1, 3]), samples[:8])
+
+
+def test_conditional_depth_sampler_draws_from_log_prob():
+    model = sharpen(tiny(2, 1, 1, subscale_factor=2, cond={"label": 3},
+                         depth_condition_bits=1))
+    cond_row = {"label": np.array([1], np.int32),
+                "low_res": np.array([[[[1], [0]], [[0], [1]]]], np.int32)}
+    n = 2000
+    cond = {k: np.repeat(v, n, axis=0) for k, v in cond_row.items()}
+    samples = model.sample(n, seed=[0, 7], cond=cond).numpy()
+    testing.assert_samples_follow(model, samples, cond_row)
+
+
+def test_size_upscaling_and_completion_follow_the_conditional():
+    model = sharpen(tiny(2, 1, 2, subscale_factor=2))
+    low_res = np.array([[[2]]], np.int32)
+    n = 3000
+    samples = model.sample(n, seed=[4, 4], given={"low_res": np.repeat(low_res[None], n, 0)})
+    samples = samples.numpy()
+    assert np.all(samples[:, 0, 0, 0] == 2)
+    images = testing.all_images(2, 2, 1, 2)
+    images = images[images[:, 0, 0, 0] == 2]
+    probs = np.exp(model.log_prob(images).numpy().astype(np.float64))
+    probs /= probs.sum()
+    index = {tuple(x.ravel()): i for i, x in enumerate(images)}
+    tv = testing.total_variation(np.array([index[tuple(x.ravel())] for x in samples]), probs)
+    assert tv < testing.tv_bound(probs, n)
+    assert 0.5 * np.abs(probs - 1 / len(probs)).sum() > 2 * testing.tv_bound(probs, n)
+
+    given = tf.constant(np.random.default_rng(1).integers(0, 4, (4, 2, 2, 1)), tf.int32)
+    completed = model.sample(4, seed=[0, 1], given={"images": given, "num_slices": 3})
+    kept = orderings.subscale_split(completed, 2)[:, :3]
+    np.testing.assert_array_equal(kept, orderings.subscale_split(given, 2)[:, :3])
+
+
+def test_given_errors():
+    model = tiny(4, 1, 1, subscale_factor=2, slice_range=(1, 4))
+    with pytest.raises(ValueError, match="first 1 slices"):
+        model.sample(2, seed=0)
+    with pytest.raises(ValueError, match="num_slices"):
+        model.sample(2, seed=0, given={"images": np.zeros([2, 4, 4, 1], np.int32),
+                                       "num_slices": 5})
+    with pytest.raises(ValueError, match="given must be"):
+        model.sample(2, seed=0, given={"mask": 1})
+    with pytest.raises(ValueError, match="subscale_factor=3"):
+        tiny(4, 1, 1, subscale_factor=3)
+    with pytest.raises(ValueError, match="slice_range"):
+        tiny(4, 1, 1, subscale_factor=2, slice_range=(2, 2))
+    depth = tiny(4, 1, 1, subscale_factor=2, depth_condition_bits=1)
+    with pytest.raises(ValueError, match="low_res"):
+        depth.log_prob(np.zeros([1, 4, 4, 1], np.int32))
+
+
+def test_keras_round_trip(tmp_path):
+    model = tiny(4, 3, 2, subscale_factor=2, cond={"label": 3}, depth_condition_bits=2,
+                 attention_layers=(0,))
+    images = tf.constant(np.random.default_rng(0).integers(0, 4, (2, 4, 4, 3)), tf.int32)
+    cond = {"label": tf.constant([0, 2]), "low_res": tf.reverse(images, [1])}
+    expected = model.log_prob(images, cond)
+    path = str(tmp_path / "spn.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, SubscalePixelNetwork)
+    assert restored.get_config() == model.get_config()
+    np.testing.assert_allclose(restored.log_prob(images, cond), expected, rtol=1e-6)
+
+
+def test_fit_on_embedded_data_one_slice_per_step():
+    ds = data.load("embedded", image_size=8, bits=3, batch_size=8, with_labels=True,
+                   repeat=True)
+    model = tiny(8, 3, 3, subscale_factor=2, cond={"label": data.num_classes("embedded")})
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), jit_compile=True)
+    history = model.fit(ds, steps_per_epoch=20, epochs=2, verbose=0)
+    losses = history.history["loss"]
+    assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+    # `evaluate` is the exact bits/dim (every slice).
+    batch = next(iter(ds))
+    exact = model.evaluate(batch, verbose=0)
+    np.testing.assert_allclose(exact, np.mean(model.bits_per_dim(
+        batch["images"], {"label": batch["label"]})), rtol=1e-4)
+
+
+def test_build_presets_scale_with_image_size():
+    assert models.build("spn", 256, preset="paper").subscale_factor == 8
+    assert models.build("spn", 32, preset="small").subscale_factor == 2
+    with pytest.raises(ValueError, match="unknown hyperparameters"):
+        models.build("spn", 8, preset="tiny", slice_sizes=3)
