@@ -44,6 +44,40 @@ def preset(name, image_size):
     return {**_DEFAULTS, **_PRESETS[name], "subscale_factor": factor}
 
 
+def given_slices(given, batch_size, image_size, channels, bits, subscale_factor):
+    """Parses a subscale `given` (see `SubscalePixelNetwork`) into known slices.
+
+    Returns:
+      `(slices, k)`: int32 `(B, S*S, h, w, C)` with the first `k` slices known, zeros after.
+    """
+    s, c = subscale_factor, channels
+    h, num_slices = image_size // s, s * s
+    if given is None:
+        return tf.zeros([batch_size, num_slices, h, h, c], tf.int32), 0
+    if isinstance(given, dict) and set(given) == {"low_res"}:
+        low_res = check_images(given["low_res"], bits, c, h, h, "given['low_res']")
+        known, slices = 1, tf.concat(
+            [low_res[:, None], tf.zeros([low_res.shape[0], num_slices - 1, h, h, c], tf.int32)],
+            axis=1)
+    elif isinstance(given, dict) and set(given) == {"images", "num_slices"}:
+        known = given["num_slices"]
+        if not isinstance(known, int) or not 0 <= known <= num_slices:
+            raise ValueError(
+                f"given['num_slices'] must be an int in [0, {num_slices}], got {known!r}.")
+        images = check_images(given["images"], bits, c, image_size, image_size,
+                              "given['images']")
+        keep = tf.reshape(tf.range(num_slices) < known, [1, -1, 1, 1, 1])
+        slices = tf.where(keep, orderings.subscale_split(images, s), 0)
+    else:
+        raise ValueError(
+            "given must be None, {'low_res': int (B, H/S, W/S, C)} (the first slice) or "
+            "{'images': int (B, H, W, C), 'num_slices': k} (keep the first k slices); got "
+            f"{given if not isinstance(given, dict) else sorted(given)!r}.")
+    if slices.shape[0] != batch_size:
+        raise ValueError(f"given has batch {slices.shape[0]}, but batch_size={batch_size}.")
+    return slices, known
+
+
 @keras.saving.register_keras_serializable(package="spn_tf")
 class SubscalePixelNetwork(DensityModel):
     """Subscale Pixel Network: slices in subscale order, raster order inside a slice.
@@ -255,37 +289,9 @@ class SubscalePixelNetwork(DensityModel):
                             axis=1, batch_dims=1)
         return tf.reduce_sum(categorical_log_prob(outputs["logits"], targets), [1, 2, 3, 4])
 
-    def given_slices(self, given, batch_size):
-        """Parses `given` (see the class docstring) → (int32 `(B, S*S, h, w, C)`, `k` known)."""
-        s, h, c = self.subscale_factor, self.slice_size, self.channels
-        shape = [batch_size, self.num_slices, h, h, c]
-        if given is None:
-            return tf.zeros(shape, tf.int32), 0
-        if isinstance(given, dict) and set(given) == {"low_res"}:
-            low_res = check_images(given["low_res"], self.bits, c, h, h, "given['low_res']")
-            known, slices = 1, tf.concat(
-                [low_res[:, None], tf.zeros([low_res.shape[0], self.num_slices - 1, h, h, c],
-                                            tf.int32)], axis=1)
-        elif isinstance(given, dict) and set(given) == {"images", "num_slices"}:
-            known = given["num_slices"]
-            if not isinstance(known, int) or not 0 <= known <= self.num_slices:
-                raise ValueError(f"given['num_slices'] must be an int in [0, {self.num_slices}], "
-                                 f"got {known!r}.")
-            images = check_images(given["images"], self.bits, c, self.image_size,
-                                  self.image_size, "given['images']")
-            keep = tf.reshape(tf.range(self.num_slices) < known, [1, -1, 1, 1, 1])
-            slices = tf.where(keep, orderings.subscale_split(images, s), 0)
-        else:
-            raise ValueError(
-                "given must be None, {'low_res': int (B, H/S, W/S, C)} (the first slice) or "
-                "{'images': int (B, H, W, C), 'num_slices': k} (keep the first k slices); got "
-                f"{given if not isinstance(given, dict) else sorted(given)!r}.")
-        if slices.shape[0] != batch_size:
-            raise ValueError(f"given has batch {slices.shape[0]}, but batch_size={batch_size}.")
-        return slices, known
-
     def _sample(self, batch_size, seed, temperature, cond, given):
-        slices, known = self.given_slices(given, batch_size)
+        slices, known = given_slices(given, batch_size, self.image_size, self.channels,
+                                     self.bits, self.subscale_factor)
         start, stop = self.slice_range
         if known < start:
             raise ValueError(

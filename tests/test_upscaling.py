@@ -1,0 +1,144 @@
+"""MultidimensionalUpscaling: the three-network composite is an exact, normalized density; its
+sampler draws from it; size and depth upscaling keep what is given; each part trains alone."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import data, models, orderings, testing
+from spn_tf.models.upscaling import MultidimensionalUpscaling
+
+
+def tiny(image_size, channels, bits, **overrides):
+    return models.build("upscaling", image_size, channels=channels, bits=bits, preset="tiny",
+                        **overrides)
+
+
+def sharpen(model, factor=3.0):
+    model.build()
+    for weight in model.trainable_weights:
+        weight.assign(weight * factor)
+    return model
+
+
+@pytest.mark.parametrize("image_size,channels,bits,extra,parts", [
+    (2, 1, 2, dict(subscale_factor=2, depth_bits=1, cond={"label": 4}), 3),
+    (2, 3, 1, dict(subscale_factor=2, depth_bits=None), 2),  # size upscaling only
+    (1, 3, 2, dict(subscale_factor=1, depth_bits=1), 2),  # depth upscaling only
+])
+def test_composite_is_normalized(image_size, channels, bits, extra, parts):
+    model = sharpen(tiny(image_size, channels, bits, **extra))
+    assert len(model.networks) == parts
+    cond_row = {"label": np.array([2], np.int32)} if "cond" in extra else None
+    testing.assert_normalized(model, cond_row)
+
+
+def test_log_prob_is_the_sum_of_the_three_networks():
+    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=2, cond={"label": 3})
+    images = tf.constant(np.random.default_rng(0).integers(0, 8, (3, 4, 4, 3)), tf.int32)
+    cond = {"label": tf.constant([0, 1, 2])}
+    msb, lsb = images // 2, images % 2
+    nets = model.networks
+    expected = (nets["first"].log_prob(msb, cond) + nets["size"].log_prob(msb, cond)
+                + nets["depth"].log_prob(lsb, {**cond, "low_res": msb}))
+    np.testing.assert_allclose(model.log_prob(images, cond), expected, rtol=1e-6)
+    parts = model.part_log_probs(images, cond)
+    np.testing.assert_allclose(sum(parts.values()), expected, rtol=1e-6)
+    # The whole-model training estimate is the sum of the parts' one-slice estimates.
+    outputs = model({"images": images, **cond}, training=True)
+    estimate = model._log_prob_from_outputs(images, cond, outputs)
+    per_part = [
+        (nets["first"], msb, cond), (nets["size"], msb, cond),
+        (nets["depth"], lsb, {**cond, "low_res": msb})]
+    total = sum(
+        (net.slice_range[1] - net.slice_range[0])
+        * net.slice_log_prob(x, outputs[part]["slice_index"][:, 0], c)
+        for part, (net, x, c) in zip(("first", "size", "depth"), per_part))
+    np.testing.assert_allclose(estimate, total, rtol=1e-5)
+
+
+def test_sampler_draws_from_log_prob():
+    model = sharpen(tiny(2, 1, 2, subscale_factor=2, depth_bits=1))
+    samples = model.sample(3000, seed=[5, 6]).numpy()
+    testing.assert_samples_follow(model, samples)
+    np.testing.assert_array_equal(model.sample(5, seed=[5, 6]), samples[:5])
+
+
+def test_size_and_depth_upscaling_keep_what_is_given():
+    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=1, cond={"label": 2})
+    rng = np.random.default_rng(0)
+    cond = {"label": np.array([0, 1])}
+    low_res = rng.integers(0, 8, (2, 2, 2, 3)).astype(np.int32)
+    up = model.sample(2, seed=1, cond=cond, given={"low_res": low_res}).numpy()
+    np.testing.assert_array_equal(up[:, ::2, ::2], low_res)
+
+    msb = rng.integers(0, 2, (2, 4, 4, 3)).astype(np.int32)
+    deep = model.sample(2, seed=1, cond=cond, given={"msb": msb}).numpy()
+    np.testing.assert_array_equal(deep // 4, msb)
+
+    images = rng.integers(0, 8, (2, 4, 4, 3)).astype(np.int32)
+    done = model.sample(2, seed=1, cond=cond, given={"images": images, "num_slices": 2})
+    np.testing.assert_array_equal(orderings.subscale_split(done, 2)[:, :2],
+                                  orderings.subscale_split(images, 2)[:, :2])
+
+
+def test_depth_upscaling_follows_the_conditional():
+    model = sharpen(tiny(1, 3, 2, subscale_factor=1, depth_bits=1))
+    msb = np.array([[[[1, 0, 1]]]], np.int32)
+    n = 3000
+    samples = model.sample(n, seed=3, given={"msb": np.repeat(msb, n, 0)}).numpy()
+    images = testing.all_images(1, 1, 3, 2)
+    images = images[np.all(images // 2 == msb, axis=(1, 2, 3))]
+    probs = np.exp(model.log_prob(images).numpy().astype(np.float64))
+    probs /= probs.sum()
+    index = {tuple(x.ravel()): i for i, x in enumerate(images)}
+    tv = testing.total_variation(np.array([index[tuple(x.ravel())] for x in samples]), probs)
+    assert tv < testing.tv_bound(probs, n)
+    assert 0.5 * np.abs(probs - 1 / len(probs)).sum() > 2 * testing.tv_bound(probs, n)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="train_part='depth'"):
+        tiny(4, 1, 2, subscale_factor=2, depth_bits=None, train_part="depth")
+    with pytest.raises(ValueError, match="msb_bits=2"):
+        tiny(4, 1, 2, subscale_factor=2, depth_bits=2)
+    with pytest.raises(ValueError, match="part_overrides"):
+        tiny(4, 1, 2, subscale_factor=2, part_overrides={"second": {}})
+    with pytest.raises(ValueError, match="msb"):
+        tiny(4, 1, 2, subscale_factor=2, depth_bits=None).sample(
+            1, 0, given={"msb": np.zeros([1, 4, 4, 1], np.int32)})
+
+
+def test_keras_round_trip(tmp_path):
+    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=1, cond={"label": 3},
+                 train_part="size", attention_layers=(0,),
+                 part_overrides={"first": {"filters": 3}})
+    images = tf.constant(np.random.default_rng(0).integers(0, 8, (2, 4, 4, 3)), tf.int32)
+    cond = {"label": tf.constant([0, 2])}
+    expected = model.log_prob(images, cond)
+    path = str(tmp_path / "upscaling.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, MultidimensionalUpscaling)
+    assert restored.get_config() == model.get_config()
+    assert restored.networks["first"].filters == 3
+    np.testing.assert_allclose(restored.log_prob(images, cond), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("part", ["first", "size", "depth"])
+def test_fit_trains_one_network_by_name(part):
+    ds = data.load("embedded", image_size=8, bits=3, batch_size=8, with_labels=True,
+                   repeat=True)
+    model = tiny(8, 3, 3, subscale_factor=2, depth_bits=1, train_part=part,
+                 cond={"label": data.num_classes("embedded")})
+    model.build()
+    before = {p: [w.numpy().copy() for w in net.weights if w.dtype == "float32"]
+              for p, net in model.networks.items()}
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    history = model.fit(ds, steps_per_epoch=4, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    for p, net in model.networks.items():
+        after = [w.numpy() for w in net.weights if w.dtype == "float32"]
+        changed = any(not np.array_equal(a, b) for a, b in zip(before[p], after))
+        assert changed == (p == part), (p, changed)
