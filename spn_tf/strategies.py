@@ -5,6 +5,17 @@ import tensorflow as tf
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
+def split_cpu(num_devices):
+    """Splits the CPU into `num_devices` logical devices (before TF initialises devices).
+
+    Lets MirroredStrategy run real multi-replica training on one CPU: the closest stand-in for
+    several GPUs on a machine without one.
+    """
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * num_devices)
+
+
 def make_strategy(name, tpu_address=""):
     """Returns the named strategy.
 

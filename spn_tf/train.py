@@ -37,6 +37,9 @@ def define_flags():
     flags.DEFINE_string("model_dir", "runs/quickstart", "Checkpoints, samples and metrics.")
     flags.DEFINE_enum("strategy", "default", list(strategies.STRATEGIES), "tf.distribute strategy.")
     flags.DEFINE_string("tpu_address", "", "TPU address for --strategy=tpu.")
+    flags.DEFINE_integer("cpu_devices", 0, "Split the CPU into this many logical devices (a "
+                         "stand-in for several GPUs when testing --strategy=mirrored).",
+                         lower_bound=0)
     flags.DEFINE_bool("jit_compile", False, "XLA-compile the train step.")
     flags.DEFINE_bool("mixed_precision", False, "Train with the mixed_bfloat16 policy.")
     flags.DEFINE_bool("flip", True, "Random horizontal flips.")
@@ -75,6 +78,8 @@ def config_from_flags():
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
+    if FLAGS.cpu_devices:
+        strategies.split_cpu(FLAGS.cpu_devices)
     try:
         train_and_evaluate(config_from_flags())
     except ValueError as error:

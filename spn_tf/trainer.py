@@ -126,7 +126,8 @@ def train_and_evaluate(config):
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       jit_compile=config.jit_compile)
     print(f"{config.model} ({config.preset}): {model.count_params():,} parameters, "
-          f"{config.image_size}x{config.image_size}x{config.channels} at {config.bits} bits")
+          f"{config.image_size}x{config.image_size}x{config.channels} at {config.bits} bits, "
+          f"{strategy.num_replicas_in_sync} replica(s) under {config.strategy}")
     steps_per_epoch = min(config.steps_per_epoch, config.steps)
     start = time.time()
     history = model.fit(

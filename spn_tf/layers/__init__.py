@@ -3,9 +3,10 @@
 from spn_tf.layers.causal_self_attention import CausalSelfAttention
 from spn_tf.layers.condition_embedding import ConditionEmbedding
 from spn_tf.layers.gated_residual_block import GatedResidualBlock
+from spn_tf.layers.group_predictor import GroupPredictor
 from spn_tf.layers.masked_conv2d import MaskedConv2D
 from spn_tf.layers.masked_decoder import MaskedDecoder
 from spn_tf.layers.slice_embedder import SliceEmbedder
 
-__all__ = ["CausalSelfAttention", "ConditionEmbedding", "GatedResidualBlock", "MaskedConv2D",
-           "MaskedDecoder", "SliceEmbedder"]
+__all__ = ["CausalSelfAttention", "ConditionEmbedding", "GatedResidualBlock", "GroupPredictor",
+           "MaskedConv2D", "MaskedDecoder", "SliceEmbedder"]

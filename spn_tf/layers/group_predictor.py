@@ -19,6 +19,7 @@ class GroupPredictor(keras.layers.Layer):
     added to the ResNet features, then 1x1 mask-B layers give `data_channels * num_values`
     logits. So pixels of a group are conditionally independent given the known content.
 
+    The ResNet ends in a 1x1 projection so that every channel's logits read all its features.
     The ResNet features do not depend on the group's pixels, so a sampler computes them once
     per group (`features`) and reruns only the head (`head`) once per channel.
 
@@ -61,6 +62,9 @@ class GroupPredictor(keras.layers.Layer):
         self.block_convs = [
             [keras.layers.Conv2D(filters, kernel_size, padding="same", name=f"block_{i}_{j}")
              for j in range(2)] for i in range(num_blocks)]
+        # The head's channel masks give each channel a third of the features: a full 1x1
+        # projection lets every channel read all the ResNet features.
+        self.features_out = keras.layers.Dense(filters)
         c = data_channels
         self.pixels_in = MaskedConv2D(filters, 1, "A", c, "horizontal")
         self.head_hidden = MaskedConv2D(filters, 1, "B", c, "horizontal")
@@ -76,6 +80,7 @@ class GroupPredictor(keras.layers.Layer):
         for convs in self.block_convs:
             for conv in convs:
                 conv.build(features)
+        self.features_out.build(features)
         self.pixels_in.build(pixels_shape)
         self.head_hidden.build(features)
         self.head_out.build(features)
@@ -87,7 +92,7 @@ class GroupPredictor(keras.layers.Layer):
             h = h + self.context_projection(context)
         for first, second in self.block_convs:
             h = h + second(ops.relu(first(ops.relu(h))))
-        return h
+        return self.features_out(ops.relu(h))
 
     def head(self, features, pixels):
         """Logits `(B, r, r, data_channels, num_values)`; channel c sees `pixels[..., :c]`."""

@@ -1,0 +1,45 @@
+import time
+
+import numpy as np
+import pytest
+
+from spn_tf import data
+
+
+def test_embedded_photos_are_real_and_split_disjointly():
+    train, train_labels = data.embedded_arrays("train", 32)
+    test, test_labels = data.embedded_arrays("test", 32)
+    assert train.shape == (2560, 32, 32, 3) and test.shape == (320, 32, 32, 3)
+    assert set(train_labels) == set(test_labels) == set(range(10))
+    # Natural photos: neighbouring pixels are strongly correlated (noise would be ~0).
+    x = train.astype(np.float64)
+    corr = np.corrcoef(x[:, :, :-1].ravel(), x[:, :, 1:].ravel())[0, 1]
+    assert corr > 0.8
+    np.testing.assert_array_equal(train, data.embedded_arrays("train", 32)[0])
+
+
+@pytest.mark.parametrize("size,bits,channels", [(8, 3, 1), (16, 5, 3), (32, 8, 3)])
+def test_pipeline_shapes_ranges_and_labels(size, bits, channels):
+    ds = data.load("embedded", "test", image_size=size, bits=bits, channels=channels,
+                   batch_size=4, with_labels=True, flip=True)
+    batch = next(iter(ds))
+    assert batch["images"].shape == (4, size, size, channels)
+    assert batch["images"].dtype.name == "int32" and batch["label"].shape == (4,)
+    values = batch["images"].numpy()
+    assert values.min() >= 0 and values.max() < 2 ** bits
+
+
+def test_missing_tfds_data_fails_at_once_with_the_command(tmp_path):
+    start = time.time()
+    with pytest.raises(data.DatasetNotPreparedError, match="tfds build imagenet_resized/32x32"):
+        data.load("imagenet_resized/32x32", data_dir=str(tmp_path))
+    assert time.time() - start < 30
+
+
+def test_unknown_dataset_and_bad_arguments():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        data.load("imagenet_typo", data_dir="/nonexistent")
+    with pytest.raises(ValueError, match="split"):
+        data.load("embedded", "validation")
+    with pytest.raises(ValueError, match="channels"):
+        data.load("embedded", channels=2)
