@@ -5,11 +5,18 @@ All randomness is drawn once, before a loop, as uniform noise of the image's sha
 (`distributions.sample_categorical`). So a loop run eagerly and the same loop compiled with
 XLA give the same images for the same seed (XLA's stateless RNG is another stream; NOTES.md).
 
-Two kinds of loop:
+Kinds of loop:
   * `raster_sample` — one sub-pixel per step in raster order; `logits_fn` is the whole network
-    (the reference: one network call per sub-pixel).
+    (the reference: one network call per sub-pixel, eagerly). `compiled_raster_sample` is the
+    same loop as one `tf.while_loop`, to trace inside `tf.function(jit_compile=True)`.
+  * `cached_raster_sample` — the same images as `raster_sample` from a `MaskedDecoder`
+    computing only what each step needs: its vertical stack on a strip of rows once per row,
+    its horizontal stack on a window of one row per sub-pixel.
   * `channel_parallel_sample` — all positions of a group at once, channels R, G, B in turn
     (the multiscale groups: one call per channel).
+
+`compile_loop` wraps a loop in `tf.function(jit_compile=...)`; the models keep one such
+function per sampler, traced once per (batch, shape): temperature and noise are tensors.
 """
 
 import tensorflow as tf
@@ -90,6 +97,98 @@ def compiled_raster_sample(logits_fn, images, known, uniform, temperature):
     _, images = tf.while_loop(lambda t, _: t < height * width * channels, body,
                               (tf.constant(0), images))
     return images
+
+
+def cached_raster_sample(decoder, preprocess, images, known, uniform, temperature,
+                         context=None):
+    """Raster sampling from a `MaskedDecoder` that recomputes only what a new pixel changes.
+
+    The decoder's vertical stack at row i sees rows above i only, and its horizontal stack at
+    column j sees columns <= j of row i (plus the vertical stack there): both reach
+    `R = decoder.receptive_field` rows / columns. So, per row i, the vertical stack runs once
+    on the `R + 1` rows ending at i (full width) and its row i is kept; per sub-pixel
+    `(i, j, c)`, the horizontal stack and head run on the `R + 1` columns of row i ending at j.
+    A strip or window that would start above or left of the image starts at the image's edge
+    instead (and the pixel is read further in): the convolutions' zero padding then falls
+    where the full network has it, not between activations, which is what keeps the logits
+    equal (NOTES.md: zero out-of-image *activations*, not inputs). The first `R` rows/columns
+    of a strip/window are wrong (padding where the full network sees activations) and are
+    never read. Work per image: `H` strips of `(R+1) x W` plus `H*W*C` windows of `R+1`
+    positions, against `H*W*C` full images for `raster_sample`.
+
+    Exact (the same images as `raster_sample` for the same noise) for decoders without
+    attention; attention sees every earlier pixel, so decoders with `attention_layers` need
+    `compiled_raster_sample` (callers choose, see `raster_loop`).
+
+    Args:
+      decoder: a `spn_tf.layers.MaskedDecoder` without attention layers.
+      preprocess: int32 images → the decoder's float input (e.g. `model.scale`).
+      images, known, uniform, temperature: as in `raster_sample`.
+      context: the decoder's context: `(B, 1, 1, D)`, or `(B, H, W, D)` aligned with the
+        pixels (cut into strips and windows with them), or None.
+
+    Returns:
+      int32 `(B, H, W, C)`.
+    """
+    if decoder.attention_layers:
+        raise ValueError("cached_raster_sample needs a decoder without attention layers; use "
+                         "compiled_raster_sample for decoders with attention.")
+    batch, height, width, channels = images.shape
+    reach = decoder.receptive_field
+    rows, cols = min(height, reach + 1), min(width, reach + 1)
+    spatial = context is not None and context.shape[1] != 1
+    images = tf.where(known, images, tf.zeros_like(images))
+
+    def cut(x, top, left, height, width):
+        return tf.slice(x, [0, top, left, 0], [batch, height, width, x.shape[3]])
+
+    def row_body(i, images):
+        top = tf.clip_by_value(i - reach, 0, height - rows)
+        strip_context = cut(context, top, 0, rows, width) if spatial else context
+        # Row i of each block's vertical term: (B, 1, W, 2F), fixed for the whole row.
+        terms = [cut(term, i - top, 0, 1, width) for term in decoder.vertical_stack(
+            preprocess(cut(images, top, 0, rows, width)), strip_context)]
+
+        def pixel_body(t, images):
+            j, c = t // channels, t % channels
+            left = tf.clip_by_value(j - reach, 0, width - cols)
+            window_context = cut(context, i, left, 1, cols) if spatial else context
+            logits = decoder.horizontal_stack(
+                preprocess(cut(images, i, left, 1, cols)),
+                [cut(term, 0, left, 1, cols) for term in terms], window_context)
+            logits = tf.gather(logits[:, 0], j - left, axis=1)[:, c]
+            drawn = sample_categorical(logits, uniform[:, i, j, c], temperature)
+            value = tf.where(known[:, i, j, c], images[:, i, j, c], drawn)
+            return t + 1, _set_subpixel(images, i, j, c, value)
+
+        _, images = tf.while_loop(lambda t, _: t < width * channels, pixel_body,
+                                  (tf.constant(0), images))
+        return i + 1, images
+
+    _, images = tf.while_loop(lambda i, _: i < height, row_body, (tf.constant(0), images))
+    return images
+
+
+def raster_loop(decoder, preprocess, images, known, uniform, temperature, context=None):
+    """The fastest exact raster loop for a `MaskedDecoder`: cached, or full without cache.
+
+    `cached_raster_sample` where the decoder has no attention, else `compiled_raster_sample`
+    with the whole decoder per sub-pixel. Arguments as in `cached_raster_sample`.
+    """
+    if decoder.attention_layers:
+        return compiled_raster_sample(lambda x: decoder(preprocess(x), context=context), images,
+                                      known, uniform, temperature)
+    return cached_raster_sample(decoder, preprocess, images, known, uniform, temperature,
+                                context)
+
+
+def compile_loop(loop, jit_compile=True):
+    """`loop` as a `tf.function` (XLA-compiled by default), traced once per input shape.
+
+    Call the result with tensors only (temperature as a `(B,)` tensor, not a float), so that
+    repeated calls with the same shapes reuse one trace.
+    """
+    return tf.function(loop, jit_compile=jit_compile, autograph=False)
 
 
 def channel_parallel_sample(logits_fn, images, known, uniform, temperature):

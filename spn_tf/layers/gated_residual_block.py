@@ -58,12 +58,27 @@ class GatedResidualBlock(keras.layers.Layer):
 
     def call(self, inputs, context=None):
         v, h = inputs
+        v, vertical_term = self.vertical_step(v, context)
+        return [v, self.horizontal_step(h, vertical_term, context)]
+
+    def vertical_step(self, v, context=None):
+        """The vertical half: `(v', vertical_term)`, the term it adds to the horizontal gate.
+
+        Split from `horizontal_step` so that a raster sampler can compute the vertical stack
+        once per row (it sees only rows above) and the horizontal one per sub-pixel.
+        """
         v_pre = self.vertical_conv(v)
-        h_pre = self.horizontal_conv(h) + self.vertical_to_horizontal(v_pre)
+        vertical_term = self.vertical_to_horizontal(v_pre)
         if context is not None:
             v_pre = v_pre + self.context_vertical(context)
+        return gate(v_pre), vertical_term
+
+    def horizontal_step(self, h, vertical_term, context=None):
+        """The horizontal half: `h'` from `h` and `vertical_term` (same height and width)."""
+        h_pre = self.horizontal_conv(h) + vertical_term
+        if context is not None:
             h_pre = h_pre + self.context_horizontal(context)
-        return [gate(v_pre), h + self.horizontal_out(gate(h_pre))]
+        return h + self.horizontal_out(gate(h_pre))
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
         return list(inputs_shape)

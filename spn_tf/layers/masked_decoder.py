@@ -70,10 +70,50 @@ class MaskedDecoder(keras.layers.Layer):
         self.head_out.build(features)
 
     def call(self, x, context=None):
+        return self.horizontal_stack(x, self.vertical_stack(x, context), context)
+
+    @property
+    def receptive_field(self):
+        """How far the convolutions reach: rows above = columns left of a pixel (all layers).
+
+        Row r of `vertical_stack` depends on rows `[r - receptive_field, r)` of `x`; column j
+        of `horizontal_stack` on columns `[j - receptive_field, j]` of its inputs. Attention
+        layers reach further (everything before the pixel): see `attention_layers`.
+        """
+        return self.first_kernel_size // 2 + self.num_layers * (self.kernel_size // 2)
+
+    def vertical_stack(self, x, context=None):
+        """The vertical stack: what it adds to each block's horizontal gate.
+
+        Row r of the result depends on rows above r of `x` only, so a raster sampler computes
+        it once per row (`spn_tf.sampling.cached_raster_sample`).
+
+        Args:
+          x: float `(B, H, W, C)`; context as in `call`.
+
+        Returns:
+          list of `num_layers` floats `(B, H, W, 2 * filters)`.
+        """
         v = self.vertical_in(x)
+        vertical_terms = []
+        for block in self.blocks:
+            v, term = block.vertical_step(v, context)
+            vertical_terms.append(term)
+        return vertical_terms
+
+    def horizontal_stack(self, x, vertical_terms, context=None):
+        """The horizontal stack and the head: logits from `x` and `vertical_stack`'s terms.
+
+        Args:
+          x: float `(B, H, W, C)`; vertical_terms: from `vertical_stack`, cut to the same
+            rows and columns as `x`; context as in `call`, cut likewise if spatial.
+
+        Returns:
+          logits float `(B, H, W, C, num_values)`.
+        """
         h = self.horizontal_in(x)
-        for i, block in enumerate(self.blocks):
-            v, h = block([v, h], context=context)
+        for i, (block, term) in enumerate(zip(self.blocks, vertical_terms)):
+            h = block.horizontal_step(h, term, context)
             if i in self.attention_layers:
                 h = h + self.attentions[self.attention_layers.index(i)](h)
         # ELU, not ReLU: no dead units, so every allowed dependency has a non-zero gradient.

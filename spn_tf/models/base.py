@@ -121,7 +121,7 @@ class DensityModel(keras.Model):
             loss = loss + tf.cast(extra, loss.dtype)
         return loss
 
-    def sample(self, batch_size, seed, temperature=1.0, cond=None, given=None):
+    def sample(self, batch_size, seed, temperature=1.0, cond=None, given=None, compiled=True):
         """Draws images.
 
         Args:
@@ -130,6 +130,8 @@ class DensityModel(keras.Model):
           temperature: float >= 0 (0 → the most likely value of every sub-pixel).
           cond: conditioning dict with `batch_size` rows, as built.
           given: model-specific known content (see the subclass), returned unchanged.
+          compiled: run the model's XLA-compiled loop (the same images as the reference
+            sampler, `compiled=False`, for the same seed; traced once per batch size).
 
         Returns:
           int32 `(batch_size, H, W, C)` in `[0, 2**bits)`.
@@ -141,7 +143,8 @@ class DensityModel(keras.Model):
             raise ValueError(f"temperature must be a finite float >= 0, got {temperature}.")
         cond = self.check_cond(cond, batch_size)
         self.build()
-        return self._sample(batch_size, seed, np.float32(temperature), cond, given)
+        sample_fn = self._compiled_sample if compiled else self._sample
+        return sample_fn(batch_size, seed, np.float32(temperature), cond, given)
 
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
@@ -155,3 +158,7 @@ class DensityModel(keras.Model):
 
     def _sample(self, batch_size, seed, temperature, cond, given):
         raise NotImplementedError
+
+    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
+        """The compiled sampler; a model without one samples with its reference `_sample`."""
+        return self._sample(batch_size, seed, temperature, cond, given)
