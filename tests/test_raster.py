@@ -133,3 +133,15 @@ def test_bad_conditioning_and_sampling_arguments():
         models.build("raster", 4, preset="tiny", filterz=3)
     with pytest.raises(ValueError, match="unknown model"):
         models.build("pixelrnn", 4)
+
+
+def test_normalized_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = _tiny(2, 1, 2)
+        model.build()
+        assert model.decoder.compute_dtype == "bfloat16"
+        # bfloat16 logits, float32 log-softmax: still exactly normalized.
+        assert_normalized(model)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

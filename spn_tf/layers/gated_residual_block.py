@@ -68,10 +68,11 @@ class GatedResidualBlock(keras.layers.Layer):
         once per row (it sees only rows above) and the horizontal one per sub-pixel.
         """
         v_pre = self.vertical_conv(v)
-        vertical_term = self.vertical_to_horizontal(v_pre)
         if context is not None:
             v_pre = v_pre + self.context_vertical(context)
-        return gate(v_pre), vertical_term
+        # The horizontal stack reads the vertical pre-activations, context included, so the
+        # last block's vertical weights get gradients although its `v'` is unused.
+        return gate(v_pre), self.vertical_to_horizontal(v_pre)
 
     def horizontal_step(self, h, vertical_term, context=None):
         """The horizontal half: `h'` from `h` and `vertical_term` (same height and width)."""
