@@ -1,0 +1,132 @@
+"""Samplers: compiled == reference bit for bit, cached == naive, trace counts, bad arguments."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import models, sampling
+from spn_tf.layers import MaskedDecoder
+from spn_tf.testing import assert_samples_follow
+
+
+def _raster(size=4, channels=3, bits=3, cond=None, **overrides):
+    """A tiny raster model with weights scaled up, so that its logits are far from uniform."""
+    model = models.build("raster", size, channels=channels, bits=bits, preset="tiny", cond=cond,
+                         **overrides)
+    model.build()
+    rng = np.random.default_rng(0)
+    model.set_weights([w + 0.3 * rng.normal(size=w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    return model
+
+
+def _noise(shape, seed=0):
+    return sampling.draw_uniform(tf.constant([0, seed], tf.int32), shape)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},
+    {"filters": 12, "num_layers": 3, "first_kernel_size": 5},  # reach 5 > 3 rows of a 4x4
+    {"attention_layers": (0,)},  # attention: the compiled loop runs the full decoder
+])
+def test_compiled_equals_reference_for_seeds_temperatures_and_given(overrides):
+    model = _raster(6, 3, 3, {"label": 3}, **overrides)
+    cond = {"label": [0, 2]}
+    given = np.random.default_rng(1).integers(0, 8, (2, 6, 6, 3)).astype(np.int32)
+    mask = np.zeros_like(given, bool)
+    mask[:, :3] = True
+    for seed in (0, [5, 9]):
+        for temperature in (1.0, 0.5, 0.0):
+            for known in (None, {"images": given, "mask": mask}):
+                reference = model.sample(2, seed, temperature, cond, known, compiled=False)
+                compiled = model.sample(2, seed, temperature, cond, known)
+                np.testing.assert_array_equal(compiled, reference)
+                if known is not None:
+                    np.testing.assert_array_equal(compiled.numpy()[mask], given[mask])
+    # 18 calls, one batch size: one trace.
+    assert model.compiled_raster_loop.experimental_get_tracing_count() == 1
+
+
+def test_cached_loop_equals_naive_with_spatial_context_and_wide_images():
+    """A context aligned with the pixels (the SPN's slice embedding) is cut with the windows."""
+    decoder = MaskedDecoder(6, 2, 8, 1, kernel_size=3, first_kernel_size=3)
+    shape = (2, 9, 7, 1)
+    context = tf.random.stateless_normal((2, 9, 7, 5), seed=[1, 2])
+    decoder.build(shape, context.shape)
+    scale = lambda x: tf.cast(x, tf.float32) / 3.5 - 1.0
+    zeros, unknown = tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool)
+    uniform, temperature = _noise(shape), tf.fill([2], 1.0)
+    naive = sampling.raster_sample(lambda x: decoder(scale(x), context=context), zeros, unknown,
+                                   uniform, temperature)
+    cached = sampling.compile_loop(sampling.cached_raster_sample)(
+        decoder, scale, zeros, unknown, uniform, temperature, context)
+    eager_cached = sampling.cached_raster_sample(decoder, scale, zeros, unknown, uniform,
+                                                 temperature, context)
+    np.testing.assert_array_equal(cached, naive)
+    np.testing.assert_array_equal(eager_cached, naive)
+    assert len(np.unique(naive)) > 3  # the test has power: not a constant image
+
+
+def test_cached_loop_rejects_attention():
+    decoder = MaskedDecoder(6, 1, 4, 1, attention_layers=(0,))
+    decoder.build((1, 2, 2, 1))
+    x = tf.zeros((1, 2, 2, 1), tf.int32)
+    with pytest.raises(ValueError, match="attention"):
+        sampling.cached_raster_sample(decoder, lambda v: tf.cast(v, tf.float32), x,
+                                      tf.zeros_like(x, tf.bool), _noise(x.shape), tf.ones([1]))
+
+
+def test_trace_once_per_batch_size_and_temperature_is_an_input():
+    model = _raster(4, 1, 2)
+    loop = model.compiled_raster_loop
+    first = model.sample(3, 0, 1.0)
+    second = model.sample(3, 1, 0.7)
+    assert loop.experimental_get_tracing_count() == 1
+    assert not np.array_equal(first, second)
+    model.sample(5, 0)
+    assert loop.experimental_get_tracing_count() == 2
+
+
+def test_compiled_samples_follow_log_prob():
+    model = models.build("raster", 2, channels=1, bits=2, preset="tiny")
+    rng = np.random.default_rng(0)
+    images = ((rng.random((64, 2, 2, 1)) < 0.2) * 3).astype(np.int32)
+    model.compile(optimizer=keras.optimizers.Adam(0.05))
+    model.fit(tf.data.Dataset.from_tensor_slices(images).batch(16).repeat(), steps_per_epoch=30,
+              epochs=1, verbose=0)
+    assert_samples_follow(model, model.sample(3000, seed=[3, 1]).numpy())
+
+
+def test_same_seed_same_images_across_calls_and_save_load(tmp_path):
+    model = _raster(4, 3, 3, {"label": 2})
+    cond = {"label": [1, 0, 1]}
+    a, b = model.sample(3, [2, 2], cond=cond), model.sample(3, [2, 2], cond=cond)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, model.sample(3, [2, 3], cond=cond))
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(loaded.sample(3, [2, 2], cond=cond), a)
+    np.testing.assert_array_equal(loaded.sample(3, [2, 2], cond=cond, compiled=False), a)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(batch_size=0, seed=0), "batch_size"),
+    (dict(batch_size=-2, seed=0), "batch_size"),
+    (dict(batch_size=2, seed=[1.0, 2.0]), "seed"),
+    (dict(batch_size=2, seed=[1, 2, 3]), "seed"),
+    (dict(batch_size=2, seed=0, temperature=float("nan")), "temperature"),
+    (dict(batch_size=2, seed=0, given={"images": np.zeros((2, 4, 4, 3), np.int32),
+                                       "mask": np.ones((2, 4, 4, 3), bool)}), "given"),
+    (dict(batch_size=2, seed=0, given={"images": np.full((2, 4, 4, 1), 9, np.int32),
+                                       "mask": np.ones((2, 4, 4, 1), bool)}), r"\[0, 8\)"),
+    (dict(batch_size=2, seed=0, given={"images": np.zeros((3, 4, 4, 1), np.int32),
+                                       "mask": np.ones((3, 4, 4, 1), bool)}), "given"),
+    (dict(batch_size=2, seed=0, given={"images": np.zeros((2, 4, 4, 1), np.int32)}), "given"),
+])
+@pytest.mark.parametrize("compiled", [True, False])
+def test_bad_arguments_raise_clear_errors(kwargs, message, compiled):
+    model = _raster(4, 1, 3)
+    with pytest.raises(ValueError, match=message):
+        model.sample(**kwargs, compiled=compiled)
