@@ -5,6 +5,7 @@ also inside a flagfile, and the command line overrides the file.
 """
 
 import ast
+import sys
 
 from absl import app, flags
 
@@ -83,7 +84,8 @@ def main(argv):
     try:
         train_and_evaluate(config_from_flags())
     except ValueError as error:
-        raise app.UsageError(str(error)) from None
+        # A user-fixable problem (bad data, checkpoint, strategy): the message, not a trace.
+        sys.exit(f"spn_tf.train: error: {error}")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,15 @@ def train_and_evaluate(config):
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     strategy = make_strategy(config.strategy, config.tpu_address)
+    workers = getattr(strategy.extended, "_num_workers", 1)
+    if workers > 1:
+        # Measured here: Keras 3.15 `fit` under MultiWorkerMirroredStrategy first averages the
+        # dict data batch across workers to infer shapes, then reduces scalar logs over axis 0;
+        # both fail (keras-team/keras#20585). BUILD_NOTES.md has the details.
+        raise ValueError(
+            f"--strategy=multi_worker with {workers} workers is not supported by Keras "
+            f"{keras.__version__} fit (keras-team/keras#20585); use one worker with "
+            f"--strategy=mirrored on a multi-GPU host.")
     os.makedirs(config.model_dir, exist_ok=True)
     with open(os.path.join(config.model_dir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
