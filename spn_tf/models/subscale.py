@@ -1,5 +1,7 @@
 """`SubscalePixelNetwork`: an image as a sequence of subscale slices (Menick & Kalchbrenner 2019)."""
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -104,7 +106,9 @@ class SubscalePixelNetwork(DensityModel):
     the batch) and sums them: the exact log-likelihood.
 
     Sampling walks slice by slice (the embedder once per slice), then position by position and
-    channel by channel inside the slice with `spn_tf.sampling.raster_sample`. Noise is drawn
+    channel by channel inside the slice with `spn_tf.sampling.raster_sample` (`compiled=False`)
+    or, by default, the same loop XLA-compiled and cached (`spn_tf.sampling.raster_loop`, one
+    compiled call per slice; the same images for the same seed). Noise is drawn
     once per call, `(B, S*S, h, w, C)` uniforms from `seed`. `given` (known content, returned
     unchanged) is one of:
       * `{"low_res": int (B, H/S, W/S, C)}` — the first slice, a sub-sampled low-resolution
@@ -289,7 +293,7 @@ class SubscalePixelNetwork(DensityModel):
                             axis=1, batch_dims=1)
         return tf.reduce_sum(categorical_log_prob(outputs["logits"], targets), [1, 2, 3, 4])
 
-    def _sample(self, batch_size, seed, temperature, cond, given):
+    def _sample(self, batch_size, seed, temperature, cond, given, compiled=False):
         slices, known = given_slices(given, batch_size, self.image_size, self.channels,
                                      self.bits, self.subscale_factor)
         start, stop = self.slice_range
@@ -301,15 +305,38 @@ class SubscalePixelNetwork(DensityModel):
         uniform = sampling.draw_uniform(seed, [batch_size, self.num_slices, h, h, c])
         temperatures = tf.fill([batch_size], temperature)
         context, visible = self._conditioning(cond)
+        sample_slice = self.compiled_slice_sampler if compiled else self._sample_slice
         for k in range(max(known, start), stop):
-            embedding = self.embedder(self.scale(slices), tf.fill([batch_size], k),
-                                      context=context, visible=visible)
-            drawn = sampling.raster_sample(
-                lambda x: self.decoder(self.scale(x), context=embedding),
-                tf.zeros([batch_size, h, h, c], tf.int32), tf.zeros([batch_size, h, h, c], tf.bool),
-                uniform[:, k], temperatures)
+            drawn = sample_slice(slices, tf.constant(k), uniform[:, k], temperatures, context,
+                                 visible)
             slices = tf.concat([slices[:, :k], drawn[:, None], slices[:, k + 1:]], axis=1)
         return orderings.subscale_merge(slices, self.subscale_factor)
+
+    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
+        return self._sample(batch_size, seed, temperature, cond, given, compiled=True)
+
+    def _sample_slice(self, slices, slice_index, uniform, temperature, context, visible,
+                      compiled=False):
+        """Slice `slice_index` given the earlier ones: the embedder once, then the decoder in
+        raster order (`sampling.raster_sample`, or the cached `sampling.raster_loop`).
+
+        Returns:
+          int32 `(B, h, w, C)`.
+        """
+        batch, _, h, w, c = slices.shape
+        embedding = self.embedder(self.scale(slices), tf.fill([batch], slice_index),
+                                  context=context, visible=visible)
+        zeros, unknown = tf.zeros([batch, h, w, c], tf.int32), tf.zeros([batch, h, w, c], tf.bool)
+        if compiled:
+            return sampling.raster_loop(self.decoder, self.scale, zeros, unknown, uniform,
+                                        temperature, embedding)
+        return sampling.raster_sample(lambda x: self.decoder(self.scale(x), context=embedding),
+                                      zeros, unknown, uniform, temperature)
+
+    @functools.cached_property
+    def compiled_slice_sampler(self):
+        """`_sample_slice` XLA-compiled; one trace per batch size serves every slice."""
+        return sampling.compile_loop(functools.partial(self._sample_slice, compiled=True))
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,
