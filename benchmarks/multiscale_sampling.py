@@ -14,7 +14,7 @@ Usage:
 
 One run on 2 CPU cores (AMD EPYC, no GPU), 8 bits, base 4x4, batch 1:
 
-| size | raster evals | multiscale evals | eval ratio | raster s/image | multiscale s/image | time ratio |
+| size | raster evals | multiscale evals | ratio | raster s/image | multiscale s/image | ratio |
 |---|---|---|---|---|---|---|
 | 16x16 | 768 | 66 | 12x | 15.8 | 1.04 | 15x |
 | 32x32 | 3072 | 75 | 41x | 126.2 (extrapolated) | 0.79 | 161x |
