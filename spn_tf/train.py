@@ -26,7 +26,14 @@ def define_flags():
     flags.DEFINE_integer("subscale_factor", None, "SPN subscale factor S (slices of H/S).",
                          lower_bound=1)
     flags.DEFINE_bool("conditional", False, "Class-conditional on the dataset's labels.")
-    flags.DEFINE_list("hparams", [], "Model hyperparameter overrides, e.g. filters=64,num_layers=6.")
+    flags.DEFINE_multi_string("hparams", [], "Model hyperparameter override key=value (Python "
+                              "literal), repeatable: --hparams=filters=64 "
+                              "--hparams=attention_layers=(3,7).")
+    flags.DEFINE_integer("depth_bits", None, "upscaling: most significant bits modelled first "
+                         "(0: no depth upscaling, e.g. the 5-bit CelebA-HQ setting).",
+                         lower_bound=0)
+    flags.DEFINE_enum("upscaling_part", None, ["all", "first", "size", "depth"],
+                      "upscaling: the network to train (they factorise the likelihood).")
     flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
     flags.DEFINE_integer("steps", 600, "Optimizer steps.", lower_bound=1)
     flags.DEFINE_integer("steps_per_epoch", 100, "Steps between checkpoints.", lower_bound=1)
@@ -65,6 +72,10 @@ def config_from_flags():
     hparams = parse_hparams(FLAGS.hparams)
     if FLAGS.subscale_factor is not None:
         hparams["subscale_factor"] = FLAGS.subscale_factor
+    if FLAGS.depth_bits is not None:
+        hparams["depth_bits"] = FLAGS.depth_bits or None
+    if FLAGS.upscaling_part is not None:
+        hparams["train_part"] = FLAGS.upscaling_part
     return TrainConfig(
         model=FLAGS.model, preset=FLAGS.preset, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         image_size=FLAGS.image_size, channels=int(FLAGS.channels), bits=FLAGS.bits,

@@ -125,7 +125,6 @@ def train_and_evaluate(config):
     os.makedirs(config.model_dir, exist_ok=True)
     with open(os.path.join(config.model_dir, "config.json"), "w") as f:
         json.dump(dataclasses.asdict(config), f, indent=2)
-    train_ds, test_ds = _datasets(config, config.batch_size)
     checkpoint = os.path.join(config.model_dir, "model.keras")
     with strategy.scope():
         model = build_model(config)
@@ -134,6 +133,7 @@ def train_and_evaluate(config):
             print(f"warm start from {checkpoint}")
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       jit_compile=config.jit_compile)
+    train_ds, test_ds = _datasets(config, config.batch_size)
     print(f"{config.model} ({config.preset}): {model.count_params():,} parameters, "
           f"{config.image_size}x{config.image_size}x{config.channels} at {config.bits} bits, "
           f"{strategy.num_replicas_in_sync} replica(s) under {config.strategy}")
