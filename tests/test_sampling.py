@@ -158,3 +158,23 @@ def test_spn_compiled_equals_reference_with_upscaling_and_completion(overrides):
     np.testing.assert_array_equal(compiled.numpy()[:, 0, :], images[:, 0, :])  # slices 0, 1
     # 12 calls of up to 4 slices each: one trace serves every slice.
     assert model.compiled_slice_sampler.experimental_get_tracing_count() == 1
+
+
+def test_multiscale_compiled_equals_reference_with_super_resolution():
+    model = models.build("multiscale", 8, channels=3, bits=3, preset="tiny", base_size=2,
+                         cond={"label": 3})
+    model.build()
+    rng = np.random.default_rng(0)
+    model.set_weights([w + 0.3 * rng.normal(size=w.shape).astype(np.float32)
+                       for w in model.get_weights()])
+    low_res = rng.integers(0, 8, (2, 4, 4, 3)).astype(np.int32)
+    for seed in (0, [3, 4]):
+        for temperature in (1.0, 0.0):
+            for extra in ({}, {"low_res": low_res}):
+                cond = {"label": [0, 2], **extra}
+                reference = model.sample(2, seed, temperature, cond, compiled=False)
+                compiled = model.sample(2, seed, temperature, cond)
+                np.testing.assert_array_equal(compiled, reference)
+    np.testing.assert_array_equal(compiled.numpy()[:, ::2, ::2], low_res)
+    # Two starting resolutions (base, 4x4): two traces for 8 calls.
+    assert model.compiled_scales_sampler.experimental_get_tracing_count() == 2

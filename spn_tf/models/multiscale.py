@@ -1,5 +1,7 @@
 """`MultiscalePixelCNN`: parallel multiscale autoregressive density (Reed et al. 2017)."""
 
+import functools
+
 import keras
 import tensorflow as tf
 
@@ -226,8 +228,9 @@ class MultiscalePixelCNN(DensityModel):
         """Upscales `low_res` int `(B, r, r, C)` to `(B, N, N, C)`: `sample` given `low_res`."""
         return self.sample(len(low_res), seed, temperature, {**(cond or {}), "low_res": low_res})
 
-    def _sample(self, batch_size, seed, temperature, cond, given):
-        """Reference sampler; with `cond["low_res"]` it super-resolves (see the class doc)."""
+    def _sample(self, batch_size, seed, temperature, cond, given, compiled=False):
+        """Reference sampler (or, `compiled`, the same steps as one XLA program); with
+        `cond["low_res"]` it super-resolves (see the class doc)."""
         if given is not None:
             raise ValueError("MultiscalePixelCNN takes known content as cond['low_res'] (a "
                              "lower resolution image); given must be None.")
@@ -242,15 +245,33 @@ class MultiscalePixelCNN(DensityModel):
         # noise whatever the starting resolution.
         base_noise, group_noise = multiscale_split(sampling.draw_uniform(seed, shape),
                                                    self.base_size)
-        temperature = tf.fill([batch_size], temperature)
-        context = self._context(cond)
+        sample_scales = self.compiled_scales_sampler if compiled else self._sample_scales
+        return sample_scales(low_res, base_noise, group_noise,
+                             tf.fill([batch_size], temperature), self._context(cond))
+
+    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
+        return self._sample(batch_size, seed, temperature, cond, given, compiled=True)
+
+    @functools.cached_property
+    def compiled_scales_sampler(self):
+        """`_sample_scales` XLA-compiled (the base by the cached raster loop); one trace per
+        batch size and starting resolution."""
+        return sampling.compile_loop(functools.partial(self._sample_scales, compiled=True))
+
+    def _sample_scales(self, low_res, base_noise, group_noise, temperature, context,
+                       compiled=False):
+        """The base image (unless `low_res` is given), then every group of every scale."""
         first_scale = self._first_scale(low_res)
         if low_res is None:
-            base_shape = [batch_size, self.base_size, self.base_size, self.channels]
-            low_res = sampling.raster_sample(
-                lambda x: self.base_decoder(self.scale(x), context=context),
-                tf.zeros(base_shape, tf.int32), tf.zeros(base_shape, tf.bool), base_noise,
-                temperature)
+            base_shape = base_noise.shape
+            zeros, unknown = tf.zeros(base_shape, tf.int32), tf.zeros(base_shape, tf.bool)
+            if compiled:
+                low_res = sampling.raster_loop(self.base_decoder, self.scale, zeros, unknown,
+                                               base_noise, temperature, context)
+            else:
+                low_res = sampling.raster_sample(
+                    lambda x: self.base_decoder(self.scale(x), context=context), zeros,
+                    unknown, base_noise, temperature)
         for scale in range(first_scale, self.num_scales):
             groups = []
             unknown = tf.zeros_like(low_res, tf.bool)
