@@ -37,7 +37,10 @@ def define_flags():
     flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
     flags.DEFINE_integer("steps", 600, "Optimizer steps.", lower_bound=1)
     flags.DEFINE_integer("steps_per_epoch", 100, "Steps between checkpoints.", lower_bound=1)
-    flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.", lower_bound=0.0)
+    flags.DEFINE_enum("optimizer", "adam", ["adam", "rmsprop"], "Optimizer.")
+    flags.DEFINE_float("learning_rate", 1e-3, "Initial learning rate.", lower_bound=0.0)
+    flags.DEFINE_float("final_learning_rate", None, "Learning rate reached linearly at the "
+                       "last step (default: constant).", lower_bound=0.0)
     flags.DEFINE_integer("eval_batches", 0, "Held-out batches (0: the whole test split).",
                          lower_bound=0)
     flags.DEFINE_integer("num_samples", 16, "Images in the sample grid.", lower_bound=1)
@@ -81,7 +84,8 @@ def config_from_flags():
         image_size=FLAGS.image_size, channels=int(FLAGS.channels), bits=FLAGS.bits,
         conditional=FLAGS.conditional, hparams=hparams, batch_size=FLAGS.batch_size,
         steps=FLAGS.steps, steps_per_epoch=FLAGS.steps_per_epoch,
-        learning_rate=FLAGS.learning_rate, eval_batches=FLAGS.eval_batches,
+        optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,
+        final_learning_rate=FLAGS.final_learning_rate, eval_batches=FLAGS.eval_batches,
         num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, model_dir=FLAGS.model_dir,
         strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address, jit_compile=FLAGS.jit_compile,
         mixed_precision=FLAGS.mixed_precision, flip=FLAGS.flip, seed=FLAGS.seed)

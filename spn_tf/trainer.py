@@ -33,7 +33,10 @@ class TrainConfig:
       conditional: class-conditional on the dataset's labels.
       hparams: model hyperparameter overrides (e.g. `{"subscale_factor": 4}`).
       batch_size: global batch; steps: optimizer steps; steps_per_epoch: steps between
-        checkpoints; learning_rate: Adam's.
+        checkpoints.
+      optimizer: `adam` or `rmsprop` (Reed et al. 2017 use RMSprop, epsilon 1e-8).
+      learning_rate: initial rate; final_learning_rate: reached linearly at the last step
+        (None: constant).
       eval_batches: held-out batches for bits/dim (0 = the whole test split).
       num_samples, temperature: the sample grid.
       model_dir: where checkpoints, samples and metrics go.
@@ -54,7 +57,9 @@ class TrainConfig:
     batch_size: int = 32
     steps: int = 600
     steps_per_epoch: int = 100
+    optimizer: str = "adam"
     learning_rate: float = 1e-3
+    final_learning_rate: float = None
     eval_batches: int = 0
     num_samples: int = 16
     temperature: float = 1.0
@@ -83,6 +88,19 @@ def build_model(config):
                          **config.hparams)
     model.build()
     return model
+
+
+def make_optimizer(config):
+    """Adam or RMSprop, with an optional linear decay of the learning rate over the run."""
+    rate = config.learning_rate
+    if config.final_learning_rate is not None:
+        rate = keras.optimizers.schedules.PolynomialDecay(
+            config.learning_rate, config.steps, config.final_learning_rate)
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(rate)
+    if config.optimizer == "rmsprop":
+        return keras.optimizers.RMSprop(rate, epsilon=1e-8)
+    raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}.")
 
 
 def load_checkpoint(path):
@@ -131,8 +149,7 @@ def train_and_evaluate(config):
         if os.path.exists(checkpoint):
             model.set_weights(load_checkpoint(checkpoint).get_weights())
             print(f"warm start from {checkpoint}")
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      jit_compile=config.jit_compile)
+        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
     train_ds, test_ds = _datasets(config, config.batch_size)
     print(f"{config.model} ({config.preset}): {model.count_params():,} parameters, "
           f"{config.image_size}x{config.image_size}x{config.channels} at {config.bits} bits, "
