@@ -29,21 +29,36 @@ def randomize(model, scale=1.0, seed=0):
     return model
 
 
-def multiscale_order(image_size, channels, base_size):
-    """Generation step of each sub-pixel: base in raster order, then one step per
-    (scale, group, channel), shared by every pixel of that group."""
+def group_steps(side, patch):
+    """Steps inside one `side x side` group: type A (`patch=0`) one, type B `P*P` with
+    `P = min(patch, side)`, the position in its patch in raster order."""
+    if not patch:
+        return np.zeros((side, side), np.int64), 1
+    p = min(patch, side)
+    i, j = np.meshgrid(np.arange(side) % p, np.arange(side) % p, indexing="ij")
+    return i * p + j, p * p
+
+
+def multiscale_order(image_size, channels, base_size, patch=0):
+    """Generation step of each sub-pixel: base in raster order, then per (scale, group) the
+    group's steps (`group_steps`), channels in turn; every patch of a group in parallel."""
     base = np.arange(base_size * base_size * channels).reshape(1, base_size, base_size, channels)
     groups, step, r = [], base.size, base_size
     while r < image_size:
-        steps = step + np.arange(3 * channels).reshape(1, 3, 1, 1, channels)
-        groups.append(np.broadcast_to(steps, (1, 3, r, r, channels)))
-        step, r = step + 3 * channels, 2 * r
+        position, length = group_steps(r, patch)
+        steps = (step + length * channels * np.arange(3)[:, None, None, None]
+                 + channels * position[None, :, :, None] + np.arange(channels))
+        groups.append(steps[None])
+        step, r = step + 3 * length * channels, 2 * r
     return multiscale_merge(tf.constant(base), [tf.constant(g) for g in groups]).numpy()[0]
 
 
-def expected_calls(image_size, channels, base_size):
-    """The docstring's count: base_size**2 * C base calls, 3 * C * L head calls."""
-    return base_size ** 2 * channels + 3 * channels * int(math.log2(image_size // base_size))
+def expected_calls(image_size, channels, base_size, patch=0):
+    """The docstring's count: base_size**2 * C base calls; per scale and group C head calls
+    (type A) or P*P*C patch PixelCNN calls (type B, `P = min(patch, r)`)."""
+    sides = [base_size * 2 ** s for s in range(int(math.log2(image_size // base_size)))]
+    return base_size ** 2 * channels + 3 * channels * sum(group_steps(r, patch)[1]
+                                                          for r in sides)
 
 
 class TestNormalization:
@@ -53,6 +68,11 @@ class TestNormalization:
 
     def test_rgb_channels_autoregressive(self):
         model = randomize(tiny(2, 3, 1, base_size=1))
+        testing.assert_normalized(model)
+
+    @pytest.mark.parametrize("image_size,channels,base_size", [(4, 1, 2), (2, 3, 1)])
+    def test_type_b_patch_pixelcnn(self, image_size, channels, base_size):
+        model = randomize(tiny(image_size, channels, 1, base_size, group_pixelcnn_patch=2))
         testing.assert_normalized(model)
 
     def test_log_prob_is_sum_of_base_and_group_terms(self):
@@ -78,6 +98,17 @@ class TestCausality:
             lambda x: model.logits_as_image(model._outputs(x, cond_row, False)),
             multiscale_order(image_size, channels, base_size))
 
+    @pytest.mark.parametrize("image_size,channels,base_size,patch",
+                             [(8, 1, 2, 2), (4, 3, 1, 2)])
+    def test_type_b_patches_in_raster_order(self, image_size, channels, base_size, patch):
+        cond = {"label": 3}
+        model = tiny(image_size, channels, 1, base_size, cond=cond, filters=24, base_filters=24,
+                     group_pixelcnn_patch=patch, group_pixelcnn_filters=24)
+        testing.assert_causal(
+            lambda x: model.logits_as_image(model._outputs(x, {"label": tf.constant([1])},
+                                                           False)),
+            multiscale_order(image_size, channels, base_size, patch))
+
     def test_conditioning_reaches_every_group(self):
         model = tiny(4, 3, 1, base_size=1, cond={"embedding": 2}, filters=24, base_filters=24)
         images = tf.constant(np.random.default_rng(0).integers(0, 2, (1, 4, 4, 3)), tf.int32)
@@ -92,48 +123,75 @@ class TestCausality:
     def test_order_counts_log_n_steps(self):
         order = multiscale_order(16, 3, 4)
         assert len(np.unique(order)) == expected_calls(16, 3, 4) == 4 * 4 * 3 + 3 * 3 * 2
+        order = multiscale_order(16, 3, 4, patch=4)
+        assert len(np.unique(order)) == expected_calls(16, 3, 4, 4) == 48 + 2 * 3 * 16 * 3
+        # Patches smaller than M where the group is: 2x2 base, M = 4: 1 + 4 + 16 + 16 steps.
+        assert expected_calls(32, 1, 1, 4) == 1 + 3 * (1 + 4 + 16 + 16 + 16)
 
 
 class TestSampling:
+    @pytest.mark.parametrize("patch", [0, 4])
     @pytest.mark.parametrize("image_size", [8, 16, 32, 64])
-    def test_sequential_network_calls(self, image_size, monkeypatch):
+    def test_sequential_network_calls(self, image_size, patch, monkeypatch):
         # Variables, not Python ints: the count stays right if a sampler traces the network.
-        counters = {key: tf.Variable(0) for key in ("base", "features", "head")}
+        counters = {key: tf.Variable(0) for key in ("base", "features", "head", "patch")}
 
         def counts():
             return {key: int(counter.numpy()) for key, counter in counters.items()}
 
         def counting(key, method):
             @functools.wraps(method)  # Keras reads the call signature to build layers
-            def wrapped(*args, **kwargs):
-                counters[key].assign_add(1)
-                return method(*args, **kwargs)
+            def wrapped(layer, *args, **kwargs):
+                # A MaskedDecoder is the base, or (type B) a group's patch PixelCNN.
+                name = "patch" if layer.name == "patch_pixelcnn" else key
+                counters[name].assign_add(1)
+                return method(layer, *args, **kwargs)
             return wrapped
 
         monkeypatch.setattr(MaskedDecoder, "call", counting("base", MaskedDecoder.call))
         monkeypatch.setattr(GroupPredictor, "features",
                             counting("features", GroupPredictor.features))
         monkeypatch.setattr(GroupPredictor, "head", counting("head", GroupPredictor.head))
-        model = tiny(image_size, 3, 2, base_size=4)
+        model = tiny(image_size, 3, 2, base_size=4, group_pixelcnn_patch=patch)
         model.build()
         for counter in counters.values():
             counter.assign(0)
         images = model.sample(1, seed=0, compiled=False)  # the reference: one call per step
         assert images.shape == (1, image_size, image_size, 3)
         scales = int(math.log2(image_size // 4))
-        assert counts() == {"base": 48, "features": 3 * scales, "head": 9 * scales}
-        assert counts()["base"] + counts()["head"] == expected_calls(image_size, 3, 4)
+        # Per group: C head calls (type A) or, type B, 4 * 4 * C patch PixelCNN calls.
+        per_group = {"head": 0 if patch else 3, "patch": 48 if patch else 0}
+        assert counts() == {"base": 48, "features": 3 * scales,
+                            **{k: 3 * v * scales for k, v in per_group.items()}}
+        assert (counts()["base"] + counts()["head"] + counts()["patch"]
+                == expected_calls(image_size, 3, 4, patch))
         # Super-resolution from N/2 runs only the last scale.
         for counter in counters.values():
             counter.assign(0)
-        model.super_resolve(images[:, ::2, ::2], seed=1)
-        assert counts() == {"base": 0, "features": 3, "head": 9}
+        model.sample(1, seed=1, cond={"low_res": images[:, ::2, ::2]}, compiled=False)
+        assert counts() == {"base": 0, "features": 3, **{k: 3 * v for k, v in per_group.items()}}
 
     @pytest.mark.parametrize("channels,bits", [(1, 2), (3, 1)])
     def test_samples_follow_log_prob(self, channels, bits):
         model = randomize(tiny(2, channels, bits, base_size=1), scale=2.0, seed=3)
         samples = model.sample(20000, seed=[4, 2]).numpy()
         testing.assert_samples_follow(model, samples)
+
+    def test_type_b_samples_follow_log_prob(self):
+        # 4x4 from a 2x2 base, M = 2: the 2x2 groups are one patch each, in raster order.
+        model = randomize(tiny(4, 1, 1, base_size=2, group_pixelcnn_patch=2), scale=2.0, seed=2)
+        samples = model.sample(20000, seed=[5, 1]).numpy()
+        testing.assert_samples_follow(model, samples)
+
+    def test_type_b_compiled_equals_reference(self):
+        # 8x8 from a 2x2 base, M = 2: four patches per group at the last scale.
+        model = randomize(tiny(8, 3, 3, base_size=2, cond={"label": 3}, group_pixelcnn_patch=2),
+                          scale=0.5)
+        low_res = np.random.default_rng(0).integers(0, 8, (2, 4, 4, 3)).astype(np.int32)
+        for extra in ({}, {"low_res": low_res}):
+            cond = {"label": [0, 2], **extra}
+            np.testing.assert_array_equal(model.sample(2, [3, 4], cond=cond),
+                                          model.sample(2, [3, 4], cond=cond, compiled=False))
 
     def test_super_resolution_samples_follow_conditional(self):
         model = randomize(tiny(2, 1, 2, base_size=1), scale=2.0, seed=5)
@@ -205,6 +263,9 @@ class TestConditioning:
     def test_bad_geometry_and_given(self):
         with pytest.raises(ValueError, match="power of 2"):
             tiny(12, 1, 1, base_size=8)
+        for patch in (-1, 3):
+            with pytest.raises(ValueError, match="group_pixelcnn_patch"):
+                tiny(16, 1, 1, base_size=4, group_pixelcnn_patch=patch)
         with pytest.raises(ValueError, match="given"):
             tiny(4, 1, 1, base_size=2).sample(1, seed=0, given=np.zeros((1, 4, 4, 1)))
 
@@ -218,8 +279,18 @@ class TestKeras:
                                  num_scales=2),
             known, (2, 4, 4, 3, 4), call_kwargs={"pixels": pixels, "scale": 1})
 
-    def test_keras_round_trip(self, tmp_path):
-        model = randomize(tiny(8, 3, 2, base_size=2, cond={"label": 3}), scale=0.3)
+    def test_type_b_group_predictor_layer(self):
+        known = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype(np.float32)
+        pixels = np.random.default_rng(1).normal(size=(2, 4, 4, 3)).astype(np.float32)
+        testing.run_layer_test(
+            GroupPredictor, dict(filters=6, num_blocks=1, num_values=4, data_channels=3,
+                                 num_scales=2, patch_size=2, patch_layers=1, patch_filters=6),
+            known, (2, 4, 4, 3, 4), call_kwargs={"pixels": pixels, "scale": 1})
+
+    @pytest.mark.parametrize("patch", [0, 2])
+    def test_keras_round_trip(self, tmp_path, patch):
+        model = randomize(tiny(8, 3, 2, base_size=2, cond={"label": 3},
+                               group_pixelcnn_patch=patch), scale=0.3)
         path = str(tmp_path / "multiscale.keras")
         model.save(path)
         restored = keras.saving.load_model(path)

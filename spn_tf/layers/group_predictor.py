@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from spn_tf.layers.masked_conv2d import MaskedConv2D
+from spn_tf.layers.masked_decoder import MaskedDecoder
 
 
 @keras.saving.register_keras_serializable(package="spn_tf")
@@ -26,6 +27,14 @@ class GroupPredictor(keras.layers.Layer):
     One network serves every scale: a learned per-scale vector (`scale` in `[0, num_scales)`)
     tells it which resolution it is upscaling.
 
+    Type B (`patch_size=M > 0`, Reed et al. 2017 §3): the head is a shallow PixelCNN instead.
+    The group's `r x r` grid is cut into `P x P` patches, `P = min(M, r)`, folded into the
+    batch; a `MaskedDecoder` (`patch_layers` gated blocks of `patch_filters` features) models
+    each patch in raster order, channels R, G, B, with the ResNet features of the patch as its
+    spatial context. Its weights are shared by every patch and every scale (one per group).
+    Patches of a group stay conditionally independent given the known content, the pixels of a
+    patch do not: sampling a group takes `P * P * C` head calls instead of `C`.
+
     Args:
       filters: features of the ResNet and head, a multiple of `data_channels`.
       num_blocks: residual blocks (two convolutions each).
@@ -33,12 +42,17 @@ class GroupPredictor(keras.layers.Layer):
       data_channels: image channels (1 or 3).
       kernel_size: kernel of the ResNet convolutions (odd).
       num_scales: number of resolution doublings the network is shared by.
+      patch_size: 0 for type A; `M > 0` for type B (a PixelCNN over `M x M` patches). Every
+        resolution `r` it is used at must be a multiple of `min(M, r)`.
+      patch_layers, patch_filters: the type-B PixelCNN (gated blocks, features per stack, a
+        multiple of `data_channels`); unused for type A.
 
     Call: `(known, pixels, context=None, scale=0)`: `known` float `(B, r, r, D)` (the lower
     resolution image and earlier groups, scaled, stacked on channels), `pixels` float
     `(B, r, r, data_channels)` (the group's own scaled values; only earlier channels of a
-    pixel reach its logits), `context` float `(B, 1, 1, E)` or None → logits float
-    `(B, r, r, data_channels, num_values)`.
+    pixel reach its logits; type B: also the pixels before it in its patch, raster order),
+    `context` float `(B, 1, 1, E)` or None → logits float `(B, r, r, data_channels,
+    num_values)`.
 
     References:
       Reed, van den Oord, Kalchbrenner, Gómez Colmenarejo, Wang, Belov, de Freitas. Parallel
@@ -46,17 +60,23 @@ class GroupPredictor(keras.layers.Layer):
     """
 
     def __init__(self, filters, num_blocks, num_values, data_channels=3, kernel_size=3,
-                 num_scales=1, **kwargs):
+                 num_scales=1, patch_size=0, patch_layers=2, patch_filters=48, **kwargs):
         super().__init__(**kwargs)
         if filters % data_channels:
             raise ValueError(
                 f"filters={filters} must be a multiple of the image channels {data_channels}.")
+        if patch_size < 0:
+            raise ValueError(f"patch_size={patch_size} must be 0 (type A) or a patch side M > 0 "
+                             f"(type B).")
         self.filters = filters
         self.num_blocks = num_blocks
         self.num_values = num_values
         self.data_channels = data_channels
         self.kernel_size = kernel_size
         self.num_scales = num_scales
+        self.patch_size = patch_size
+        self.patch_layers = patch_layers
+        self.patch_filters = patch_filters
         self.conv_in = keras.layers.Conv2D(filters, kernel_size, padding="same")
         self.context_projection = keras.layers.Dense(filters)
         self.block_convs = [
@@ -66,9 +86,15 @@ class GroupPredictor(keras.layers.Layer):
         # projection lets every channel read all the ResNet features.
         self.features_out = keras.layers.Dense(filters)
         c = data_channels
-        self.pixels_in = MaskedConv2D(filters, 1, "A", c, "horizontal")
-        self.head_hidden = MaskedConv2D(filters, 1, "B", c, "horizontal")
-        self.head_out = MaskedConv2D(c * num_values, 1, "B", c, "horizontal")
+        if patch_size:
+            # Shallow: 3x3 kernels already reach the whole of a 4x4 patch in two layers.
+            self.patch_pixelcnn = MaskedDecoder(patch_filters, patch_layers, num_values, c,
+                                                kernel_size=3, first_kernel_size=3,
+                                                name="patch_pixelcnn")
+        else:
+            self.pixels_in = MaskedConv2D(filters, 1, "A", c, "horizontal")
+            self.head_hidden = MaskedConv2D(filters, 1, "B", c, "horizontal")
+            self.head_out = MaskedConv2D(c * num_values, 1, "B", c, "horizontal")
 
     def build(self, known_shape, pixels_shape, context_shape=None):
         features = tuple(known_shape[:-1]) + (self.filters,)
@@ -81,9 +107,14 @@ class GroupPredictor(keras.layers.Layer):
             for conv in convs:
                 conv.build(features)
         self.features_out.build(features)
-        self.pixels_in.build(pixels_shape)
-        self.head_hidden.build(features)
-        self.head_out.build(features)
+        if self.patch_size:
+            # Patches are folded into the batch; the weights do not depend on their side.
+            self.patch_pixelcnn.build((None, None, None, pixels_shape[-1]),
+                                      (None, None, None, self.filters))
+        else:
+            self.pixels_in.build(pixels_shape)
+            self.head_hidden.build(features)
+            self.head_out.build(features)
 
     def features(self, known, context=None, scale=0):
         """ResNet features `(B, r, r, filters)` of the known content."""
@@ -95,12 +126,54 @@ class GroupPredictor(keras.layers.Layer):
         return self.features_out(ops.relu(h))
 
     def head(self, features, pixels):
-        """Logits `(B, r, r, data_channels, num_values)`; channel c sees `pixels[..., :c]`."""
+        """Logits `(B, r, r, data_channels, num_values)` of the group's pixels.
+
+        Type A: channel c sees `pixels[..., :c]` of its own pixel. Type B: the patch PixelCNN
+        on every patch at once (`patch_head`).
+        """
+        if self.patch_size:
+            side = features.shape[1]
+            logits = self.patch_head(self.to_patches(features), self.to_patches(pixels))
+            shape = ops.shape(logits)
+            logits = ops.reshape(logits, (shape[0], shape[1], shape[2], -1))
+            logits = self.from_patches(logits, side)
+            shape = ops.shape(logits)
+            return ops.reshape(logits, (shape[0], side, side, self.data_channels,
+                                        self.num_values))
         h = ops.relu(features + self.pixels_in(pixels))
         out = self.head_out(ops.relu(self.head_hidden(h)))
         shape = ops.shape(out)
         return ops.reshape(out, (shape[0], shape[1], shape[2], self.data_channels,
                                  self.num_values))
+
+    def patch_head(self, feature_patches, pixel_patches):
+        """Type B: logits `(B', P, P, data_channels, num_values)` of `to_patches` pixels
+        `(B', P, P, data_channels)` (raster order in each patch) given their features."""
+        return self.patch_pixelcnn(pixel_patches, context=feature_patches)
+
+    def patch_side(self, side):
+        """Side `P = min(patch_size, r)` of the type-B patches of an `r x r` group."""
+        patch = min(self.patch_size, side)
+        if side % patch:
+            raise ValueError(f"group side {side} is not a multiple of the patch side {patch} "
+                             f"(patch_size={self.patch_size}).")
+        return patch
+
+    def to_patches(self, x):
+        """`(B, r, r, D)` → `(B * (r/P)**2, P, P, D)`: patches folded into the batch,
+        image-major, patches in raster order."""
+        side, depth = x.shape[1], x.shape[3]
+        patch = self.patch_side(side)
+        n = side // patch
+        x = ops.reshape(x, (-1, n, patch, n, patch, depth))
+        return ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, patch, patch, depth))
+
+    def from_patches(self, x, side):
+        """Inverse of `to_patches`: `(B * (r/P)**2, P, P, D)` → `(B, r, r, D)`."""
+        patch, depth = x.shape[1], x.shape[3]
+        n = side // patch
+        x = ops.reshape(x, (-1, n, n, patch, patch, depth))
+        return ops.reshape(ops.transpose(x, (0, 1, 3, 2, 4, 5)), (-1, side, side, depth))
 
     def call(self, known, pixels, context=None, scale=0):
         return self.head(self.features(known, context, scale), pixels)
@@ -111,4 +184,6 @@ class GroupPredictor(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_blocks": self.num_blocks,
                 "num_values": self.num_values, "data_channels": self.data_channels,
-                "kernel_size": self.kernel_size, "num_scales": self.num_scales}
+                "kernel_size": self.kernel_size, "num_scales": self.num_scales,
+                "patch_size": self.patch_size, "patch_layers": self.patch_layers,
+                "patch_filters": self.patch_filters}

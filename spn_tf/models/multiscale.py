@@ -19,23 +19,28 @@ def preset(name, image_size):
     """Hyperparameters of a preset; the base resolution depends on the image size.
 
     Reed et al. 2017 (§4) start from a 4x4 base (CUB, MPII, MS-COCO) or an 8x8 base
-    (ImageNet); images smaller than the base are their own base.
+    (ImageNet); images smaller than the base are their own base. `tiny` and `small` use type A
+    groups (a group in `C` steps: the tests' call counts, the quickstart's speed); `paper` uses
+    type B, as the paper's models do.
     """
     presets = {
         # A few thousand parameters: seconds to train, for tests.
         "tiny": dict(base_size=min(4, image_size), filters=6, num_blocks=1, kernel_size=3,
                      base_filters=6, base_layers=1, base_first_kernel_size=3,
-                     condition_on_base=False),
+                     condition_on_base=False, group_pixelcnn_patch=0, group_pixelcnn_layers=1,
+                     group_pixelcnn_filters=6),
         # The quickstart on 2 CPU cores.
         "small": dict(base_size=min(4, image_size), filters=48, num_blocks=4, kernel_size=3,
                       base_filters=48, base_layers=4, base_first_kernel_size=5,
-                      condition_on_base=False),
-        # ImageNet, type A groups: 12 ResNet layers of 256 units [reported, §4: the paper's
-        # ImageNet model is type B with the same ResNet]; 8x8 base [reported]. The base
-        # PixelCNN's size is not given [unverified: 20 gated layers of 256 features].
+                      condition_on_base=False, group_pixelcnn_patch=0, group_pixelcnn_layers=2,
+                      group_pixelcnn_filters=48),
+        # ImageNet, type B groups: 12 ResNet layers, 4 PixelCNN layers, 256 units, 4x4
+        # patches [reported, §3-4]; 8x8 base [reported]. The base PixelCNN's size is not given
+        # [unverified: 20 gated layers of 256 features].
         "paper": dict(base_size=min(8, image_size), filters=256, num_blocks=12, kernel_size=3,
                       base_filters=256, base_layers=20, base_first_kernel_size=7,
-                      condition_on_base=False),
+                      condition_on_base=False, group_pixelcnn_patch=4, group_pixelcnn_layers=4,
+                      group_pixelcnn_filters=256),
     }
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}.")
@@ -58,6 +63,15 @@ class MultiscalePixelCNN(DensityModel):
     earlier groups; channels stay autoregressive (R, G, B) inside a pixel (type A of the
     paper, §3). Each group is predicted by a `spn_tf.layers.GroupPredictor`.
 
+    Type B (`group_pixelcnn_patch=M > 0`, the paper's §3 and its ImageNet and CUB/MPII/COCO
+    models with M = 4): each group's `r x r` grid is cut into `P x P` patches, `P = min(M, r)`,
+    and a shallow PixelCNN (`group_pixelcnn_layers` gated blocks of `group_pixelcnn_filters`
+    features, shared by every patch and scale, one per group) models each patch in raster
+    order, channels R, G, B, given the group ResNet's features of that patch; patches of a
+    group stay conditionally independent. The pixel product above then reads
+    `prod_{patches} prod_{i in patch, raster} prod_c p(x_g[i, c] | ..., x_g[<i in patch],
+    x_g[i, <c])`.
+
     Weights: one base decoder, and one group predictor per group (2, 3, 4) shared by every
     scale, told the scale by a learned per-scale vector. The paper trains separate networks
     per scale; sharing keeps the parameter count independent of the image size.
@@ -68,6 +82,13 @@ class MultiscalePixelCNN(DensityModel):
     once, with its first channel). For C = 3 and a 4x4 base: 57 at 8x8, 66 at 16x16,
     75 at 32x32, 84 at 64x64, 93 at 128x128; with an 8x8 base: 201 at 16x16, 210 at 32x32,
     219 at 64x64, 228 at 128x128 — against `N*N*C` for raster order (3072 at 32x32).
+    Type B: one patch-PixelCNN call per patch sub-pixel, `P_s**2 * C` per group with
+    `P_s = min(M, r_s)` (the ResNet once, with the first):
+    `base_size**2 * C + 3 * C * sum_s min(M, base_size * 2**s)**2`, that is
+    `base_size**2 * C + 3 * C * M**2 * L` when `base_size >= M`. For C = 3, M = 4, a 4x4 base:
+    192 at 8x8, 336 at 16x16, 480 at 32x32, 624 at 64x64, 768 at 128x128; an 8x8 base: 336 at
+    16x16, 480 at 32x32, 624 at 64x64, 768 at 128x128. Still `O(log N)`, with a constant `M**2`
+    times type A's.
 
     Conditioning:
       * `cond["label"]`, `cond["embedding"]` (as built with `cond={"label": n}` /
@@ -90,6 +111,9 @@ class MultiscalePixelCNN(DensityModel):
       filters, num_blocks, kernel_size: the group predictors (see `GroupPredictor`).
       base_filters, base_layers, base_first_kernel_size: the base `MaskedDecoder`.
       condition_on_base: model `p(x | x_base)` only (a super-resolver).
+      group_pixelcnn_patch: 0 for type A groups; the patch side `M` for type B. Every group
+        side `r` must be a multiple of `min(M, r)` (powers of 2 with a power-of-2 base).
+      group_pixelcnn_layers, group_pixelcnn_filters: the type-B patch PixelCNN.
 
     Call: images int `(B, N, N, C)` (+ cond) → list of logits: the base
     `(B, base_size, base_size, C, 2**bits)` (absent when `condition_on_base`), then per scale,
@@ -109,7 +133,8 @@ class MultiscalePixelCNN(DensityModel):
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, base_size=4, filters=48,
                  num_blocks=4, kernel_size=3, base_filters=48, base_layers=4,
-                 base_first_kernel_size=5, condition_on_base=False, **kwargs):
+                 base_first_kernel_size=5, condition_on_base=False, group_pixelcnn_patch=0,
+                 group_pixelcnn_layers=2, group_pixelcnn_filters=48, **kwargs):
         super().__init__(image_size, channels, bits, cond, **kwargs)
         self.num_scales = multiscale_num_scales(self.image_size, base_size)
         if condition_on_base and not self.num_scales:
@@ -124,6 +149,15 @@ class MultiscalePixelCNN(DensityModel):
         self.base_layers = base_layers
         self.base_first_kernel_size = base_first_kernel_size
         self.condition_on_base = bool(condition_on_base)
+        sides = [self.resolution(s) for s in range(self.num_scales)]
+        if group_pixelcnn_patch < 0 or (group_pixelcnn_patch and any(
+                r % min(group_pixelcnn_patch, r) for r in sides)):
+            raise ValueError(
+                f"group_pixelcnn_patch={group_pixelcnn_patch} must be 0 (type A) or a patch side "
+                f"M > 0 such that every group side r in {sides} is a multiple of min(M, r).")
+        self.group_pixelcnn_patch = group_pixelcnn_patch
+        self.group_pixelcnn_layers = group_pixelcnn_layers
+        self.group_pixelcnn_filters = group_pixelcnn_filters
         self.condition = (ConditionEmbedding(filters, self.cond_spec.get("label"),
                                              self.cond_spec.get("embedding"))
                           if self.cond_spec else None)
@@ -133,7 +167,8 @@ class MultiscalePixelCNN(DensityModel):
         # Paper numbering: group 1 is the lower resolution image; 2, 3, 4 are predicted.
         self.group_predictors = [
             GroupPredictor(filters, num_blocks, self.num_values, channels, kernel_size,
-                           self.num_scales, name=f"group_{g + 2}")
+                           self.num_scales, group_pixelcnn_patch, group_pixelcnn_layers,
+                           group_pixelcnn_filters, name=f"group_{g + 2}")
             for g in range(NUM_GROUPS if self.num_scales else 0)]
 
     def resolution(self, scale):
@@ -279,15 +314,48 @@ class MultiscalePixelCNN(DensityModel):
                 known = self._known(self.scale(low_res), self.scale(tf.stack(groups, 1))
                                     if groups else None, g)
                 features = predictor.features(known, context, scale)
-                groups.append(sampling.channel_parallel_sample(
-                    lambda x, p=predictor, f=features: p.head(f, self.scale(x)),
-                    tf.zeros_like(low_res), unknown, group_noise[scale][:, g], temperature))
+                if predictor.patch_size:
+                    groups.append(self._sample_patches(predictor, features,
+                                                       group_noise[scale][:, g], temperature,
+                                                       compiled))
+                else:
+                    groups.append(sampling.channel_parallel_sample(
+                        lambda x, p=predictor, f=features: p.head(f, self.scale(x)),
+                        tf.zeros_like(low_res), unknown, group_noise[scale][:, g], temperature))
             low_res = upscale_with_groups(low_res, tf.stack(groups, axis=1))
         return low_res
+
+    def _sample_patches(self, predictor, features, noise, temperature, compiled):
+        """Type B: one group, every patch at once (folded into the batch), raster order and
+        channels in turn inside: `P * P * C` patch PixelCNN calls.
+
+        Args:
+          predictor: a type-B `GroupPredictor`; features: its `(B, r, r, F)` features.
+          noise: float `(B, r, r, C)`; temperature: float `(B,)`.
+
+        Returns:
+          int32 `(B, r, r, C)`.
+        """
+        side = features.shape[1]
+        feature_patches, noise_patches = predictor.to_patches(features), predictor.to_patches(noise)
+        temperature = tf.repeat(temperature, (side // predictor.patch_side(side)) ** 2)
+        zeros = tf.zeros(noise_patches.shape, tf.int32)
+        unknown = tf.zeros(noise_patches.shape, tf.bool)
+        if compiled:
+            patches = sampling.raster_loop(predictor.patch_pixelcnn, self.scale, zeros, unknown,
+                                           noise_patches, temperature, feature_patches)
+        else:
+            patches = sampling.raster_sample(
+                lambda x: predictor.patch_head(feature_patches, self.scale(x)), zeros, unknown,
+                noise_patches, temperature)
+        return predictor.from_patches(patches, side)
 
     def get_config(self):
         return {**super().get_config(), "base_size": self.base_size, "filters": self.filters,
                 "num_blocks": self.num_blocks, "kernel_size": self.kernel_size,
                 "base_filters": self.base_filters, "base_layers": self.base_layers,
                 "base_first_kernel_size": self.base_first_kernel_size,
-                "condition_on_base": self.condition_on_base}
+                "condition_on_base": self.condition_on_base,
+                "group_pixelcnn_patch": self.group_pixelcnn_patch,
+                "group_pixelcnn_layers": self.group_pixelcnn_layers,
+                "group_pixelcnn_filters": self.group_pixelcnn_filters}
