@@ -35,12 +35,13 @@ def preset(name, image_size):
                       condition_on_base=False, group_pixelcnn_patch=0, group_pixelcnn_layers=2,
                       group_pixelcnn_filters=48),
         # ImageNet, type B groups: 12 ResNet layers, 4 PixelCNN layers, 256 units, 4x4
-        # patches [reported, §3-4]; 8x8 base [reported]. The base PixelCNN's size is not given
-        # [unverified: 20 gated layers of 256 features].
-        "paper": dict(base_size=min(8, image_size), filters=256, num_blocks=12, kernel_size=3,
-                      base_filters=256, base_layers=20, base_first_kernel_size=7,
+        # patches [reported, §3-4]; 258 units here, the nearest multiple of 3 that the R, G, B
+        # channel masks need. 8x8 base [reported]. The base PixelCNN's size is not given
+        # [unverified: 20 gated layers of 258 features].
+        "paper": dict(base_size=min(8, image_size), filters=258, num_blocks=12, kernel_size=3,
+                      base_filters=258, base_layers=20, base_first_kernel_size=7,
                       condition_on_base=False, group_pixelcnn_patch=4, group_pixelcnn_layers=4,
-                      group_pixelcnn_filters=256),
+                      group_pixelcnn_filters=258),
     }
     if name not in presets:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}.")
