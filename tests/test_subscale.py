@@ -9,20 +9,13 @@ import pytest
 import tensorflow as tf
 
 from spn_tf import data, models, orderings, testing
+from spn_tf.testing import sharpen
 from spn_tf.models.subscale import SubscalePixelNetwork
 
 
 def tiny(image_size, channels, bits, **overrides):
     return models.build("spn", image_size, channels=channels, bits=bits, preset="tiny",
                         **overrides)
-
-
-def sharpen(model, factor=3.0):
-    """Scales the weights so the distribution is far from uniform (tests need the power)."""
-    model.build()
-    for weight in model.trainable_weights:
-        weight.assign(weight * factor)
-    return model
 
 
 def subscale_order(image_size, channels, s):

@@ -7,19 +7,13 @@ import pytest
 import tensorflow as tf
 
 from spn_tf import data, models, orderings, testing
+from spn_tf.testing import sharpen
 from spn_tf.models.upscaling import MultidimensionalUpscaling
 
 
 def tiny(image_size, channels, bits, **overrides):
     return models.build("upscaling", image_size, channels=channels, bits=bits, preset="tiny",
                         **overrides)
-
-
-def sharpen(model, factor=3.0):
-    model.build()
-    for weight in model.trainable_weights:
-        weight.assign(weight * factor)
-    return model
 
 
 @pytest.mark.parametrize("image_size,channels,bits,extra,parts", [
