@@ -136,7 +136,7 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
     batch, height, width, channels = images.shape
     reach = decoder.receptive_field
     rows, cols = min(height, reach + 1), min(width, reach + 1)
-    spatial = context is not None and context.shape[1] != 1
+    spatial = context is not None and tuple(context.shape[1:3]) != (1, 1)
     images = tf.where(known, images, tf.zeros_like(images))
 
     def cut(x, top, left, height, width):
