@@ -76,3 +76,19 @@ def test_causal_self_attention_sees_only_earlier_pixels():
     layer = CausalSelfAttention(num_heads=2, key_dim=4)
     order = np.broadcast_to(np.arange(9).reshape(3, 3, 1), (3, 3, 6))
     assert_causal(lambda x: layer(x)[..., None], order)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_gated_residual_block_is_causal_on_causal_inputs(channels):
+    # The block's contract: given a vertical stack that sees rows above and a horizontal stack
+    # that is causal (mask A inputs), its horizontal output stays causal per channel group.
+    vertical = MaskedConv2D(channels, 3, "A", channels, "vertical")
+    horizontal = MaskedConv2D(channels, (1, 3), "A", channels, "horizontal")
+    block = GatedResidualBlock(channels, 3, channels)
+    context = tf.ones([1, 1, 1, 2])
+
+    def fn(x):
+        _, h = block([vertical(x), horizontal(x)], context=context)
+        return h[..., None]
+
+    assert_causal(fn, raster_order(4, 4, channels))
