@@ -28,7 +28,7 @@ def _noise(shape, seed=0):
 @pytest.mark.parametrize("overrides", [
     {},
     {"filters": 12, "num_layers": 3, "first_kernel_size": 5},  # reach 5 > 3 rows of a 4x4
-    {"attention_layers": (0,)},  # attention: the compiled loop runs the full decoder
+    {"attention_layers": (0,)},  # attention: one query per pixel over cached keys, values
 ])
 def test_compiled_equals_reference_for_seeds_temperatures_and_given(overrides):
     model = _raster(6, 3, 3, {"label": 3}, **overrides)
@@ -68,13 +68,55 @@ def test_cached_loop_equals_naive_with_spatial_context_and_wide_images():
     assert len(np.unique(naive)) > 3  # the test has power: not a constant image
 
 
-def test_cached_loop_rejects_attention():
-    decoder = MaskedDecoder(6, 1, 4, 1, attention_layers=(0,))
-    decoder.build((1, 2, 2, 1))
-    x = tf.zeros((1, 2, 2, 1), tf.int32)
-    with pytest.raises(ValueError, match="attention"):
-        sampling.cached_raster_sample(decoder, lambda v: tf.cast(v, tf.float32), x,
-                                      tf.zeros_like(x, tf.bool), _noise(x.shape), tf.ones([1]))
+@pytest.mark.parametrize("shape,attention_layers,context_shape", [
+    ((2, 5, 4, 3), (0,), "spatial"),  # attention after the first block, a slice embedding
+    ((2, 6, 7, 1), (1, 2), "global"),  # two attention layers, a class embedding
+    ((3, 4, 9, 3), (2,), None),  # after the last block; wider than the window
+])
+def test_cached_loop_with_attention_equals_naive(shape, attention_layers, context_shape):
+    """Attention outputs from cached keys and values: the same images, eager and compiled."""
+    decoder = MaskedDecoder(6, 3, 8, shape[3], kernel_size=3, first_kernel_size=3,
+                            attention_layers=attention_layers, num_heads=2, key_dim=4)
+    batch, height, width, _ = shape
+    context = {"spatial": tf.random.stateless_normal((batch, height, width, 5), seed=[1, 2]),
+               "global": tf.random.stateless_normal((batch, 1, 1, 5), seed=[1, 2]),
+               None: None}[context_shape]
+    decoder.build(shape, None if context is None else context.shape)
+    rng = np.random.default_rng(0)
+    decoder.set_weights([w + 0.5 * rng.normal(size=w.shape).astype(np.float32)
+                         for w in decoder.get_weights()])
+    scale = lambda x: tf.cast(x, tf.float32) / 3.5 - 1.0
+    given = tf.constant(rng.integers(0, 8, shape), tf.int32)
+    compiled = sampling.compile_loop(sampling.cached_raster_sample)
+    for seed, temperature, known in ((0, 1.0, np.zeros(shape, bool)),
+                                     (1, 0.0, np.zeros(shape, bool)),
+                                     (2, 0.7, rng.random(shape) < 0.3)):
+        uniform, known = _noise(shape, seed), tf.constant(known)
+        temperatures = tf.fill([batch], temperature)
+        naive = sampling.raster_sample(lambda x: decoder(scale(x), context=context), given,
+                                       known, uniform, temperatures)
+        cached = compiled(decoder, scale, given, known, uniform, temperatures, context)
+        eager = sampling.cached_raster_sample(decoder, scale, given, known, uniform,
+                                              temperatures, context)
+        np.testing.assert_array_equal(cached, naive)
+        np.testing.assert_array_equal(eager, naive)
+        assert len(np.unique(naive)) > 3  # the test has power: not a constant image
+    assert compiled.experimental_get_tracing_count() == 1
+
+
+def test_attention_step_equals_call_at_every_pixel():
+    """`CausalSelfAttention.step`, pixel by pixel, gives `call`'s outputs."""
+    decoder = MaskedDecoder(6, 1, 4, 3, attention_layers=(0,), num_heads=2, key_dim=4)
+    decoder.build((2, 3, 4, 3))
+    layer = decoder.attentions[0]
+    inputs = tf.random.stateless_normal((2, 3, 4, 6), seed=[3, 4])
+    full = layer(inputs).numpy().reshape(2, 12, 6)
+    flat = tf.reshape(inputs, (2, 12, 6))
+    cache, previous = layer.initial_cache(2, 12), tf.zeros((2, 6))
+    for p in range(12):
+        out, cache = layer.step(previous, tf.constant(p), cache)
+        np.testing.assert_allclose(out, full[:, p], rtol=1e-5, atol=1e-6)
+        previous = flat[:, p]
 
 
 def test_trace_once_per_batch_size_and_temperature_is_an_input():
@@ -142,7 +184,9 @@ def _spn(**overrides):
     return model
 
 
-@pytest.mark.parametrize("overrides", [{}, {"attention_layers": (0,)}])
+@pytest.mark.parametrize("overrides", [
+    {}, {"attention_layers": (0,)},
+    {"num_layers": 2, "attention_layers": (1,)}])
 def test_spn_compiled_equals_reference_with_upscaling_and_completion(overrides):
     model = _spn(**overrides)
     cond = {"label": [1, 2]}

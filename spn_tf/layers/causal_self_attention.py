@@ -45,6 +45,46 @@ class CausalSelfAttention(keras.layers.Layer):
         out = self.attention(seq, seq, attention_mask=mask[None])
         return ops.reshape(out, (batch, height, width, depth))
 
+    def initial_cache(self, batch_size, length):
+        """Zero key and value caches for `step` over a sequence of `length` pixels.
+
+        Returns:
+          `(keys, values)`: float32 `(B, length, num_heads, key_dim)` and
+          `(B, length, num_heads, value_dim)`.
+        """
+        heads = self.num_heads
+        return (ops.zeros((batch_size, length, heads, self.attention.key_dim)),
+                ops.zeros((batch_size, length, heads, self.attention.value_dim)))
+
+    def step(self, previous, position, cache):
+        """The output at one pixel from the keys and values of the pixels before it.
+
+        A raster sampler calls this once per pixel, in order: `previous` is this layer's input
+        at pixel `position - 1` (zeros at pixel 0: the shift's padding), which is final once
+        that pixel is drawn. Its normalized projections are written at `position` of the
+        shifted sequence, and one query attends over the whole cache with the causal mask
+        cut to that query's row: the same projections, scores, masked softmax over all
+        `length` positions and weighted sum as `call` computes for that row.
+
+        Args:
+          previous: float `(B, D)`.
+          position: int32 scalar: the pixel's raster index.
+          cache: `(keys, values)` from `initial_cache` or the previous step.
+
+        Returns:
+          `(output, cache)`: `call(inputs)` at the pixel, float `(B, D)`, and the updated cache.
+        """
+        keys, values = cache
+        seq = self.norm(previous[:, None])
+        length = ops.shape(keys)[1]
+        here = ops.reshape(ops.arange(length) == position, (1, length, 1, 1))
+        keys = ops.where(here, self.attention.key_dense(seq), keys)
+        values = ops.where(here, self.attention.value_dense(seq), values)
+        mask = ops.reshape(ops.arange(length) <= position, (1, 1, length))
+        out, _ = self.attention._compute_attention(self.attention.query_dense(seq), keys,
+                                                    values, mask)
+        return self.attention.output_dense(out)[:, 0], (keys, values)
+
     def compute_output_shape(self, input_shape):
         return input_shape
 

@@ -111,11 +111,35 @@ class MaskedDecoder(keras.layers.Layer):
         Returns:
           logits float `(B, H, W, C, num_values)`.
         """
+        return self.head(self.horizontal_features(x, vertical_terms, context)[0])
+
+    def horizontal_features(self, x, vertical_terms, context=None, attention_outputs=None):
+        """The horizontal stack without the head, and the inputs of its attention layers.
+
+        Args:
+          x, vertical_terms, context: as in `horizontal_stack`.
+          attention_outputs: None (each attention layer runs over `x`'s positions), or one
+            float `(B, H, W, filters)` per attention layer: its outputs at `x`'s positions,
+            computed elsewhere (a raster sampler's cache, `CausalSelfAttention.step`: attention
+            at a pixel sees every earlier pixel, beyond a window of `x`).
+
+        Returns:
+          `(h, attention_inputs)`: features float `(B, H, W, filters)` for `head`, and what
+          each attention layer read (its input), a list of floats `(B, H, W, filters)`.
+        """
         h = self.horizontal_in(x)
+        attention_inputs = []
         for i, (block, term) in enumerate(zip(self.blocks, vertical_terms)):
             h = block.horizontal_step(h, term, context)
             if i in self.attention_layers:
-                h = h + self.attentions[self.attention_layers.index(i)](h)
+                k = self.attention_layers.index(i)
+                attention_inputs.append(h)
+                h = h + (self.attentions[k](h) if attention_outputs is None
+                         else attention_outputs[k])
+        return h, attention_inputs
+
+    def head(self, h):
+        """Logits float `(B, H, W, C, num_values)` from features `(B, H, W, filters)`."""
         # ELU, not ReLU: no dead units, so every allowed dependency has a non-zero gradient.
         out = self.head_out(ops.elu(self.head_hidden(ops.elu(h))))
         shape = ops.shape(out)
