@@ -33,8 +33,9 @@ class GatedPixelCNN(DensityModel):
     in raster order, channels R, G, B inside a pixel; each factor a softmax over `2**bits`.
     Sampling walks the same order: `H * W * C` sequential network calls with the reference
     sampler (`sample(..., compiled=False)`); the default compiled sampler gives the same images
-    from one XLA-compiled loop that, without attention layers, recomputes only the rows and
-    columns a new sub-pixel changes (`spn_tf.sampling.cached_raster_sample`).
+    from one XLA-compiled loop that recomputes only the rows and columns a new sub-pixel
+    changes, and one attention query per pixel over cached keys and values
+    (`spn_tf.sampling.cached_raster_sample`).
 
     Args:
       image_size, channels, bits, cond: see `DensityModel`.
