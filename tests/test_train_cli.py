@@ -62,3 +62,16 @@ def test_mirrored_strategy_trains_on_two_logical_cpu_replicas(tmp_path):
                     f"--model_dir={tmp_path}")
     assert "2 replica(s) under mirrored" in result.stdout
     assert "held-out bits/dim" in result.stdout
+
+
+@pytest.mark.parametrize("model", ["spn", "multiscale"])
+def test_checkpoint_of_every_model_loads_in_a_fresh_process(model, tmp_path):
+    # A fresh interpreter has imported none of the model modules: loading must still find them.
+    _train(f"--model={model}", "--preset=tiny", "--image_size=4", "--steps=1", "--batch_size=4",
+           "--num_samples=1", f"--model_dir={tmp_path}")
+    code = ("from spn_tf.trainer import load_checkpoint; "
+            f"print(type(load_checkpoint('{tmp_path}/model.keras')).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() in ("SubscalePixelNetwork", "MultiscalePixelCNN")

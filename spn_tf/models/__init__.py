@@ -3,9 +3,14 @@
 import importlib
 
 from spn_tf.models.base import DensityModel
+# Imported here, not on first use: loading a `.keras` file needs every model class registered
+# with Keras before the file names it.
+from spn_tf.models.multiscale import MultiscalePixelCNN
 from spn_tf.models.raster import GatedPixelCNN
+from spn_tf.models.subscale import SubscalePixelNetwork
+from spn_tf.models.upscaling import MultidimensionalUpscaling
 
-# name → (module, class): imported on use, so each model family stays in its own module.
+# name → (module, class) of each model family.
 MODELS = {
     "raster": ("spn_tf.models.raster", "GatedPixelCNN"),
     "spn": ("spn_tf.models.subscale", "SubscalePixelNetwork"),
@@ -58,4 +63,5 @@ def build(name, image_size, channels=3, bits=8, preset="small", cond=None, **ove
     return cls(image_size=image_size, channels=channels, bits=bits, cond=cond, **hparams)
 
 
-__all__ = ["DensityModel", "GatedPixelCNN", "MODELS", "build", "model_class"]
+__all__ = ["DensityModel", "GatedPixelCNN", "MODELS", "MultidimensionalUpscaling",
+           "MultiscalePixelCNN", "SubscalePixelNetwork", "build", "model_class"]
