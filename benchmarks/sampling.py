@@ -15,10 +15,11 @@ Rows (all `small` presets, untrained weights: time does not depend on them; 8 bi
 (`--out`.png, needs matplotlib: `pip install -e .[bench]`).
 
 Usage:
-  python benchmarks/sampling.py --sizes=8,16,32 --batch_size=4 --out=benchmarks/sampling
+  python benchmarks/sampling.py --sizes=8,16,32 --batch_size=4 --out=runs/benchmarks/sampling
 """
 
 import math
+import os
 import time
 
 import numpy as np
@@ -35,7 +36,7 @@ flags.DEFINE_integer("batch_size", 4, "Images per sampler call.")
 flags.DEFINE_integer("steps", 96, "Sub-pixels timed when a loop is extrapolated.")
 flags.DEFINE_integer("naive_full_max", 8, "Largest size the eager naive loops run in full.")
 flags.DEFINE_list("models", ["raster", "spn", "multiscale"], "Model families to time.")
-flags.DEFINE_string("out", "benchmarks/sampling", "Prefix of the .md table and .png plot.")
+flags.DEFINE_string("out", "runs/benchmarks/sampling", "Prefix of the .md table and .png plot.")
 
 
 class _Enough(Exception):
@@ -171,6 +172,7 @@ def main(argv):
             f"{naive_ref / seconds(size, 'multiscale', 'reference'):.1f}x |")
     text = "\n".join(lines)
     print(text)
+    os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
     with open(FLAGS.out + ".md", "w") as f:
         f.write(text + "\n")
     _plot(table, FLAGS.out + ".png")
