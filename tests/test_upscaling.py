@@ -131,3 +131,12 @@ def test_fit_trains_one_network_by_name(part):
         after = [w.numpy() for w in net.weights if w.dtype == "float32"]
         changed = any(not np.array_equal(a, b) for a, b in zip(before[p], after))
         assert changed == (p == part), (p, changed)
+
+
+def test_compiled_sampler_equals_the_reference_of_every_part():
+    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=1, cond={"label": 2})
+    cond = {"label": np.array([0, 1], np.int32)}
+    for seed, temperature in [(0, 1.0), (5, 0.0)]:
+        np.testing.assert_array_equal(
+            model.sample(2, seed, temperature, cond=cond, compiled=True),
+            model.sample(2, seed, temperature, cond=cond, compiled=False))

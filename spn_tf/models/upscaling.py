@@ -149,7 +149,7 @@ class MultidimensionalUpscaling(DensityModel):
         return {part: self.networks[part].log_prob(*self._part_inputs(part, images, cond))
                 for part in self.networks}
 
-    def _sample(self, batch_size, seed, temperature, cond, given):
+    def _sample(self, batch_size, seed, temperature, cond, given, compiled=False):
         seeds = dict(zip(PARTS, sampling.split_seed(seed, len(PARTS))))
         if isinstance(given, dict) and set(given) == {"msb"}:
             if self.depth_bits is None:
@@ -170,13 +170,18 @@ class MultidimensionalUpscaling(DensityModel):
                     msb = self.networks[part].sample(
                         batch_size, seeds[part], temperature, cond,
                         given={"images": msb, "num_slices": max(known, 1 if part == "size"
-                                                                else 0)})
+                                                                else 0)},
+                        compiled=compiled)
         if self.depth_bits is None:
             return msb
         lsb = self.networks["depth"].sample(batch_size, seeds["depth"], temperature,
                                             {**cond, "low_res": msb},
-                                            given={"images": lsb, "num_slices": known})
+                                            given={"images": lsb, "num_slices": known},
+                                            compiled=compiled)
         return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
+
+    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
+        return self._sample(batch_size, seed, temperature, cond, given, compiled=True)
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,
