@@ -2,21 +2,20 @@
 
 Subscale Pixel Networks with multidimensional upscaling (Menick & Kalchbrenner 2019) and
 Parallel Multiscale PixelCNN (Reed et al. 2017), beside a raster Gated PixelCNN baseline.
-Model classes are imported on first use so that `import spn_tf` stays cheap.
+
+`import spn_tf` imports its public submodules, and so TensorFlow and Keras: loading a `.keras`
+file needs every model class registered with Keras before the file names it, so the models
+cannot wait for first use, and the rest costs little once TensorFlow is loaded. The command
+line tools (`spn_tf.train`, `spn_tf.sample`) are not imported.
 """
+
+from spn_tf import (data, distributions, hparams, inputs, layers, models, orderings, sampling,
+                    testing)
+from spn_tf.models import (DensityModel, GatedPixelCNN, MultidimensionalUpscaling,
+                           MultiscalePixelCNN, SubscalePixelNetwork)
 
 __version__ = "0.1.0"
 
-
-def __getattr__(name):
-    import importlib
-
-    if name.startswith("__"):
-        raise AttributeError(name)
-    models = importlib.import_module("spn_tf.models")
-    if name == "GatedPixelCNN":
-        return models.GatedPixelCNN
-    for key, (_, cls) in models.MODELS.items():
-        if cls == name:
-            return models.model_class(key)
-    raise AttributeError(f"module 'spn_tf' has no attribute {name!r}")
+__all__ = ["DensityModel", "GatedPixelCNN", "MultidimensionalUpscaling", "MultiscalePixelCNN",
+           "SubscalePixelNetwork", "data", "distributions", "hparams", "inputs", "layers",
+           "models", "orderings", "sampling", "testing"]

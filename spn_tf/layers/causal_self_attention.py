@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from spn_tf import hparams
+
 
 @keras.saving.register_keras_serializable(package="spn_tf")
 class CausalSelfAttention(keras.layers.Layer):
@@ -24,6 +26,8 @@ class CausalSelfAttention(keras.layers.Layer):
 
     def __init__(self, num_heads=4, key_dim=16, **kwargs):
         super().__init__(**kwargs)
+        hparams.check_positive("num_heads", num_heads)
+        hparams.check_positive("key_dim", key_dim)
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.norm = keras.layers.LayerNormalization()
@@ -42,8 +46,32 @@ class CausalSelfAttention(keras.layers.Layer):
         seq = self.norm(seq)
         length = height * width
         mask = ops.tril(ops.ones((length, length), dtype="bool"))
-        out = self.attention(seq, seq, attention_mask=mask[None])
+        out = self.attend(self.attention.query_dense(seq), self.attention.key_dense(seq),
+                          self.attention.value_dense(seq), mask[None, None])
         return ops.reshape(out, (batch, height, width, depth))
+
+    def attend(self, queries, keys, values, mask):
+        """Scaled dot-product attention of the projected sequences, then the output projection.
+
+        Written with public ops over the `MultiHeadAttention` sublayer's public projections
+        (it holds the weights), so that `call` and `step` share one computation and nothing
+        private of Keras is used.
+
+        Args:
+          queries: `(B, Tq, num_heads, key_dim)`; keys `(B, Tk, num_heads, key_dim)`;
+            values `(B, Tk, num_heads, value_dim)`.
+          mask: bool, broadcastable to `(B, num_heads, Tq, Tk)`: keys each query may see
+            (every row sees at least one).
+
+        Returns:
+          float `(B, Tq, D)`.
+        """
+        queries = queries * ops.cast(1.0 / float(self.key_dim) ** 0.5, queries.dtype)
+        scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", queries, keys), "float32")
+        # Softmax in float32; a hidden key's weight underflows to exactly 0.
+        weights = ops.softmax(ops.where(mask, scores, -1e9), axis=-1)
+        out = ops.einsum("bhqk,bkhd->bqhd", ops.cast(weights, values.dtype), values)
+        return self.attention.output_dense(out)
 
     def initial_cache(self, batch_size, length):
         """Zero key and value caches for `step` over a sequence of `length` pixels.
@@ -80,10 +108,9 @@ class CausalSelfAttention(keras.layers.Layer):
         here = ops.reshape(ops.arange(length) == position, (1, length, 1, 1))
         keys = ops.where(here, self.attention.key_dense(seq), keys)
         values = ops.where(here, self.attention.value_dense(seq), values)
-        mask = ops.reshape(ops.arange(length) <= position, (1, 1, length))
-        out, _ = self.attention._compute_attention(self.attention.query_dense(seq), keys,
-                                                    values, mask)
-        return self.attention.output_dense(out)[:, 0], (keys, values)
+        mask = ops.reshape(ops.arange(length) <= position, (1, 1, 1, length))
+        out = self.attend(self.attention.query_dense(seq), keys, values, mask)
+        return out[:, 0], (keys, values)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from spn_tf import hparams
 from spn_tf.layers.masked_conv2d import MaskedConv2D
 
 
@@ -32,6 +33,9 @@ class GatedResidualBlock(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=3, data_channels=3, **kwargs):
         super().__init__(**kwargs)
+        hparams.check_positive("data_channels", data_channels)
+        hparams.check_channel_features("filters", filters, data_channels)
+        hparams.check_odd_kernel("kernel_size", kernel_size)
         self.filters = filters
         self.kernel_size = kernel_size
         self.data_channels = data_channels

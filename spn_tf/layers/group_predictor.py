@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from spn_tf import hparams
 from spn_tf.layers.masked_conv2d import MaskedConv2D
 from spn_tf.layers.masked_decoder import MaskedDecoder
 
@@ -62,12 +63,19 @@ class GroupPredictor(keras.layers.Layer):
     def __init__(self, filters, num_blocks, num_values, data_channels=3, kernel_size=3,
                  num_scales=1, patch_size=0, patch_layers=2, patch_filters=48, **kwargs):
         super().__init__(**kwargs)
-        if filters % data_channels:
-            raise ValueError(
-                f"filters={filters} must be a multiple of the image channels {data_channels}.")
-        if patch_size < 0:
-            raise ValueError(f"patch_size={patch_size} must be 0 (type A) or a patch side M > 0 "
-                             f"(type B).")
+        hparams.check_positive("data_channels", data_channels)
+        hparams.check_channel_features("filters", filters, data_channels)
+        if not isinstance(num_blocks, int) or num_blocks < 0:
+            raise ValueError(f"num_blocks={num_blocks!r} must be an int >= 0.")
+        # Not for causality: the ResNet sees known content only.
+        hparams.check_odd_kernel("kernel_size", kernel_size, hparams.ALIGNED)
+        hparams.check_positive("num_scales", num_scales)
+        if not isinstance(patch_size, int) or patch_size < 0:
+            raise ValueError(f"patch_size={patch_size!r} must be 0 (type A) or a patch side "
+                             f"M > 0 (type B).")
+        if patch_size:
+            hparams.check_positive("patch_layers", patch_layers)
+            hparams.check_channel_features("patch_filters", patch_filters, data_channels)
         self.filters = filters
         self.num_blocks = num_blocks
         self.num_values = num_values

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from spn_tf import hparams
+
 STACKS = ("raster", "vertical", "horizontal")
 
 
@@ -71,6 +73,10 @@ class MaskedConv2D(keras.layers.Layer):
             raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}.")
         if stack not in STACKS:
             raise ValueError(f"stack must be one of {STACKS}, got {stack!r}.")
+        hparams.check_positive("data_channels", data_channels)
+        hparams.check_positive("output_splits", output_splits)
+        hparams.check_channel_features("filters", filters, data_channels, output_splits)
+        hparams.check_odd_kernel("kernel_size", kernel_size)
         self.filters = filters
         self.kernel_size = tuple(kernel_size) if not isinstance(kernel_size, int) else (
             kernel_size, kernel_size)

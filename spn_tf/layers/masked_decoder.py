@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from spn_tf import hparams
 from spn_tf.layers.causal_self_attention import CausalSelfAttention
 from spn_tf.layers.gated_residual_block import GatedResidualBlock
 from spn_tf.layers.masked_conv2d import MaskedConv2D
@@ -36,9 +37,15 @@ class MaskedDecoder(keras.layers.Layer):
     def __init__(self, filters, num_layers, num_values, data_channels=3, kernel_size=3,
                  first_kernel_size=7, attention_layers=(), num_heads=4, key_dim=16, **kwargs):
         super().__init__(**kwargs)
-        if filters % data_channels:
-            raise ValueError(
-                f"filters={filters} must be a multiple of the image channels {data_channels}.")
+        hparams.check_positive("data_channels", data_channels)
+        hparams.check_channel_features("filters", filters, data_channels)
+        # Rows above reach the horizontal stack only through a block's vertical term.
+        hparams.check_positive("num_layers", num_layers)
+        if not isinstance(num_values, int) or num_values < 2:
+            raise ValueError(f"num_values={num_values!r} must be an int >= 2.")
+        hparams.check_odd_kernel("kernel_size", kernel_size)
+        hparams.check_odd_kernel("first_kernel_size", first_kernel_size)
+        hparams.check_layer_indices("attention_layers", attention_layers, num_layers)
         self.filters = filters
         self.num_layers = num_layers
         self.num_values = num_values

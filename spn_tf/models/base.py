@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from spn_tf import hparams
 from spn_tf import inputs as inputs_lib
 from spn_tf.distributions import bits_per_dim
 
@@ -42,6 +43,9 @@ class DensityModel(keras.Model):
             raise ValueError(
                 f"cond keys must be 'label' (number of classes) or 'embedding' (vector size); "
                 f"got {sorted(unknown)}.")
+        hparams.check_positive("image_size", image_size)
+        for key, size in (cond or {}).items():
+            hparams.check_positive(f"cond[{key!r}]", size)
         self.image_size = int(image_size)
         self.channels = int(channels)
         self.bits = int(bits)

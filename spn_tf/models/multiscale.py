@@ -5,7 +5,7 @@ import functools
 import keras
 import tensorflow as tf
 
-from spn_tf import sampling
+from spn_tf import hparams, sampling
 from spn_tf.distributions import image_log_prob
 from spn_tf.inputs import check_images
 from spn_tf.layers import ConditionEmbedding, GroupPredictor, MaskedDecoder
@@ -137,11 +137,21 @@ class MultiscalePixelCNN(DensityModel):
                  base_first_kernel_size=5, condition_on_base=False, group_pixelcnn_patch=0,
                  group_pixelcnn_layers=2, group_pixelcnn_filters=48, **kwargs):
         super().__init__(image_size, channels, bits, cond, **kwargs)
+        hparams.check_positive("base_size", base_size)
         self.num_scales = multiscale_num_scales(self.image_size, base_size)
         if condition_on_base and not self.num_scales:
             raise ValueError(
                 f"condition_on_base=True needs image_size={image_size} > base_size={base_size}: "
                 f"with no scale above the base there is nothing to model.")
+        # The base decoder's and patch PixelCNN's arguments as users pass them (the layers
+        # check them again under their own names).
+        hparams.check_channel_features("base_filters", base_filters, channels)
+        hparams.check_positive("base_layers", base_layers)
+        hparams.check_odd_kernel("base_first_kernel_size", base_first_kernel_size)
+        if group_pixelcnn_patch:
+            hparams.check_channel_features("group_pixelcnn_filters", group_pixelcnn_filters,
+                                           channels)
+            hparams.check_positive("group_pixelcnn_layers", group_pixelcnn_layers)
         self.base_size = base_size
         self.filters = filters
         self.num_blocks = num_blocks

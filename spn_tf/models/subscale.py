@@ -5,7 +5,7 @@ import functools
 import keras
 import tensorflow as tf
 
-from spn_tf import orderings, sampling
+from spn_tf import hparams, orderings, sampling
 from spn_tf.distributions import categorical_log_prob
 from spn_tf.inputs import check_images
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
@@ -149,6 +149,7 @@ class SubscalePixelNetwork(DensityModel):
                  key_dim=16, embedder_filters=48, embedder_layers=2, embedder_kernel_size=3,
                  seed=None, **kwargs):
         super().__init__(image_size, channels, bits, cond, **kwargs)
+        hparams.check_positive("subscale_factor", subscale_factor)
         orderings.check_subscale_factor(self.image_size, self.image_size, subscale_factor)
         self.subscale_factor = int(subscale_factor)
         num_slices = self.subscale_factor ** 2
@@ -161,6 +162,11 @@ class SubscalePixelNetwork(DensityModel):
             raise ValueError(
                 f"depth_condition_bits={depth_condition_bits} must be in [1, {8 - bits}] for "
                 f"bits={bits} (the low-depth image's bits plus `bits` make at most 8), or None.")
+        # The embedder's names as users pass them (its layer calls them filters, ...).
+        hparams.check_positive("embedder_filters", embedder_filters)
+        if not isinstance(embedder_layers, int) or embedder_layers < 0:
+            raise ValueError(f"embedder_layers={embedder_layers!r} must be an int >= 0.")
+        hparams.check_odd_kernel("embedder_kernel_size", embedder_kernel_size, hparams.ALIGNED)
         self.slice_range = (int(start), int(stop))
         self.depth_condition_bits = depth_condition_bits
         self.filters = filters

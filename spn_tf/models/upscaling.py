@@ -4,7 +4,7 @@
 import keras
 import tensorflow as tf
 
-from spn_tf import orderings, sampling
+from spn_tf import hparams, orderings, sampling
 from spn_tf.inputs import check_images
 from spn_tf.models import subscale
 from spn_tf.models.base import DensityModel
@@ -89,6 +89,14 @@ class MultidimensionalUpscaling(DensityModel):
         if set(part_overrides) - set(PARTS):
             raise ValueError(f"part_overrides keys must be in {PARTS}, got "
                              f"{sorted(part_overrides)}.")
+        for part, overrides in part_overrides.items():
+            # Bits, slice ranges and the depth condition define the factorisation: overriding
+            # them would no longer multiply to a normalized p(x).
+            if set(overrides) - set(NETWORK_HPARAMS):
+                raise ValueError(
+                    f"part_overrides[{part!r}] may set only {NETWORK_HPARAMS}; got "
+                    f"{sorted(set(overrides) - set(NETWORK_HPARAMS))}.")
+        hparams.check_positive("subscale_factor", subscale_factor)
         self.subscale_factor = subscale_factor
         self.depth_bits = depth_bits
         self.part_overrides = part_overrides

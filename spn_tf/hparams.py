@@ -1,0 +1,64 @@
+"""Hyperparameter checks: the settings under which the models stay exact.
+
+Every layer and model checks its own constructor arguments with these at construction, so no
+setting a user can reach (`models.build(**overrides)`, `--hparams`, a config) silently makes a
+mask look ahead or a distribution unnormalized. Each error names the argument as the caller
+passed it and says what is allowed. Example of what they prevent: an even kernel puts the
+"centre" tap half a pixel off, so the causal masks let a pixel see the one after it (the sum of
+`p(x)` over a tiny space was 1.36).
+"""
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_positive(name, value):
+    """Raises `ValueError` unless `value` is an int >= 1; returns it."""
+    if not _is_int(value) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive int.")
+    return value
+
+
+MASK_CENTRE = "the causal masks need a centre tap, which an even kernel does not have"
+ALIGNED = "a centred kernel keeps the features aligned with the pixels they describe"
+
+
+def check_odd_kernel(name, kernel_size, why=MASK_CENTRE):
+    """Raises `ValueError` unless `kernel_size` is a positive odd int or a tuple of them.
+
+    Causal masks keep the taps before the kernel's centre: the centre is a pixel only for odd
+    sizes (an even kernel's mask reaches the next pixel). Unmasked convolutions that feed a
+    decoder (`why=ALIGNED`) need it to keep their output at p about pixel p.
+    """
+    sizes = (kernel_size,) if _is_int(kernel_size) else tuple(kernel_size)
+    if not sizes or not all(_is_int(k) and k >= 1 and k % 2 == 1 for k in sizes):
+        raise ValueError(f"{name}={kernel_size!r} must be a positive odd int (1, 3, 5, ...): "
+                         f"{why}.")
+    return kernel_size
+
+
+def check_multiple(name, value, of, why):
+    """Raises `ValueError` unless `value` is a positive int multiple of `of`; `why` says why."""
+    check_positive(name, value)
+    if value % of:
+        raise ValueError(f"{name}={value} must be a multiple of {of} ({why}).")
+    return value
+
+
+def check_channel_features(name, value, data_channels, splits=1):
+    """Features split into `splits` chunks of `data_channels` equal channel groups (R | G | B)."""
+    what = "the image channels" if splits == 1 else f"{splits} x the image channels"
+    return check_multiple(name, value, data_channels * splits,
+                          f"{what}: each channel's mask group gets an equal block of features")
+
+
+def check_layer_indices(name, indices, num_layers, num_layers_name="num_layers"):
+    """Raises `ValueError` unless `indices` are distinct ints in `[0, num_layers)`."""
+    indices = tuple(indices)
+    if (not all(_is_int(i) and 0 <= i < num_layers for i in indices)
+            or len(set(indices)) != len(indices)):
+        raise ValueError(
+            f"{name}={list(indices)} must be distinct block indices in [0, {num_layers}) "
+            f"({num_layers_name}={num_layers}).")
+    return indices
