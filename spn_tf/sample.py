@@ -6,7 +6,8 @@ and writes them as a PNG grid. `--given=image.png` starts from a known image, re
 model's size and reduced to its bits:
   * raster: the top half is kept, the bottom half completed;
   * SPN / upscaling: an `H/S`-sized image is the first slice (size upscaling by `S`); a full
-    size image keeps its first `S*S // 2` slices (completion);
+    size image keeps its first `S*S // 2` slices (completion); an upscaling model with depth
+    upscaling does this approximately (`given["approximate"]`, `MultidimensionalUpscaling`);
   * multiscale: an image at a lower resolution `r` is super-resolved; a full size image is
     sub-sampled to `N/2` first.
 Progress is logged per batch of `--batch_size` images.
@@ -51,10 +52,13 @@ def given_for(model, image, num):
         raise ValueError(f"--given must be square, got {image.shape[1:3]}.")
     if hasattr(model, "subscale_factor"):
         slice_size = size // model.subscale_factor
+        # A depth-upscaling composite keeps full-depth slices only approximately (its doc).
+        approximate = {"approximate": True} if getattr(model, "depth_bits", None) else {}
         if side == slice_size:
-            return {"low_res": image}, {}
+            return {"low_res": image, **approximate}, {}
         if side == size:
-            return {"images": image, "num_slices": model.subscale_factor ** 2 // 2}, {}
+            return {"images": image, "num_slices": model.subscale_factor ** 2 // 2,
+                    **approximate}, {}
         allowed = f"{slice_size} (upscaling) or {size} (completion)"
     elif hasattr(model, "base_size"):
         if side == size:

@@ -12,7 +12,7 @@ from spn_tf import data, testing
 from spn_tf.layers import GroupPredictor, MaskedDecoder
 from spn_tf.models import build
 from spn_tf.models.multiscale import MultiscalePixelCNN
-from spn_tf.orderings import multiscale_merge
+from spn_tf.testing import group_steps, multiscale_order
 
 
 def tiny(image_size, channels, bits, base_size, cond=None, **overrides):
@@ -27,30 +27,6 @@ def randomize(model, scale=1.0, seed=0):
     model.set_weights([rng.normal(scale=scale, size=w.shape).astype(np.float32)
                        for w in model.get_weights()])
     return model
-
-
-def group_steps(side, patch):
-    """Steps inside one `side x side` group: type A (`patch=0`) one, type B `P*P` with
-    `P = min(patch, side)`, the position in its patch in raster order."""
-    if not patch:
-        return np.zeros((side, side), np.int64), 1
-    p = min(patch, side)
-    i, j = np.meshgrid(np.arange(side) % p, np.arange(side) % p, indexing="ij")
-    return i * p + j, p * p
-
-
-def multiscale_order(image_size, channels, base_size, patch=0):
-    """Generation step of each sub-pixel: base in raster order, then per (scale, group) the
-    group's steps (`group_steps`), channels in turn; every patch of a group in parallel."""
-    base = np.arange(base_size * base_size * channels).reshape(1, base_size, base_size, channels)
-    groups, step, r = [], base.size, base_size
-    while r < image_size:
-        position, length = group_steps(r, patch)
-        steps = (step + length * channels * np.arange(3)[:, None, None, None]
-                 + channels * position[None, :, :, None] + np.arange(channels))
-        groups.append(steps[None])
-        step, r = step + 3 * length * channels, 2 * r
-    return multiscale_merge(tf.constant(base), [tf.constant(g) for g in groups]).numpy()[0]
 
 
 def expected_calls(image_size, channels, base_size, patch=0):

@@ -18,26 +18,6 @@ def tiny(image_size, channels, bits, **overrides):
                         **overrides)
 
 
-def subscale_order(image_size, channels, s):
-    """Step of each sub-pixel: slice by slice, raster order and channels inside a slice."""
-    h = image_size // s
-    steps = tf.reshape(tf.range(s * s * h * h * channels), [1, s * s, h, h, channels])
-    return orderings.subscale_merge(steps, s)[0].numpy()
-
-
-def merged_logits(model, cond):
-    """float `(1, H, W, C)` → logits of every slice in image layout `(1, H, W, C, K)`."""
-
-    def logits_fn(x):
-        logits = model(x, cond=cond, training=False)["logits"]
-        shape = logits.shape
-        flat = tf.reshape(logits, [1, shape[1], shape[2], shape[3], shape[4] * shape[5]])
-        merged = orderings.subscale_merge(flat, model.subscale_factor)
-        return tf.reshape(merged, merged.shape[:3] + (shape[4], shape[5]))
-
-    return logits_fn
-
-
 def test_normalized_over_all_4x4_binary_images():
     testing.assert_normalized(tiny(4, 1, 1, subscale_factor=2))
 
@@ -74,7 +54,8 @@ def test_causal_in_subscale_order(channels, extra):
         cond["label"] = tf.constant([2])
     if "depth_condition_bits" in extra:
         cond["low_res"] = tf.ones([1, 4, 4, channels], tf.int32)
-    testing.assert_causal(merged_logits(model, cond), subscale_order(4, channels, 2))
+    testing.assert_causal(testing.subscale_logits(model, cond),
+                          testing.subscale_order(4, channels, 2))
 
 
 def test_one_slice_training_loss_is_unbiased():

@@ -1,0 +1,212 @@
+"""No reachable setting breaks exactness: random valid configurations of every model kind are
+exactly normalized and exactly causal; invalid ones fail at construction; and the checks catch
+an even kernel when validation is bypassed (the property test has power)."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import hparams, models, testing
+
+SEED = 2026
+
+
+def _choice(rng, options):
+    return options[int(rng.integers(len(options)))]
+
+
+def _subset(rng, n):
+    return tuple(i for i in range(n) if rng.random() < 0.5)
+
+
+def _features(rng, channels):
+    # Not too narrow: the causality check also asks that every allowed dependency be non-zero.
+    return channels * int(rng.integers(3, 6)) if channels == 1 else 3 * int(rng.integers(2, 5))
+
+
+def _decoder(rng, channels):
+    num_layers = int(rng.integers(1, 4))
+    return dict(filters=_features(rng, channels), num_layers=num_layers,
+                kernel_size=_choice(rng, (1, 3, 5)), first_kernel_size=_choice(rng, (3, 5)),
+                attention_layers=_subset(rng, num_layers))
+
+
+def _cond(rng):
+    return {"label": 3} if rng.random() < 0.5 else None
+
+
+# (image_size, channels, bits): at most 2**12 images to enumerate.
+RASTER_SPACES = [(2, 1, 1), (2, 1, 2), (2, 1, 3), (2, 3, 1), (3, 1, 1), (1, 3, 2)]
+# (image_size, subscale_factor, channels, bits)
+SPN_SPACES = [(2, 1, 1, 2), (2, 2, 1, 2), (2, 2, 3, 1), (3, 1, 1, 1), (3, 3, 1, 1), (2, 1, 3, 1)]
+# (image_size, subscale_factor, channels, bits, depth_bits)
+UPSCALING_SPACES = [(2, 2, 1, 2, 1), (2, 2, 1, 2, None), (2, 1, 1, 3, 2), (1, 1, 3, 2, 1),
+                    (2, 2, 1, 3, 1), (2, 2, 3, 1, None)]
+# (image_size, channels, bits, base_size)
+MULTISCALE_SPACES = [(2, 1, 2, 1), (2, 3, 1, 1), (2, 1, 2, 2), (4, 1, 1, 2), (4, 1, 1, 1),
+                     (2, 1, 3, 1)]
+
+
+def random_configs(per_kind=7, seed=SEED):
+    """`(kind, image_size, channels, bits, cond, overrides)` drawn from seeded valid spaces."""
+    rng = np.random.default_rng(seed)
+    configs = []
+    for _ in range(per_kind):
+        size, c, bits = _choice(rng, RASTER_SPACES)
+        configs.append(("raster", size, c, bits, _cond(rng), _decoder(rng, c)))
+
+        size, s, c, bits = _choice(rng, SPN_SPACES)
+        spn = dict(_decoder(rng, c), subscale_factor=s, num_heads=int(rng.integers(1, 3)),
+                   key_dim=_choice(rng, (1, 2, 4)), embedder_filters=_choice(rng, (4, 8)),
+                   embedder_layers=int(rng.integers(0, 3)),
+                   embedder_kernel_size=_choice(rng, (1, 3)))
+        if bits < 8 and rng.random() < 0.3:
+            spn["depth_condition_bits"] = 1
+        configs.append(("spn", size, c, bits, _cond(rng), spn))
+
+        size, s, c, bits, depth = _choice(rng, UPSCALING_SPACES)
+        up = dict(_decoder(rng, c), subscale_factor=s, depth_bits=depth,
+                  embedder_filters=_choice(rng, (4, 8)), embedder_layers=int(rng.integers(0, 2)))
+        if rng.random() < 0.3:
+            up["part_overrides"] = {"first": {"filters": c * 2, "kernel_size": 5}}
+        configs.append(("upscaling", size, c, bits, _cond(rng), up))
+
+        size, c, bits, base = _choice(rng, MULTISCALE_SPACES)
+        patch = _choice(rng, (0, 0, 1, 2))
+        configs.append(("multiscale", size, c, bits, _cond(rng), dict(
+            base_size=base, filters=_features(rng, c) * 2, num_blocks=int(rng.integers(0, 2)),
+            kernel_size=_choice(rng, (1, 3)), base_filters=_features(rng, c),
+            base_layers=int(rng.integers(1, 3)), base_first_kernel_size=_choice(rng, (3, 5)),
+            group_pixelcnn_patch=patch, group_pixelcnn_layers=int(rng.integers(1, 3)),
+            group_pixelcnn_filters=_features(rng, c))))
+    return configs
+
+
+def with_low_res(model, cond):
+    """`cond` plus a fixed random `low_res` for a depth-upscaling SPN."""
+    if getattr(model, "depth_condition_bits", None) is None:
+        return cond
+    shape = (1, model.image_size, model.image_size, model.channels)
+    low_res = np.random.default_rng(0).integers(0, 2 ** model.depth_condition_bits, shape)
+    return {**cond, "low_res": tf.constant(low_res, tf.int32)}
+
+
+def causal_checks(model, cond):
+    """`[(logits_fn, order, modelled)]`: the model's networks, the generation order each must
+    obey and the sub-pixels each predicts (None: all); see `testing.assert_causal`."""
+    if isinstance(model, models.GatedPixelCNN):
+        return [(lambda x: model._outputs(x, cond, False),
+                 testing.raster_order(model.image_size, model.image_size, model.channels), None)]
+    if isinstance(model, models.SubscalePixelNetwork):
+        cond = with_low_res(model, cond)
+        geometry = (model.image_size, model.channels, model.subscale_factor)
+        return [(testing.subscale_logits(model, cond),
+                 testing.subscale_order(*geometry, model.slice_range[0]),
+                 testing.subscale_modelled(*geometry, model.slice_range))]
+    if isinstance(model, models.MultidimensionalUpscaling):
+        return [check for net in model.networks.values() for check in causal_checks(net, cond)]
+    return [(lambda x: model.logits_as_image(model._outputs(x, cond, False)),
+             testing.multiscale_order(model.image_size, model.channels, model.base_size,
+                                      model.group_pixelcnn_patch), None)]
+
+
+def assert_exact(model, cond_spec):
+    """Exact normalization (every image summed) and exact causality of `model`."""
+    cond = {"label": tf.constant([1])} if cond_spec else {}
+    testing.assert_normalized(testing.sharpen(model, 2.0), with_low_res(model, cond) or None)
+    for logits_fn, order, modelled in causal_checks(model, cond):
+        testing.assert_causal(logits_fn, order, modelled=modelled)
+
+
+CONFIGS = random_configs()
+
+
+@pytest.mark.parametrize("chunk", range(4))
+def test_random_valid_configurations_are_exact(chunk):
+    """28 seeded configurations (7 per kind), a quarter per test so a failure names fewer."""
+    kinds = set()
+    for kind, size, channels, bits, cond, overrides in CONFIGS[chunk::4]:
+        model = models.build(kind, size, channels=channels, bits=bits, preset="tiny", cond=cond,
+                             **overrides)
+        try:
+            assert_exact(model, cond)
+        except AssertionError as error:
+            raise AssertionError(f"{kind} {size}x{size}x{channels} at {bits} bits, cond={cond}, "
+                                 f"{overrides}: {error}") from error
+        kinds.add(kind)
+    assert len(kinds) == 1  # CONFIGS cycles through the four kinds
+
+
+def test_the_draws_cover_every_kind_and_the_risky_settings():
+    kinds = [c[0] for c in CONFIGS]
+    assert {k: kinds.count(k) for k in set(kinds)} == {
+        "raster": 7, "spn": 7, "upscaling": 7, "multiscale": 7}
+    overrides = [c[5] for c in CONFIGS]
+    assert {o.get("kernel_size") for o in overrides} >= {1, 3, 5}
+    assert any(o.get("attention_layers") for o in overrides)
+    assert any(o.get("group_pixelcnn_patch") for o in overrides)
+    assert any(o.get("depth_condition_bits") for o in overrides)
+    assert any(c[4] for c in CONFIGS) and any(c[2] == 3 for c in CONFIGS)
+
+
+@pytest.mark.parametrize("kind,overrides", [
+    ("raster", dict(kernel_size=4, first_kernel_size=4)),
+    ("spn", dict(subscale_factor=1, first_kernel_size=4)),
+    ("multiscale", dict(base_size=2, base_first_kernel_size=4)),
+])
+def test_checks_catch_an_even_kernel_when_validation_is_bypassed(kind, overrides, monkeypatch):
+    """The property test has power: the leak of issue 11 (sum of p(x) 1.36) fails both
+    checks once the validator is switched off, and validation stops it otherwise."""
+    build = lambda: models.build(kind, 2, channels=1, bits=2, preset="tiny",  # noqa: E731
+                                 **overrides)
+    with pytest.raises(ValueError, match="must be a positive odd int"):
+        build()
+    monkeypatch.setattr(hparams, "check_odd_kernel", lambda name, kernel_size, why=None: None)
+    model = build()
+    with pytest.raises(AssertionError, match="sum of p"):
+        testing.assert_normalized(model)
+    with pytest.raises(AssertionError, match="same or a later step"):
+        for logits_fn, order, modelled in causal_checks(model, {}):
+            testing.assert_causal(logits_fn, order, modelled=modelled)
+
+
+@pytest.mark.parametrize("kind,channels,overrides,match", [
+    ("raster", 1, dict(kernel_size=4), "kernel_size=4 must be a positive odd int"),
+    ("raster", 1, dict(first_kernel_size=2), "first_kernel_size=2"),
+    ("raster", 1, dict(first_kernel_size=1), "first_kernel_size=1 must be >= 3"),
+    ("raster", 3, dict(filters=4), "filters=4 must be a multiple of 3"),
+    ("raster", 1, dict(num_layers=0), "num_layers=0"),
+    ("raster", 1, dict(attention_layers=(1,)), r"attention_layers=\[1\] must be distinct"),
+    ("raster", 1, dict(num_layers=2, attention_layers=(0, 0)), "distinct"),
+    ("spn", 1, dict(embedder_kernel_size=2), "embedder_kernel_size=2"),
+    ("spn", 1, dict(embedder_filters=0), "embedder_filters=0"),
+    ("spn", 1, dict(attention_layers=(0,), num_heads=0), "num_heads=0"),
+    ("spn", 1, dict(attention_layers=(0,), key_dim=-1), "key_dim=-1"),
+    ("spn", 1, dict(subscale_factor=3), "subscale_factor=3"),
+    ("spn", 1, dict(subscale_factor=2.0), "subscale_factor=2.0 must be a positive int"),
+    ("spn", 1, dict(depth_condition_bits=7), "depth_condition_bits=7"),
+    ("upscaling", 1, dict(part_overrides={"first": {"bits": 3}}), r"part_overrides\['first'\]"),
+    ("upscaling", 1, dict(part_overrides={"size": {"kernel_size": 2}}), "kernel_size=2"),
+    ("upscaling", 1, dict(depth_bits=2), "msb_bits=2"),
+    ("multiscale", 1, dict(base_first_kernel_size=2), "base_first_kernel_size=2"),
+    ("multiscale", 1, dict(kernel_size=2), "kernel_size=2"),
+    ("multiscale", 3, dict(base_filters=4), "base_filters=4 must be a multiple of 3"),
+    ("multiscale", 3, dict(base_size=2, filters=4), "filters=4 must be a multiple of 3"),
+    ("multiscale", 3, dict(group_pixelcnn_patch=2, group_pixelcnn_filters=4),
+     "group_pixelcnn_filters=4"),
+    ("multiscale", 1, dict(group_pixelcnn_patch=2, group_pixelcnn_layers=0),
+     "group_pixelcnn_layers=0"),
+    ("multiscale", 1, dict(base_size=2, group_pixelcnn_patch=-1), "group_pixelcnn_patch=-1"),
+    ("multiscale", 1, dict(base_size=3), "power of 2"),
+    ("multiscale", 1, dict(base_size=0), "base_size=0"),
+])
+def test_invalid_settings_fail_at_construction(kind, channels, overrides, match):
+    with pytest.raises(ValueError, match=match):
+        models.build(kind, 4, channels=channels, bits=2, preset="tiny", **overrides)
+
+
+def test_bad_image_size_and_cond():
+    with pytest.raises(ValueError, match="image_size=0"):
+        models.build("raster", 0, preset="tiny")
+    with pytest.raises(ValueError, match=r"cond\['label'\]=0"):
+        models.build("raster", 2, preset="tiny", cond={"label": 0})
