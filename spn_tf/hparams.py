@@ -8,20 +8,30 @@ passed it and says what is allowed. Example of what they prevent: an even kernel
 `p(x)` over a tiny space was 1.36).
 """
 
+import numbers
 
-def _is_int(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+
+def is_int(value):
+    """An integer (Python or numpy), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def check_positive(name, value):
     """Raises `ValueError` unless `value` is an int >= 1; returns it."""
-    if not _is_int(value) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive int.")
     return value
 
 
 MASK_CENTRE = "the causal masks need a centre tap, which an even kernel does not have"
 ALIGNED = "a centred kernel keeps the features aligned with the pixels they describe"
+
+
+def check_non_negative(name, value):
+    """Raises `ValueError` unless `value` is an int >= 0 (e.g. a number of blocks); returns it."""
+    if not is_int(value) or value < 0:
+        raise ValueError(f"{name}={value!r} must be an int >= 0.")
+    return value
 
 
 def check_odd_kernel(name, kernel_size, why=MASK_CENTRE):
@@ -31,8 +41,8 @@ def check_odd_kernel(name, kernel_size, why=MASK_CENTRE):
     sizes (an even kernel's mask reaches the next pixel). Unmasked convolutions that feed a
     decoder (`why=ALIGNED`) need it to keep their output at p about pixel p.
     """
-    sizes = (kernel_size,) if _is_int(kernel_size) else tuple(kernel_size)
-    if not sizes or not all(_is_int(k) and k >= 1 and k % 2 == 1 for k in sizes):
+    sizes = (kernel_size,) if is_int(kernel_size) else tuple(kernel_size)
+    if not sizes or not all(is_int(k) and k >= 1 and k % 2 == 1 for k in sizes):
         raise ValueError(f"{name}={kernel_size!r} must be a positive odd int (1, 3, 5, ...): "
                          f"{why}.")
     return kernel_size
@@ -56,7 +66,7 @@ def check_channel_features(name, value, data_channels, splits=1):
 def check_layer_indices(name, indices, num_layers, num_layers_name="num_layers"):
     """Raises `ValueError` unless `indices` are distinct ints in `[0, num_layers)`."""
     indices = tuple(indices)
-    if (not all(_is_int(i) and 0 <= i < num_layers for i in indices)
+    if (not all(is_int(i) and 0 <= i < num_layers for i in indices)
             or len(set(indices)) != len(indices)):
         raise ValueError(
             f"{name}={list(indices)} must be distinct block indices in [0, {num_layers}) "

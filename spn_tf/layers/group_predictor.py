@@ -65,12 +65,11 @@ class GroupPredictor(keras.layers.Layer):
         super().__init__(**kwargs)
         hparams.check_positive("data_channels", data_channels)
         hparams.check_channel_features("filters", filters, data_channels)
-        if not isinstance(num_blocks, int) or num_blocks < 0:
-            raise ValueError(f"num_blocks={num_blocks!r} must be an int >= 0.")
+        hparams.check_non_negative("num_blocks", num_blocks)
         # Not for causality: the ResNet sees known content only.
         hparams.check_odd_kernel("kernel_size", kernel_size, hparams.ALIGNED)
         hparams.check_positive("num_scales", num_scales)
-        if not isinstance(patch_size, int) or patch_size < 0:
+        if not hparams.is_int(patch_size) or patch_size < 0:
             raise ValueError(f"patch_size={patch_size!r} must be 0 (type A) or a patch side "
                              f"M > 0 (type B).")
         if patch_size:

@@ -41,7 +41,7 @@ class MaskedDecoder(keras.layers.Layer):
         hparams.check_channel_features("filters", filters, data_channels)
         # Rows above reach the horizontal stack only through a block's vertical term.
         hparams.check_positive("num_layers", num_layers)
-        if not isinstance(num_values, int) or num_values < 2:
+        if not hparams.is_int(num_values) or num_values < 2:
             raise ValueError(f"num_values={num_values!r} must be an int >= 2.")
         hparams.check_odd_kernel("kernel_size", kernel_size)
         hparams.check_odd_kernel("first_kernel_size", first_kernel_size)

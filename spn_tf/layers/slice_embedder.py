@@ -37,8 +37,7 @@ class SliceEmbedder(keras.layers.Layer):
     def __init__(self, filters, num_layers, num_slices, kernel_size=3, **kwargs):
         super().__init__(**kwargs)
         hparams.check_positive("filters", filters)
-        if not isinstance(num_layers, int) or num_layers < 0:
-            raise ValueError(f"num_layers={num_layers!r} must be an int >= 0.")
+        hparams.check_non_negative("num_layers", num_layers)
         hparams.check_positive("num_slices", num_slices)
         # Not for causality: the embedder sees earlier slices only.
         hparams.check_odd_kernel("kernel_size", kernel_size, hparams.ALIGNED)

@@ -36,7 +36,7 @@ class DensityModel(keras.Model):
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}.")
-        if not 1 <= bits <= 8:
+        if not hparams.is_int(bits) or not 1 <= bits <= 8:
             raise ValueError(f"bits must be in [1, 8], got {bits}.")
         unknown = set(cond or {}) - {"label", "embedding"}
         if unknown:

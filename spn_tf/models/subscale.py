@@ -164,8 +164,7 @@ class SubscalePixelNetwork(DensityModel):
                 f"bits={bits} (the low-depth image's bits plus `bits` make at most 8), or None.")
         # The embedder's names as users pass them (its layer calls them filters, ...).
         hparams.check_positive("embedder_filters", embedder_filters)
-        if not isinstance(embedder_layers, int) or embedder_layers < 0:
-            raise ValueError(f"embedder_layers={embedder_layers!r} must be an int >= 0.")
+        hparams.check_non_negative("embedder_layers", embedder_layers)
         hparams.check_odd_kernel("embedder_kernel_size", embedder_kernel_size, hparams.ALIGNED)
         self.slice_range = (int(start), int(stop))
         self.depth_condition_bits = depth_condition_bits
