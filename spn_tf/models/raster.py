@@ -83,10 +83,16 @@ class GatedPixelCNN(DensityModel):
                 tf.fill([batch_size], temperature))
 
     def _sample(self, batch_size, seed, temperature, cond, given):
-        context = self._context(cond)
         return sampling.raster_sample(
-            lambda x: self.decoder(self.scale(x), context=context),
-            *self._sample_inputs(batch_size, seed, temperature, given))
+            self.reference_logits, *self._sample_inputs(batch_size, seed, temperature, given),
+            context=self._context(cond))
+
+    @functools.cached_property
+    def reference_logits(self):
+        """The decoder as one graph function `(images, context)` → logits for the reference
+        sampler; one trace per batch size (kept outside Keras tracking)."""
+        return sampling.reference_network(
+            lambda images, context: self.decoder(self.scale(images), context=context))
 
     @functools.cached_property
     def compiled_raster_loop(self):

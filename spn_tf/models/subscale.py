@@ -330,8 +330,15 @@ class SubscalePixelNetwork(DensityModel):
         if compiled:
             return sampling.raster_loop(self.decoder, self.scale, zeros, unknown, uniform,
                                         temperature, embedding)
-        return sampling.raster_sample(lambda x: self.decoder(self.scale(x), context=embedding),
-                                      zeros, unknown, uniform, temperature)
+        return sampling.raster_sample(self.reference_logits, zeros, unknown, uniform,
+                                      temperature, context=embedding)
+
+    @functools.cached_property
+    def reference_logits(self):
+        """The decoder as one graph function `(slice, embedding)` → logits for the reference
+        sampler; one trace per batch size serves every slice."""
+        return sampling.reference_network(
+            lambda images, embedding: self.decoder(self.scale(images), context=embedding))
 
     @functools.cached_property
     def compiled_slice_sampler(self):
