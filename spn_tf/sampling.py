@@ -3,7 +3,9 @@
 All randomness is drawn once, before a loop, as uniform noise of the image's shape
 (`draw_uniform`), and each sub-pixel is drawn by inverse CDF inside the loop
 (`distributions.sample_categorical`). So a loop run eagerly and the same loop compiled with
-XLA give the same images for the same seed (XLA's stateless RNG is another stream; NOTES.md).
+XLA consume the same noise (XLA's stateless RNG is another stream; NOTES.md) and give the same
+images except where their logits, which differ in float rounding, put a CDF boundary on the
+other side of a uniform draw: observed, not guaranteed (`benchmarks/agreement.py`).
 
 Kinds of loop:
   * `raster_sample` — one sub-pixel per step in raster order; `network` is the whole network

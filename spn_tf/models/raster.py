@@ -32,8 +32,8 @@ class GatedPixelCNN(DensityModel):
     Factorisation: `p(x) = prod_{i,j} prod_c p(x[i,j,c] | x[<(i,j)], x[i,j,<c], cond)`, pixels
     in raster order, channels R, G, B inside a pixel; each factor a softmax over `2**bits`.
     Sampling walks the same order: `H * W * C` sequential network calls with the reference
-    sampler (`sample(..., compiled=False)`); the default compiled sampler gives the same images
-    from one XLA-compiled loop that recomputes only the rows and columns a new sub-pixel
+    sampler (`sample(..., compiled=False)`); the default compiled sampler draws the same images
+    (up to rare float-rounding flips) from one XLA-compiled loop that recomputes only the rows and columns a new sub-pixel
     changes, and one attention query per pixel over cached keys and values
     (`spn_tf.sampling.cached_raster_sample`).
 
