@@ -101,7 +101,8 @@ def per_example(model, size, args):
         raise RuntimeError(f"{model} at {size}x{size} failed:\n{out.stderr[-2000:]}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     batches, runs = _batch_sizes(args), result["runs"]
-    return {"mib": float(np.polyfit(batches, [r["peak_mib"] for r in runs], 1)[0]),
+    peaks = [r["peak_mib"] for r in runs]
+    return {"mib": float(np.polyfit(batches, peaks, 1)[0]), "peaks": peaks,
             "ms": runs[-1]["ms_per_step"] / batches[-1], "params": result["params"],
             "device": result["device"]}
 
@@ -131,6 +132,12 @@ def main(args):
               f"| {spn['mib'] / first['spn']['mib']:.2f}x | {raster['mib']:.2f} "
               f"| {raster['mib'] / first['raster']['mib']:.2f}x "
               f"| {spn['ms']:.1f} | {raster['ms']:.1f} |")
+    print(f"\nPeak MiB (TF allocator) at batch sizes {args.batch_sizes}, the points of the fits:")
+    print("| image | SPN | raster |")
+    print("|---|---|---|")
+    for size in SIZES:
+        print(f"| {size} | " + " | ".join(", ".join(f"{p:.0f}" for p in rows[m, size]["peaks"])
+                                         for m in ("spn", "raster")) + " |")
 
 
 if __name__ == "__main__":
