@@ -59,6 +59,7 @@ def raster_reference_timer(model, steps):
 
 
 def sample_timer(model, compiled):
+    """Timer of `model.sample(1, ...)` with its compiled or reference sampler."""
     return timing.whole(lambda: model.sample(1, seed=1, compiled=compiled))
 
 
