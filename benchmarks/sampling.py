@@ -1,31 +1,36 @@
 """Seconds per image of every sampler, compiled and not, on this machine's CPU.
 
 Rows (all `small` presets, untrained weights: time does not depend on them; 8 bits):
-  * raster naive, reference — `sampling.raster_sample`: the full decoder once per sub-pixel
-    (each call a TF graph, no XLA; `model.sample(..., compiled=False)`);
+  * raster naive, reference — `sampling.raster_sample`: the full decoder once per sub-pixel,
+    each call one graph function traced once (`model.sample(..., compiled=False)`);
   * raster naive, compiled — the same loop as one XLA `tf.while_loop`
     (`sampling.compiled_raster_sample`);
   * raster cached, uncompiled / compiled — `sampling.cached_raster_sample` as a `tf.function`
     without / with XLA (the compiled one is `model.sample()`);
   * SPN reference / compiled — `model.sample(compiled=False / True)`;
   * multiscale reference / compiled — likewise (`MultiscalePixelCNN`, O(log N) calls).
-"evals" counts sequential network evaluations per image. Loops too slow to run in full
-(`--max_seconds`) are timed for `--steps` sub-pixels and extrapolated to the whole image
-(marked `*`). Ratios come from one run. Writes a table (stdout, and `--out`.md) and a plot
-(`--out`.png, needs matplotlib: `pip install -e .[bench]`).
+"evals" counts sequential network evaluations per image. Every variant is called once cold
+(its "compile" column: first call minus fastest warm call: tracing and XLA compilation), then
+`--repeats` times warm, interleaved; "s/image" is the fastest warm call (the median beside
+it), so load from other jobs on a shared machine inflates it least (`timing.py`). The naive
+reference loop above `--naive_full_max` is timed for `--steps` sub-pixels and extrapolated
+(marked `*`). Ratios: like for like first (the same model and the same images, or the same
+kind of sampler), then cross-kind ratios between different models, labelled so. Writes the
+tables (stdout, and `--out`.md) and a plot (`--out`.png, needs matplotlib:
+`pip install -e .[bench]`).
 
 Usage:
   python benchmarks/sampling.py --sizes=8,16,32 --batch_size=4 --out=runs/benchmarks/sampling
 """
 
+import functools
 import math
 import os
-import time
 
-import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+import timing
 from spn_tf import models, sampling
 
 FLAGS = flags.FLAGS
@@ -33,44 +38,15 @@ flags.DEFINE_list("sizes", ["8", "16", "32"], "Image sizes (height = width).")
 flags.DEFINE_integer("channels", 3, "Image channels.")
 flags.DEFINE_integer("bits", 8, "Bits per sub-pixel.")
 flags.DEFINE_integer("batch_size", 4, "Images per sampler call.")
-flags.DEFINE_integer("steps", 96, "Sub-pixels timed when a loop is extrapolated.")
-flags.DEFINE_integer("naive_full_max", 8, "Largest size the eager naive loops run in full.")
+flags.DEFINE_integer("steps", 96, "Sub-pixels timed when the naive reference is extrapolated.")
+flags.DEFINE_integer("naive_full_max", 8, "Largest size the naive reference runs in full.")
+flags.DEFINE_integer("repeats", 3, "Warm calls per variant (the fastest is reported).")
 flags.DEFINE_list("models", ["raster", "spn", "multiscale"], "Model families to time.")
 flags.DEFINE_string("out", "runs/benchmarks/sampling", "Prefix of the .md table and .png plot.")
 
 
-class _Enough(Exception):
-    """Stops a reference loop after the timed steps."""
-
-
-def _timed(fn):
-    """Seconds of the second call (the first traces and compiles)."""
-    fn()
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def _truncated_reference(run, steps, total):
-    """Times `run(on_step)` for `steps` sub-pixels; returns `(seconds for total, extrapolated)`."""
-    if steps >= total:
-        return _timed(lambda: run(None)), False
-
-    def stop(step, _):
-        if step == steps:
-            raise _Enough
-
-    timings = []
-    for _ in range(2):  # the first run traces
-        start = time.perf_counter()
-        try:
-            run(stop)
-        except _Enough:
-            timings.append(time.perf_counter() - start)
-    return timings[-1] / steps * total, True
-
-
-def raster_rows(size, batch, steps, naive_full_max):
+def raster_timers(size, batch):
+    """Timers of the four raster loops over one `small` model; also its evals and params."""
     model = models.build("raster", size, channels=FLAGS.channels, bits=FLAGS.bits,
                          preset="small")
     model.build()
@@ -79,37 +55,36 @@ def raster_rows(size, batch, steps, naive_full_max):
     uniform, temperature = sampling.draw_uniform([0, 1], shape), tf.ones([batch])
     decoder, scale = model.decoder, model.scale
     total = size * size * FLAGS.channels
-    full = lambda x: decoder(scale(x))
-    seconds, extrapolated = _truncated_reference(
-        lambda on_step: sampling.raster_sample(full, images, known, uniform, temperature,
-                                               on_step=on_step),
-        total if size <= naive_full_max else steps, total)
-    naive_evals, cached_evals = total, f"{total} + {size} strips"
-    rows = [("raster naive", "reference", seconds / batch, extrapolated, naive_evals)]
-    naive_compiled = sampling.compile_loop(
-        lambda: sampling.compiled_raster_sample(full, images, known, uniform, temperature))
-    rows.append(("raster naive", "compiled", _timed(naive_compiled) / batch, False, naive_evals))
-    for jit in (False, True):
-        cached = sampling.compile_loop(lambda: sampling.cached_raster_sample(
-            decoder, scale, images, known, uniform, temperature), jit_compile=jit)
-        rows.append(("raster cached", "compiled" if jit else "uncompiled",
-                     _timed(cached) / batch, False, cached_evals))
-    return rows, model.count_params()
+    naive_compiled = sampling.compile_loop(lambda: sampling.compiled_raster_sample(
+        model.reference_logits.python_function, images, known, uniform, temperature))
+    cached = {jit: sampling.compile_loop(lambda: sampling.cached_raster_sample(
+        decoder, scale, images, known, uniform, temperature), jit_compile=jit)
+        for jit in (False, True)}
+    timers = {
+        ("raster naive", "reference"): timing.truncated(
+            lambda on_step: sampling.raster_sample(model.reference_logits, images, known,
+                                                   uniform, temperature, on_step=on_step),
+            total if size <= FLAGS.naive_full_max else FLAGS.steps, total),
+        ("raster naive", "compiled"): timing.whole(naive_compiled),
+        ("raster cached", "uncompiled"): timing.whole(cached[False]),
+        ("raster cached", "compiled"): timing.whole(cached[True]),
+    }
+    evals = {"raster naive": str(total), "raster cached": f"{total} + {size} strips"}
+    return timers, evals, model.count_params()
 
 
-def model_rows(name, size, batch):
+def model_timers(name, size, batch):
+    """Timers of a model's reference and compiled `sample`; also its evals and params."""
     model = models.build(name, size, channels=FLAGS.channels, bits=FLAGS.bits, preset="small")
     model.build()
     if name == "spn":
         evals = f"{model.num_slices} + {size * size * FLAGS.channels}"
     else:
         evals = str(model.base_size ** 2 * FLAGS.channels + 3 * FLAGS.channels * model.num_scales)
-    rows = []
-    for compiled in (False, True):
-        seconds = _timed(lambda: model.sample(batch, [0, 1], compiled=compiled))
-        rows.append((name, "compiled" if compiled else "reference", seconds / batch, False,
-                     evals))
-    return rows, model.count_params()
+    timers = {(name, "compiled" if compiled else "reference"): timing.whole(
+        lambda compiled=compiled: model.sample(batch, [0, 1], compiled=compiled))
+        for compiled in (False, True)}
+    return timers, {name: evals}, model.count_params()
 
 
 def _plot(table, path):
@@ -132,50 +107,76 @@ def _plot(table, path):
     fig.savefig(path, dpi=100)
 
 
+def _ratio_tables(seconds, sizes):
+    """Markdown lines: like-for-like ratios, then cross-kind ratios (different models)."""
+    like = [("raster cached / naive, both compiled", ("raster naive", "compiled"),
+             ("raster cached", "compiled")),
+            ("raster naive compiled / reference", ("raster naive", "reference"),
+             ("raster naive", "compiled")),
+            ("raster cached compiled / uncompiled", ("raster cached", "uncompiled"),
+             ("raster cached", "compiled")),
+            ("SPN compiled / reference", ("spn", "reference"), ("spn", "compiled")),
+            ("multiscale compiled / reference", ("multiscale", "reference"),
+             ("multiscale", "compiled"))]
+    cross = [("multiscale vs raster cached, both compiled", ("raster cached", "compiled"),
+              ("multiscale", "compiled")),
+             ("multiscale vs raster naive, both reference", ("raster naive", "reference"),
+              ("multiscale", "reference")),
+             ("SPN vs raster cached, both compiled", ("raster cached", "compiled"),
+              ("spn", "compiled")),
+             ("SPN vs raster naive, both reference", ("raster naive", "reference"),
+              ("spn", "reference"))]
+    lines = []
+    for title, ratios in (("Like for like (same model and images, or same sampler kind): "
+                           "speed-up, slower / faster", like),
+                          ("Cross-kind (different models, see parameters): speed-up of the "
+                           "second over the first", cross)):
+        lines += ["", title, "", "| ratio | " + " | ".join(f"{s}x{s}" for s in sizes) + " |",
+                  "|---|" + "---|" * len(sizes)]
+        for label, slow, fast in ratios:
+            cells = [seconds(s, *slow) / seconds(s, *fast) for s in sizes]
+            lines.append(f"| {label} | " + " | ".join(
+                "n/a" if math.isnan(c) else f"{c:.1f}x" for c in cells) + " |")
+    return lines
+
+
 def main(argv):
     del argv
-    table, params = [], {}
-    for size in [int(s) for s in FLAGS.sizes]:
-        if "raster" in FLAGS.models:
-            rows, params["raster"] = raster_rows(size, FLAGS.batch_size, FLAGS.steps,
-                                                 FLAGS.naive_full_max)
-            table += [(size, *row) for row in rows]
-        for name in ("spn", "multiscale"):
-            if name in FLAGS.models:
-                rows, params[name] = model_rows(name, size, FLAGS.batch_size)
-                table += [(size, *row) for row in rows]
+    table, params, sizes = [], {}, [int(s) for s in FLAGS.sizes]
+    for size in sizes:
+        timers, evals = {}, {}
+        for name in FLAGS.models:
+            make = raster_timers if name == "raster" else functools.partial(model_timers, name)
+            more_timers, more_evals, params[name] = make(size, FLAGS.batch_size)
+            timers.update(more_timers)
+            evals.update(more_evals)
+        for (model, mode), t in timing.measure(timers, FLAGS.repeats).items():
+            table.append((size, model, mode, t, evals[model]))
         print(f"done {size}x{size}", flush=True)
 
     def seconds(size, model, mode):
-        return next((r[3] for r in table if r[:3] == (size, model, mode)), math.nan)
+        return next((r[3].warm for r in table if r[:3] == (size, model, mode)), math.nan)
 
     lines = [f"Batch {FLAGS.batch_size}, {FLAGS.channels} channels, {FLAGS.bits} bits, `small` "
-             f"presets (parameters: {params}); * = timed for {FLAGS.steps} sub-pixels and "
+             f"presets (parameters: {params}); s/image: fastest of {FLAGS.repeats} warm calls "
+             f"(median beside it); compile: first call minus fastest warm call, seconds per "
+             f"call of {FLAGS.batch_size} images; * = timed for {FLAGS.steps} sub-pixels and "
              f"extrapolated.", "",
-             "| size | sampler | mode | s/image | sequential evals | vs raster naive ref |",
-             "|---|---|---|---|---|---|"]
-    for size, model, mode, sec, extrapolated, evals in table:
-        ratio = seconds(size, "raster naive", "reference") / sec
-        lines.append(f"| {size}x{size} | {model} | {mode} | {sec:.4g}{'*' if extrapolated else ''}"
-                     f" | {evals} | {ratio:.1f}x |")
-    lines += ["", "| size | cached/naive (both compiled) | cached compiled/naive ref | "
-              "compiled/uncompiled cached | compiled/reference naive | multiscale/raster naive "
-              "ref |", "|---|---|---|---|---|---|"]
-    for size in sorted({r[0] for r in table}):
-        naive_ref = seconds(size, "raster naive", "reference")
-        cached = seconds(size, "raster cached", "compiled")
-        lines.append(
-            f"| {size}x{size} | {seconds(size, 'raster naive', 'compiled') / cached:.1f}x | "
-            f"{naive_ref / cached:.1f}x | "
-            f"{seconds(size, 'raster cached', 'uncompiled') / cached:.1f}x | "
-            f"{naive_ref / seconds(size, 'raster naive', 'compiled'):.1f}x | "
-            f"{naive_ref / seconds(size, 'multiscale', 'reference'):.1f}x |")
+             "| size | sampler | mode | s/image | median | compile s | sequential evals |",
+             "|---|---|---|---|---|---|---|"]
+    for size, model, mode, t, evals in table:
+        mark = "*" if t.extrapolated else ""
+        lines.append(f"| {size}x{size} | {model} | {mode} | "
+                     f"{t.warm / FLAGS.batch_size:.4g}{mark} | "
+                     f"{t.median / FLAGS.batch_size:.4g}{mark} | {t.compile:.2f} | {evals} |")
+    lines += _ratio_tables(seconds, sizes)
     text = "\n".join(lines)
     print(text)
     os.makedirs(os.path.dirname(FLAGS.out) or ".", exist_ok=True)
     with open(FLAGS.out + ".md", "w") as f:
         f.write(text + "\n")
-    _plot(table, FLAGS.out + ".png")
+    _plot([(size, model, mode, t.warm / FLAGS.batch_size) for size, model, mode, t, _ in table],
+          FLAGS.out + ".png")
     print(f"wrote {FLAGS.out}.md and {FLAGS.out}.png")
 
 

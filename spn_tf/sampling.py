@@ -3,11 +3,14 @@
 All randomness is drawn once, before a loop, as uniform noise of the image's shape
 (`draw_uniform`), and each sub-pixel is drawn by inverse CDF inside the loop
 (`distributions.sample_categorical`). So a loop run eagerly and the same loop compiled with
-XLA give the same images for the same seed (XLA's stateless RNG is another stream; NOTES.md).
+XLA consume the same noise (XLA's stateless RNG is another stream; NOTES.md) and give the same
+images except where their logits, which differ in float rounding, put a CDF boundary on the
+other side of a uniform draw: observed, not guaranteed (`benchmarks/agreement.py`).
 
 Kinds of loop:
-  * `raster_sample` — one sub-pixel per step in raster order; `logits_fn` is the whole network
-    (the reference: one network call per sub-pixel, eagerly). `compiled_raster_sample` is the
+  * `raster_sample` — one sub-pixel per step in raster order; `network` is the whole network
+    (the reference: one network call per sub-pixel, from Python; the models make the network
+    a graph function once, with `reference_network`, so it traces once per shape). `compiled_raster_sample` is the
     same loop as one `tf.while_loop`, to trace inside `tf.function(jit_compile=True)`.
   * `cached_raster_sample` — the same images as `raster_sample` from a `MaskedDecoder`
     computing only what each step needs: its vertical stack on a strip of rows once per row,
@@ -54,15 +57,29 @@ def _draw(logits, images, known, uniform, temperature, i, j, c):
     return tf.where(known[:, i, j, c], images[:, i, j, c], drawn)
 
 
-def raster_sample(logits_fn, images, known, uniform, temperature, on_step=None):
-    """Reference raster sampler: the full network once per sub-pixel, eagerly.
+def reference_network(network):
+    """`network(images, context)` as a graph function (no XLA), for `raster_sample`.
+
+    Make it once per model and network (a `functools.cached_property`) and pass it to every
+    `raster_sample` call: it traces once per input shape and context, and a trace costs far
+    more than a call (0.2-0.5 s against ~40 ms for a `small` model), so a function made per
+    call would dominate the reference sampler's time.
+    """
+    return tf.function(network, autograph=False)
+
+
+def raster_sample(network, images, known, uniform, temperature, context=None, on_step=None):
+    """Reference raster sampler: the full network once per sub-pixel, called from Python.
 
     Args:
-      logits_fn: int32 `(B, H, W, C)` → logits `(B, H, W, C, K)`, causal in raster order.
+      network: `(images int32 (B, H, W, C), context)` → logits `(B, H, W, C, K)`, causal in
+        raster order; pass a function made once by `reference_network` (any callable works,
+        eagerly and slowly).
       images: int32 `(B, H, W, C)`: given values where `known`, anything elsewhere.
       known: bool `(B, H, W, C)`: sub-pixels kept as given.
       uniform: float32 `(B, H, W, C)` noise from `draw_uniform`.
       temperature: float32 `(B,)`.
+      context: the network's second argument (a tensor, or None), the same at every step.
       on_step: optional callback `(step, total)` for progress.
 
     Returns:
@@ -70,20 +87,20 @@ def raster_sample(logits_fn, images, known, uniform, temperature, on_step=None):
     """
     images = tf.where(known, images, tf.zeros_like(images))
     positions = _positions(images.shape)
-    # A graph (not XLA) per call removes Python/Keras dispatch from every network call.
-    logits_fn = tf.function(logits_fn)
     for step, (i, j, c) in enumerate(positions):
-        value = _draw(logits_fn(images), images, known, uniform, temperature, i, j, c)
+        value = _draw(network(images, context), images, known, uniform, temperature, i, j, c)
         images = _set_subpixel(images, i, j, c, value)
         if on_step is not None:
             on_step(step + 1, len(positions))
     return images
 
 
-def compiled_raster_sample(logits_fn, images, known, uniform, temperature):
+def compiled_raster_sample(network, images, known, uniform, temperature, context=None):
     """`raster_sample` as one `tf.while_loop` (trace it inside `tf.function(jit_compile=...)`).
 
-    Same arguments and result as `raster_sample`, bit for bit, for the same noise.
+    Same arguments as `raster_sample`; the same images for the same noise wherever XLA's
+    logits and the graph's do not round a draw across a CDF boundary (observed rates:
+    `benchmarks/agreement.py`).
     """
     _, height, width, channels = images.shape
     images = tf.where(known, images, tf.zeros_like(images))
@@ -91,7 +108,7 @@ def compiled_raster_sample(logits_fn, images, known, uniform, temperature):
     def body(t, images):
         i, rest = t // (width * channels), t % (width * channels)
         j, c = rest // channels, rest % channels
-        logits = logits_fn(images)
+        logits = network(images, context)
         value = _draw(logits, images, known, uniform, temperature, i, j, c)
         return t + 1, _set_subpixel(images, i, j, c, value)
 

@@ -1,4 +1,4 @@
-"""Samplers: compiled == reference bit for bit, cached == naive, trace counts, bad arguments."""
+"""Samplers: compiled == reference on test models, cached == naive, trace counts, bad arguments."""
 
 import keras
 import numpy as np
@@ -19,6 +19,11 @@ def _raster(size=4, channels=3, bits=3, cond=None, **overrides):
     model.set_weights([w + 0.3 * rng.normal(size=w.shape).astype(np.float32)
                        for w in model.get_weights()])
     return model
+
+
+def _network(decoder, scale):
+    """The reference sampler's graph function of a bare decoder."""
+    return sampling.reference_network(lambda x, context: decoder(scale(x), context=context))
 
 
 def _noise(shape, seed=0):
@@ -57,8 +62,8 @@ def test_cached_loop_equals_naive_with_spatial_context_and_wide_images():
     scale = lambda x: tf.cast(x, tf.float32) / 3.5 - 1.0
     zeros, unknown = tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool)
     uniform, temperature = _noise(shape), tf.fill([2], 1.0)
-    naive = sampling.raster_sample(lambda x: decoder(scale(x), context=context), zeros, unknown,
-                                   uniform, temperature)
+    naive = sampling.raster_sample(_network(decoder, scale), zeros, unknown, uniform,
+                                   temperature, context)
     cached = sampling.compile_loop(sampling.cached_raster_sample)(
         decoder, scale, zeros, unknown, uniform, temperature, context)
     eager_cached = sampling.cached_raster_sample(decoder, scale, zeros, unknown, uniform,
@@ -93,8 +98,8 @@ def test_cached_loop_with_attention_equals_naive(shape, attention_layers, contex
                                      (2, 0.7, rng.random(shape) < 0.3)):
         uniform, known = _noise(shape, seed), tf.constant(known)
         temperatures = tf.fill([batch], temperature)
-        naive = sampling.raster_sample(lambda x: decoder(scale(x), context=context), given,
-                                       known, uniform, temperatures)
+        naive = sampling.raster_sample(_network(decoder, scale), given, known, uniform,
+                                       temperatures, context)
         cached = compiled(decoder, scale, given, known, uniform, temperatures, context)
         eager = sampling.cached_raster_sample(decoder, scale, given, known, uniform,
                                               temperatures, context)
@@ -128,6 +133,26 @@ def test_trace_once_per_batch_size_and_temperature_is_an_input():
     assert not np.array_equal(first, second)
     model.sample(5, 0)
     assert loop.experimental_get_tracing_count() == 2
+
+
+def test_reference_networks_trace_once_per_shape():
+    """The reference samplers reuse one graph function per network: no retrace per call, per
+    slice or per group (a trace costs several warm calls)."""
+    raster = _raster(4, 1, 2)
+    spn = models.build("spn", 4, channels=1, bits=2, preset="tiny")  # S = 2: four slices
+    type_b = models.build("multiscale", 8, channels=1, bits=2, preset="tiny", base_size=2,
+                          group_pixelcnn_patch=2)
+    for model in (raster, spn, type_b):
+        model.build()
+        for seed in range(3):
+            model.sample(2, seed, compiled=False)
+    assert raster.reference_logits.experimental_get_tracing_count() == 1
+    assert spn.reference_logits.experimental_get_tracing_count() == 1
+    assert type_b.reference_base_logits.experimental_get_tracing_count() == 1
+    # Groups 2x2 then 4x4 in 2x2 patches: 2 and 8 patches per call, one trace each.
+    assert [f.experimental_get_tracing_count() for f in type_b.reference_patch_logits] == [2] * 3
+    raster.sample(3, 0, compiled=False)
+    assert raster.reference_logits.experimental_get_tracing_count() == 2
 
 
 def test_compiled_samples_follow_log_prob():

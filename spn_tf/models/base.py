@@ -134,8 +134,9 @@ class DensityModel(keras.Model):
           temperature: float >= 0 (0 → the most likely value of every sub-pixel).
           cond: conditioning dict with `batch_size` rows, as built.
           given: model-specific known content (see the subclass), returned unchanged.
-          compiled: run the model's XLA-compiled loop (the same images as the reference
-            sampler, `compiled=False`, for the same seed; traced once per batch size).
+          compiled: run the model's XLA-compiled loop (traced once per batch size); for the
+            same seed it gives the reference sampler's (`compiled=False`) images except for
+            rare float-rounding flips (observed rates in the README).
 
         Returns:
           int32 `(batch_size, H, W, C)` in `[0, 2**bits)`.

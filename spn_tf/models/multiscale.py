@@ -318,9 +318,8 @@ class MultiscalePixelCNN(DensityModel):
                 low_res = sampling.raster_loop(self.base_decoder, self.scale, zeros, unknown,
                                                base_noise, temperature, context)
             else:
-                low_res = sampling.raster_sample(
-                    lambda x: self.base_decoder(self.scale(x), context=context), zeros,
-                    unknown, base_noise, temperature)
+                low_res = sampling.raster_sample(self.reference_base_logits, zeros, unknown,
+                                                 base_noise, temperature, context)
         for scale in range(first_scale, self.num_scales):
             groups = []
             unknown = tf.zeros_like(low_res, tf.bool)
@@ -329,7 +328,7 @@ class MultiscalePixelCNN(DensityModel):
                                     if groups else None, g)
                 features = predictor.features(known, context, scale)
                 if predictor.patch_size:
-                    groups.append(self._sample_patches(predictor, features,
+                    groups.append(self._sample_patches(g, features,
                                                        group_noise[scale][:, g], temperature,
                                                        compiled))
                 else:
@@ -339,17 +338,34 @@ class MultiscalePixelCNN(DensityModel):
             low_res = upscale_with_groups(low_res, tf.stack(groups, axis=1))
         return low_res
 
-    def _sample_patches(self, predictor, features, noise, temperature, compiled):
+    @functools.cached_property
+    def reference_base_logits(self):
+        """The base decoder as one graph function `(images, context)` → logits for the
+        reference sampler; one trace per batch size."""
+        return sampling.reference_network(
+            lambda images, context: self.base_decoder(self.scale(images), context=context))
+
+    @functools.cached_property
+    def reference_patch_logits(self):
+        """Per group, its type-B patch PixelCNN as one graph function `(patches, features)` →
+        logits for the reference sampler; one trace per batch size and scale."""
+        return [sampling.reference_network(
+                    lambda patches, features, p=predictor: p.patch_head(features,
+                                                                        self.scale(patches)))
+                for predictor in self.group_predictors]
+
+    def _sample_patches(self, group, features, noise, temperature, compiled):
         """Type B: one group, every patch at once (folded into the batch), raster order and
         channels in turn inside: `P * P * C` patch PixelCNN calls.
 
         Args:
-          predictor: a type-B `GroupPredictor`; features: its `(B, r, r, F)` features.
+          group: index of a type-B `GroupPredictor`; features: its `(B, r, r, F)` features.
           noise: float `(B, r, r, C)`; temperature: float `(B,)`.
 
         Returns:
           int32 `(B, r, r, C)`.
         """
+        predictor = self.group_predictors[group]
         side = features.shape[1]
         feature_patches, noise_patches = predictor.to_patches(features), predictor.to_patches(noise)
         temperature = tf.repeat(temperature, (side // predictor.patch_side(side)) ** 2)
@@ -359,9 +375,9 @@ class MultiscalePixelCNN(DensityModel):
             patches = sampling.raster_loop(predictor.patch_pixelcnn, self.scale, zeros, unknown,
                                            noise_patches, temperature, feature_patches)
         else:
-            patches = sampling.raster_sample(
-                lambda x: predictor.patch_head(feature_patches, self.scale(x)), zeros, unknown,
-                noise_patches, temperature)
+            patches = sampling.raster_sample(self.reference_patch_logits[group], zeros,
+                                             unknown, noise_patches, temperature,
+                                             feature_patches)
         return predictor.from_patches(patches, side)
 
     def get_config(self):

@@ -32,8 +32,8 @@ class GatedPixelCNN(DensityModel):
     Factorisation: `p(x) = prod_{i,j} prod_c p(x[i,j,c] | x[<(i,j)], x[i,j,<c], cond)`, pixels
     in raster order, channels R, G, B inside a pixel; each factor a softmax over `2**bits`.
     Sampling walks the same order: `H * W * C` sequential network calls with the reference
-    sampler (`sample(..., compiled=False)`); the default compiled sampler gives the same images
-    from one XLA-compiled loop that recomputes only the rows and columns a new sub-pixel
+    sampler (`sample(..., compiled=False)`); the default compiled sampler draws the same images
+    (up to rare float-rounding flips) from one XLA-compiled loop that recomputes only the rows and columns a new sub-pixel
     changes, and one attention query per pixel over cached keys and values
     (`spn_tf.sampling.cached_raster_sample`).
 
@@ -83,10 +83,16 @@ class GatedPixelCNN(DensityModel):
                 tf.fill([batch_size], temperature))
 
     def _sample(self, batch_size, seed, temperature, cond, given):
-        context = self._context(cond)
         return sampling.raster_sample(
-            lambda x: self.decoder(self.scale(x), context=context),
-            *self._sample_inputs(batch_size, seed, temperature, given))
+            self.reference_logits, *self._sample_inputs(batch_size, seed, temperature, given),
+            context=self._context(cond))
+
+    @functools.cached_property
+    def reference_logits(self):
+        """The decoder as one graph function `(images, context)` → logits for the reference
+        sampler; one trace per batch size (kept outside Keras tracking)."""
+        return sampling.reference_network(
+            lambda images, context: self.decoder(self.scale(images), context=context))
 
     @functools.cached_property
     def compiled_raster_loop(self):

@@ -108,7 +108,8 @@ class SubscalePixelNetwork(DensityModel):
     Sampling walks slice by slice (the embedder once per slice), then position by position and
     channel by channel inside the slice with `spn_tf.sampling.raster_sample` (`compiled=False`)
     or, by default, the same loop XLA-compiled and cached (`spn_tf.sampling.raster_loop`, one
-    compiled call per slice; the same images for the same seed). Noise is drawn
+    compiled call per slice; the same images for the same seed up to rare float-rounding
+    flips). Noise is drawn
     once per call, `(B, S*S, h, w, C)` uniforms from `seed`. `given` (known content, returned
     unchanged) is one of:
       * `{"low_res": int (B, H/S, W/S, C)}` — the first slice, a sub-sampled low-resolution
@@ -335,8 +336,15 @@ class SubscalePixelNetwork(DensityModel):
         if compiled:
             return sampling.raster_loop(self.decoder, self.scale, zeros, unknown, uniform,
                                         temperature, embedding)
-        return sampling.raster_sample(lambda x: self.decoder(self.scale(x), context=embedding),
-                                      zeros, unknown, uniform, temperature)
+        return sampling.raster_sample(self.reference_logits, zeros, unknown, uniform,
+                                      temperature, context=embedding)
+
+    @functools.cached_property
+    def reference_logits(self):
+        """The decoder as one graph function `(slice, embedding)` → logits for the reference
+        sampler; one trace per batch size serves every slice."""
+        return sampling.reference_network(
+            lambda images, embedding: self.decoder(self.scale(images), context=embedding))
 
     @functools.cached_property
     def compiled_slice_sampler(self):
