@@ -300,14 +300,13 @@ def export_run(model_dir, export_base, name, version=None, xla=False):
         raise ValueError(f"name must be a plain directory name, got {name!r}.")
     if version is not None and (not isinstance(version, int) or version < 1):
         raise ValueError(f"version must be a positive int, got {version!r}.")
-    model = load_for_export(model_dir)
     version = version or next_version(export_base, name)
     export_dir = os.path.join(export_base, name, str(version))
     if os.path.exists(export_dir):
         raise ValueError(f"version {version} of {name!r} already exists at {export_dir}; "
                          f"versions are never overwritten: leave --version out for the next "
                          f"free one ({next_version(export_base, name)}).")
-    return export_model(model, export_dir, xla)
+    return export_model(load_for_export(model_dir), export_dir, xla)
 
 
 def describe(export_dir):
