@@ -93,28 +93,28 @@ def _checks(model, inputs):
         if name != first:
             checks.append(tf.debugging.assert_equal(
                 tf.shape(value)[0], tf.shape(inputs[first])[0],
-                message=f"batch mismatch: '{name}' and '{first}' must have the same size on "
+                message=f"batch mismatch: {name} and {first} must have the same size on "
                         f"dimension 0"))
         if name in ("images", "low_res", "msb", "mask"):
             top = 2 ** _value_bits(model, name)
-            allowed = f"'{name}' values must be in [0, {top})" + (
+            allowed = f"{name} values must be in [0, {top})" + (
                 f" (bits={_value_bits(model, name)})" if name != "mask" else " (0 or 1)")
             value = tf.cast(value, tf.int32)
             checks.append(tf.debugging.assert_non_negative(value, message=allowed))
             checks.append(tf.debugging.assert_less(value, top, message=allowed))
         elif name == "label":
-            allowed = f"'label' values must be class ids in [0, {model.cond_spec['label']})"
+            allowed = f"label values must be class ids in [0, {model.cond_spec['label']})"
             checks.append(tf.debugging.assert_non_negative(value, message=allowed))
             checks.append(tf.debugging.assert_less(value, model.cond_spec["label"],
                                                    message=allowed))
         elif name == "embedding":
             checks.append(tf.debugging.assert_all_finite(
-                value, message="'embedding' values must be finite"))
+                value, message="embedding values must be finite"))
         elif name == "temperature":
             checks.append(tf.debugging.assert_all_finite(
-                value, message="'temperature' values must be finite floats >= 0"))
+                value, message="temperature values must be finite floats >= 0"))
             checks.append(tf.debugging.assert_non_negative(
-                value, message="'temperature' values must be finite floats >= 0"))
+                value, message="temperature values must be finite floats >= 0"))
     return checks
 
 
