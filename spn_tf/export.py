@@ -136,11 +136,12 @@ def _sampler(given_fn):
     return body
 
 
+# `sample`, and `super_resolve` (multiscale takes its low-resolution image as cond["low_res"]).
 _sample = _sampler(lambda model, inputs: (_cond(inputs), None))
 _complete = _sampler(lambda model, inputs: (_cond(inputs), {
     "images": inputs["images"], "mask": tf.cast(inputs["mask"], tf.bool)}))
 _upscale_size = _sampler(lambda model, inputs: (_cond(inputs), {"low_res": inputs["low_res"]}))
-_super_resolve = _sampler(lambda model, inputs: (_cond(inputs), None))
+# The composite takes the most significant bits as given["msb"], a depth SPN as cond["low_res"].
 _upscale_depth = _sampler(lambda model, inputs: (
     (_cond(inputs), {"msb": inputs["msb"]}) if hasattr(model, "depth_bits")
     else ({**_cond(inputs), "low_res": inputs["msb"]}, None)))
@@ -165,17 +166,17 @@ def signatures(model):
     if kind == "raster":
         specs["complete"] = (_complete, [_image_spec("images", model),
                                          _image_spec("mask", model)] + draw + cond)
-    factor = getattr(model, "subscale_factor", 1)
-    if kind in ("spn", "upscaling") and factor > 1 and getattr(
-            model, "slice_range", (0, None))[0] <= 1 and not getattr(
-            model, "depth_condition_bits", None):
-        specs["upscale_size"] = (_upscale_size, [_image_spec(
-            "low_res", model, model.image_size // factor)] + draw + cond)
-    if getattr(model, "depth_bits", None) or getattr(model, "depth_condition_bits", None):
-        depth_cond = [spec for spec in cond if spec.name != "low_res"]
-        specs["upscale_depth"] = (_upscale_depth, [_image_spec("msb", model)] + draw + depth_cond)
+    depth_spn = kind == "spn" and model.depth_condition_bits is not None
+    if kind == "upscaling" or (kind == "spn" and model.slice_range[0] <= 1 and not depth_spn):
+        factor = model.subscale_factor
+        if factor > 1:
+            specs["upscale_size"] = (_upscale_size, [_image_spec(
+                "low_res", model, model.image_size // factor)] + draw + cond)
+    if (kind == "upscaling" and model.depth_bits) or depth_spn:
+        specs["upscale_depth"] = (_upscale_depth, [_image_spec("msb", model)] + draw + [
+            spec for spec in cond if spec.name != "low_res"])
     if kind == "multiscale" and model.num_scales and not model.condition_on_base:
-        specs["super_resolve"] = (_super_resolve, [_image_spec(
+        specs["super_resolve"] = (_sample, [_image_spec(
             "low_res", model, model.image_size // 2)] + draw + cond)
     return specs
 

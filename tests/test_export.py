@@ -24,12 +24,15 @@ KINDS = {
     "spn": dict(name="spn", image_size=2, bits=2, cond={"embedding": 4}, subscale_factor=2),
     "upscaling": dict(name="upscaling", image_size=2, bits=2, subscale_factor=2, depth_bits=1),
     "multiscale": dict(name="multiscale", image_size=4, bits=1, base_size=2),
+    "spn_depth": dict(name="spn", image_size=2, bits=1, cond={"label": 2}, subscale_factor=2,
+                      depth_condition_bits=1),
 }
 SIGNATURES = {
     "raster": {"log_prob", "log_prob_uint8", "sample", "complete"},
     "spn": {"log_prob", "log_prob_uint8", "sample", "upscale_size"},
     "upscaling": {"log_prob", "log_prob_uint8", "sample", "upscale_size", "upscale_depth"},
     "multiscale": {"log_prob", "log_prob_uint8", "sample", "super_resolve"},
+    "spn_depth": {"log_prob", "log_prob_uint8", "sample", "upscale_depth"},
 }
 
 
@@ -45,6 +48,8 @@ def _cond_rows(model, batch, rng):
     if "embedding" in model.cond_spec:
         cond["embedding"] = rng.normal(size=(batch, model.cond_spec["embedding"])).astype(
             np.float32)
+    if getattr(model, "depth_condition_bits", None):
+        cond["low_res"] = _image(model, model.image_size, model.depth_condition_bits, rng, batch)
     return cond
 
 
@@ -66,11 +71,12 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
         mask = np.zeros_like(images)
         mask[:, :size // 2] = 1
         out["complete"] = {"images": images, "mask": mask, **draw}
-    if hasattr(model, "subscale_factor"):
+    if hasattr(model, "subscale_factor") and not getattr(model, "depth_condition_bits", None):
         out["upscale_size"] = {"low_res": _image(model, size // model.subscale_factor,
                                                  model.bits, rng, batch), **draw}
-    if getattr(model, "depth_bits", None):
-        out["upscale_depth"] = {"msb": _image(model, size, model.depth_bits, rng, batch), **draw}
+    if getattr(model, "depth_bits", None) or getattr(model, "depth_condition_bits", None):
+        msb = _image(model, size, export._value_bits(model, "msb"), rng, batch)
+        out["upscale_depth"] = {"msb": msb, **{k: v for k, v in draw.items() if k != "low_res"}}
     if hasattr(model, "base_size"):
         out["super_resolve"] = {"low_res": _image(model, size // 2, model.bits, rng, batch),
                                 **draw}
@@ -80,17 +86,18 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
 def in_process(model, signature, inputs, row):
     """What the in-process model gives for row `row` of a request (`model.sample(1, ...)`)."""
     one = {k: v[row:row + 1] for k, v in inputs.items()}
-    cond = {k: one[k] for k in ("label", "embedding") if k in one} or None
+    cond = {k: one[k] for k in ("label", "embedding", "low_res") if k in one}
     given = None
     if signature == "complete":
         given = {"images": one["images"], "mask": one["mask"].astype(bool)}
     elif signature == "upscale_size":
-        given = {"low_res": one["low_res"]}
-    elif signature == "upscale_depth":
+        given = {"low_res": cond.pop("low_res")}
+    elif signature == "upscale_depth" and hasattr(model, "depth_bits"):
         given = {"msb": one["msb"]}
-    elif signature == "super_resolve":
-        cond = {**(cond or {}), "low_res": one["low_res"]}
-    return model.sample(1, one["seed"][0], float(one["temperature"][0]), cond, given).numpy()[0]
+    elif signature == "upscale_depth":
+        cond["low_res"] = one["msb"]
+    return model.sample(1, one["seed"][0], float(one["temperature"][0]), cond or None,
+                        given).numpy()[0]
 
 
 def _call(loaded, signature, inputs):
@@ -116,17 +123,16 @@ def exports(tmp_path_factory):
 
 @pytest.fixture(params=sorted(KINDS))
 def exported(request, exports):
-    return exports(request.param)
+    return (request.param,) + exports(request.param)
 
 
 def test_signatures_and_metadata(exported):
-    model, export_dir, loaded = exported
-    kind = export._kind(model)
+    kind, model, export_dir, loaded = exported
     assert set(loaded.signatures) == SIGNATURES[kind] | {"serving_default"}
     with open(os.path.join(export_dir, export.METADATA_FILE)) as f:
         info = json.load(f)
     assert (info["model"], info["image_size"], info["channels"], info["bits"]) == (
-        kind, model.image_size, 1, model.bits)
+        KINDS[kind]["name"], model.image_size, 1, model.bits)
     assert info["cond"] == model.cond_spec and set(info["signatures"]) == SIGNATURES[kind]
     for name, io in info["signatures"].items():
         function = loaded.signatures[name]
@@ -141,7 +147,7 @@ def _describe(tensor):
 
 
 def test_log_prob_is_exact_and_normalized_through_the_saved_model(exported):
-    model, _, loaded = exported
+    _, model, _, loaded = exported
     images = testing.all_images(model.image_size, model.image_size, 1, model.bits)
     cond = {k: np.repeat(v[:1], len(images), 0)
             for k, v in _cond_rows(model, 1, np.random.default_rng(1)).items()}
@@ -160,7 +166,7 @@ def test_log_prob_is_exact_and_normalized_through_the_saved_model(exported):
 
 
 def test_sample_rows_are_independent_of_the_batch(exported):
-    model, _, loaded = exported
+    _, model, _, loaded = exported
     for signature, inputs in requests(model).items():
         if "seed" not in inputs:
             continue
@@ -182,7 +188,7 @@ def test_samples_follow_log_prob(kind, exports):
 
 
 def test_loads_and_runs_without_spn_tf_and_equals_the_in_process_model(exported, tmp_path):
-    model, export_dir, _ = exported
+    _, model, export_dir, _ = exported
     reqs = requests(model)
     np.savez(tmp_path / "requests.npz",
              **{f"{sig}/{k}": v for sig, inputs in reqs.items() for k, v in inputs.items()})
@@ -258,7 +264,7 @@ def test_xla_export_gives_the_same_values(exports):
 
 
 def test_bad_inputs_raise_invalid_argument_naming_the_input(exported):
-    model, _, loaded = exported
+    _, model, _, loaded = exported
     reqs = requests(model)
     top = 2 ** model.bits
     bad = [("log_prob", "images", lambda x: x + top, rf"images values must be in \[0, {top}\)"),
@@ -266,12 +272,13 @@ def test_bad_inputs_raise_invalid_argument_naming_the_input(exported):
            ("sample", "temperature", lambda x: -x - 1, "temperature values must be"),
            ("sample", "seed", lambda x: x[:2], "batch mismatch: temperature and seed")]
     if "label" in model.cond_spec:
-        bad.append(("log_prob", "label", lambda x: x + 3,
-                    r"label values must be class ids in \[0, 3\)"))
+        classes = model.cond_spec["label"]
+        bad.append(("log_prob", "label", lambda x: x + classes,
+                    rf"label values must be class ids in \[0, {classes}\)"))
     if "embedding" in model.cond_spec:
         bad.append(("sample", "embedding", lambda x: x[:1], "batch mismatch: embedding and seed"))
-    for signature in ("upscale_size", "super_resolve"):
-        if signature in reqs:
+    for signature in ("upscale_size", "super_resolve", "log_prob"):
+        if "low_res" in reqs.get(signature, {}):
             bad.append((signature, "low_res", lambda x: x + top, "low_res values must be in"))
     if "upscale_depth" in reqs:
         bad.append(("upscale_depth", "msb", lambda x: x + 2, r"msb values must be in \[0, 2\)"))
