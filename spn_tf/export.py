@@ -118,8 +118,10 @@ def _checks(model, inputs):
     return checks
 
 
-def _cond(inputs):
-    return {key: inputs[key] for key in ("label", "embedding", "low_res") if key in inputs}
+def _cond(inputs, given=()):
+    """The conditioning inputs of a signature, less those that are `given` content."""
+    return {key: inputs[key] for key in ("label", "embedding", "low_res")
+            if key in inputs and key not in given}
 
 
 def _log_prob(model, inputs):
@@ -140,7 +142,8 @@ def _sampler(given_fn):
 _sample = _sampler(lambda model, inputs: (_cond(inputs), None))
 _complete = _sampler(lambda model, inputs: (_cond(inputs), {
     "images": inputs["images"], "mask": tf.cast(inputs["mask"], tf.bool)}))
-_upscale_size = _sampler(lambda model, inputs: (_cond(inputs), {"low_res": inputs["low_res"]}))
+_upscale_size = _sampler(lambda model, inputs: (_cond(inputs, given=("low_res",)),
+                                                 {"low_res": inputs["low_res"]}))
 # The composite takes the most significant bits as given["msb"], a depth SPN as cond["low_res"].
 _upscale_depth = _sampler(lambda model, inputs: (
     (_cond(inputs), {"msb": inputs["msb"]}) if hasattr(model, "depth_bits")
