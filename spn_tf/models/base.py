@@ -7,8 +7,8 @@
 
 `fit` feeds `x` as an image batch or a dict `{"images": ..., "label": ..., "embedding": ...}`;
 no targets. Subclasses implement `_outputs(images, cond, training)`,
-`_log_prob_from_outputs(images, cond, outputs)` and `_sample(..., loop)`, where `loop` (one of
-`LOOPS`) says how the sampling loops run: `"reference"` (one network call per step, eagerly),
+`_log_prob_from_outputs(images, cond, outputs)` and `_sample(..., loop)`, where `loop` says how
+the sampling loops run: `"reference"` (one network call per step, eagerly),
 `"graph"` (the fast `tf.while_loop`s as a plain `tf.function`) or `"xla"` (the same loops
 XLA-compiled; what `sample` runs by default).
 """
@@ -22,8 +22,6 @@ import tensorflow as tf
 from spn_tf import inputs as inputs_lib
 from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
-
-LOOPS = ("reference", "graph", "xla")
 
 
 class DensityModel(keras.Model):
@@ -207,5 +205,6 @@ class DensityModel(keras.Model):
 
     def _sample(self, batch_size, seed, temperature, cond, given, loop):
         """Images from an int32 `(2,)` seed, float32 `(batch_size,)` temperatures, checked
-        `cond` and `given`, with the sampling loops run as `loop` says (one of `LOOPS`)."""
+        `cond` and `given`, the sampling loops run as `loop` says: `"reference"`, `"graph"` or
+        `"xla"` (see the module doc)."""
         raise NotImplementedError
