@@ -75,17 +75,15 @@ class GatedPixelCNN(DensityModel):
     def _log_prob_from_outputs(self, images, cond, outputs):
         return image_log_prob(outputs, images)
 
-    def _sample_inputs(self, batch_size, seed, temperature, given):
-        """`(images, known, uniform, temperature)`: the tensors both samplers start from."""
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
         shape = [batch_size, self.image_size, self.image_size, self.channels]
         images, known = check_given_pixels(given, shape, self.bits)
-        return (images, known, sampling.draw_uniform(seed, shape),
-                tf.fill([batch_size], temperature))
-
-    def _sample(self, batch_size, seed, temperature, cond, given):
-        return sampling.raster_sample(
-            self.reference_logits, *self._sample_inputs(batch_size, seed, temperature, given),
-            context=self._context(cond))
+        uniform = sampling.draw_uniform(seed, shape)
+        if loop == "reference":
+            return sampling.raster_sample(self.reference_logits, images, known, uniform,
+                                          temperature, context=self._context(cond))
+        return self.sample_loop("raster", loop, self._raster_loop)(images, known, uniform,
+                                                                    temperature, cond)
 
     @functools.cached_property
     def reference_logits(self):
@@ -94,19 +92,16 @@ class GatedPixelCNN(DensityModel):
         return sampling.reference_network(
             lambda images, context: self.decoder(self.scale(images), context=context))
 
-    @functools.cached_property
-    def compiled_raster_loop(self):
-        """`sampling.raster_loop` over this decoder, XLA-compiled: `(images, known, uniform,
-        temperature, cond)` → images; one trace per batch size (kept outside Keras tracking).
-        """
-        return sampling.compile_loop(
-            lambda images, known, uniform, temperature, cond: sampling.raster_loop(
-                self.decoder, self.scale, images, known, uniform, temperature,
-                self._context(cond)))
+    def _raster_loop(self, images, known, uniform, temperature, cond):
+        """`sampling.raster_loop` over this decoder: `(images, known, uniform, temperature,
+        cond)` → images."""
+        return sampling.raster_loop(self.decoder, self.scale, images, known, uniform,
+                                    temperature, self._context(cond))
 
-    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
-        return self.compiled_raster_loop(
-            *self._sample_inputs(batch_size, seed, temperature, given), cond)
+    @property
+    def compiled_raster_loop(self):
+        """`_raster_loop` XLA-compiled (what `sample` runs); one trace per batch size."""
+        return self.sample_loop("raster", "xla", self._raster_loop)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,

@@ -189,7 +189,7 @@ class MultidimensionalUpscaling(DensityModel):
                 f"given['num_slices'] must be an int in [0, {num_slices}], got {known!r}.")
         return msb, known
 
-    def _sample(self, batch_size, seed, temperature, cond, given, compiled=False):
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
         seeds = dict(zip(PARTS, sampling.split_seed(seed, len(PARTS))))
         approximate = False
         if isinstance(given, dict) and "approximate" in given:
@@ -216,21 +216,16 @@ class MultidimensionalUpscaling(DensityModel):
             msb_known = known
         for part in ("first", "size"):
             if part in self.networks and msb_known < self.subscale_factor ** 2:
-                msb = self.networks[part].sample(
+                msb = self.networks[part]._sample(
                     batch_size, seeds[part], temperature, cond,
-                    given={"images": msb, "num_slices": max(msb_known, 1 if part == "size"
-                                                            else 0)},
-                    compiled=compiled)
+                    {"images": msb, "num_slices": max(msb_known, 1 if part == "size" else 0)},
+                    loop)
         if self.depth_bits is None:
             return msb
-        lsb = self.networks["depth"].sample(batch_size, seeds["depth"], temperature,
-                                            {**cond, "low_res": msb},
-                                            given={"images": lsb, "num_slices": known},
-                                            compiled=compiled)
+        lsb = self.networks["depth"]._sample(batch_size, seeds["depth"], temperature,
+                                             {**cond, "low_res": msb},
+                                             {"images": lsb, "num_slices": known}, loop)
         return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
-
-    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
-        return self._sample(batch_size, seed, temperature, cond, given, compiled=True)
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,
