@@ -3,7 +3,6 @@
 import functools
 
 import keras
-import tensorflow as tf
 
 from spn_tf import sampling
 from spn_tf.distributions import image_log_prob
