@@ -13,7 +13,8 @@ Signatures (every input and output batched on dimension 0; dtypes int32, uint8, 
     `images` int32 `(B, H, W, C)`; row i is `model.sample(1, seed[i], temperature[i])`;
   * raster: `complete` — `images` + `mask` (int32 0/1, 1 = keep) + seed + temperature;
   * SPN / upscaling: `upscale_size` — `low_res` int32 `(B, H/S, W/S, C)`, the first subscale
-    slice, + seed + temperature; upscaling and depth-conditioned SPNs: `upscale_depth` —
+    slice (a depth-upscaling composite: at its top `depth_bits`, so the draw is exact), + seed
+    + temperature; upscaling and depth-conditioned SPNs: `upscale_depth` —
     `msb` int32 `(B, H, W, C)` (the most significant bits) + seed + temperature;
   * multiscale: `super_resolve` — `low_res` int32 `(B, H/2, W/2, C)` + seed + temperature.
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
@@ -34,7 +35,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import spn_tf
-from spn_tf import models
+from spn_tf import models, orderings
 from spn_tf.distributions import bits_per_dim
 from spn_tf.trainer import load_checkpoint
 
@@ -76,6 +77,8 @@ def _value_bits(model, name):
         return model.depth_bits if hasattr(model, "depth_bits") else model.depth_condition_bits
     if name == "low_res" and getattr(model, "depth_condition_bits", None):
         return model.depth_condition_bits
+    if name == "low_res" and getattr(model, "depth_bits", None):
+        return model.depth_bits  # the composite's first slice at its top bits (`upscale_size`)
     if name == "mask":
         return 1
     return model.bits
@@ -142,8 +145,24 @@ def _sampler(given_fn):
 _sample = _sampler(lambda model, inputs: (_cond(inputs), None))
 _complete = _sampler(lambda model, inputs: (_cond(inputs), {
     "images": inputs["images"], "mask": tf.cast(inputs["mask"], tf.bool)}))
-_upscale_size = _sampler(lambda model, inputs: (_cond(inputs, given=("low_res",)),
-                                                 {"low_res": inputs["low_res"]}))
+
+
+def _first_slice_given(model, low_res):
+    """`given` for `upscale_size`: the first slice `(B, H/S, W/S, C)`.
+
+    A depth-upscaling composite takes it at its top `depth_bits` (the output of its first
+    network), so that the rest is drawn from the exact conditional (`given["msb"]` with
+    `num_slices=1`); given at full depth the composite could only approximate it.
+    """
+    if not getattr(model, "depth_bits", None):
+        return {"low_res": low_res}
+    rest = tf.repeat(tf.zeros_like(low_res)[:, None], model.subscale_factor ** 2 - 1, axis=1)
+    slices = tf.concat([low_res[:, None], rest], axis=1)
+    return {"msb": orderings.subscale_merge(slices, model.subscale_factor), "num_slices": 1}
+
+
+_upscale_size = _sampler(lambda model, inputs: (
+    _cond(inputs, given=("low_res",)), _first_slice_given(model, inputs["low_res"])))
 # The composite takes the most significant bits as given["msb"], a depth SPN as cond["low_res"].
 _upscale_depth = _sampler(lambda model, inputs: (
     (_cond(inputs), {"msb": inputs["msb"]}) if hasattr(model, "depth_bits")

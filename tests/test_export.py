@@ -73,7 +73,8 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
         out["complete"] = {"images": images, "mask": mask, **draw}
     if hasattr(model, "subscale_factor") and not getattr(model, "depth_condition_bits", None):
         out["upscale_size"] = {"low_res": _image(model, size // model.subscale_factor,
-                                                 model.bits, rng, batch), **draw}
+                                                 export._value_bits(model, "low_res"), rng,
+                                                 batch), **draw}
     if getattr(model, "depth_bits", None) or getattr(model, "depth_condition_bits", None):
         msb = _image(model, size, export._value_bits(model, "msb"), rng, batch)
         out["upscale_depth"] = {"msb": msb, **{k: v for k, v in draw.items() if k != "low_res"}}
@@ -90,6 +91,11 @@ def in_process(model, signature, inputs, row):
     given = None
     if signature == "complete":
         given = {"images": one["images"], "mask": one["mask"].astype(bool)}
+    elif signature == "upscale_size" and getattr(model, "depth_bits", None):
+        first = cond.pop("low_res")  # the first slice at the top bits: exact given["msb"]
+        msb = np.zeros((1,) + (model.image_size,) * 2 + (model.channels,), np.int32)
+        msb[:, ::model.subscale_factor, ::model.subscale_factor] = first
+        given = {"msb": msb, "num_slices": 1}
     elif signature == "upscale_size":
         given = {"low_res": cond.pop("low_res")}
     elif signature == "upscale_depth" and hasattr(model, "depth_bits"):

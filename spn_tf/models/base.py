@@ -167,8 +167,8 @@ class DensityModel(keras.Model):
           seed: int32 `(B, 2)`, one stateless seed per row.
           temperature: float32 `(B,)`, >= 0.
           cond: conditioning dict of tensors with `B` rows, as `sample` takes it, or None.
-          given: the model's `given` dict of tensors with `B` rows (bool masks included), or
-            None.
+          given: the model's `given` dict: tensors with `B` rows (bool masks included), and
+            Python values shared by every row (e.g. `num_slices`); or None.
           jit_compile: run the sampling loops XLA-compiled (what `sample` runs) instead of as
             a plain graph.
 
@@ -179,12 +179,16 @@ class DensityModel(keras.Model):
         loop = "xla" if jit_compile else "graph"
         one_row = lambda tree: tf.nest.map_structure(lambda t: t[None], tree)
 
+        given = dict(given or {})
+        shared = {key: value for key, value in given.items() if not tf.is_tensor(value)}
+        per_row = {key: value for key, value in given.items() if key not in shared}
+
         def row(args):
             seed, temperature, cond, given = args
             return self._sample(1, seed, temperature[None], one_row(cond),
-                                one_row(given) or None, loop)[0]
+                                {**one_row(given), **shared} or None, loop)[0]
 
-        return tf.map_fn(row, (seed, temperature, dict(cond or {}), dict(given or {})),
+        return tf.map_fn(row, (seed, temperature, dict(cond or {}), per_row),
                          fn_output_signature=tf.int32)
 
     def sample_loop(self, name, loop, fn):
