@@ -23,7 +23,7 @@ def _train(*args, check=True):
 def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     model_dir = tmp_path / "run"
     result = _train("--flagfile=configs/quickstart.cfg", "--preset=tiny", "--image_size=4",
-                    "--steps=4", "--steps_per_epoch=2", "--batch_size=8", "--num_samples=4",
+                    "--steps=4", "--checkpoint_every=2", "--batch_size=8", "--num_samples=4",
                     "--conditional", f"--model_dir={model_dir}")
     assert "held-out bits/dim" in result.stdout
     metrics = json.loads((model_dir / "metrics.json").read_text())
