@@ -234,7 +234,10 @@ def train_and_evaluate(config):
         optimizer = make_optimizer(config)
         optimizer.build(model.trainable_variables)
     checkpoints = RunCheckpoints(os.path.join(config.model_dir, "checkpoints"),
-                                 config.keep_checkpoints, is_chief, task_id, model=model,
+                                 config.keep_checkpoints, is_chief, task_id,
+                                 # Keras 3 models give tf.train.Checkpoint no children: list
+                                 # every variable (seed generator states included).
+                                 model_variables=list(model.variables),
                                  optimizer=optimizer)
     keras_path = os.path.join(config.model_dir, "model.keras")
     resumed = checkpoints.restore_latest()
