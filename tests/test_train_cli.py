@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -55,13 +56,28 @@ def test_tpu_strategy_fails_clearly_without_a_tpu(strategy, tmp_path):
     assert result.returncode != 0 and "found no TPU" in result.stderr
 
 
-def test_mirrored_strategy_trains_on_two_logical_cpu_replicas(tmp_path):
-    # Stand-in for a multi-GPU host: the CPU split into two logical devices.
-    result = _train("--strategy=mirrored", "--cpu_devices=2", "--preset=tiny", "--image_size=4",
-                    "--steps=2", "--batch_size=8", "--num_samples=2",
-                    f"--model_dir={tmp_path}")
+def _losses(stdout):
+    return [float(v) for v in re.findall(r"^step \d+/\d+  bits/dim ([0-9.]+)", stdout, re.M)]
+
+
+def test_mirrored_on_two_replicas_reports_what_one_device_does(tmp_path):
+    # Stand-in for a multi-GPU host: the CPU split into two logical devices; the same global
+    # batch, so the same examples per step. Tolerance: printed 4 decimals, float32 sums.
+    runs = {}
+    for strategy in ("default", "mirrored"):
+        model_dir = tmp_path / strategy
+        result = _train(f"--strategy={strategy}", "--cpu_devices=2", "--preset=tiny",
+                        "--image_size=4", "--steps=4", "--log_every=1", "--batch_size=8",
+                        "--num_samples=1", "--eval_batches=4", f"--model_dir={model_dir}")
+        runs[strategy] = (_losses(result.stdout),
+                          json.loads((model_dir / "metrics.json").read_text()))
     assert "2 replica(s) under mirrored" in result.stdout
-    assert "held-out bits/dim" in result.stdout
+    (one, one_metrics), (two, two_metrics) = runs["default"], runs["mirrored"]
+    assert len(one) == 4
+    np.testing.assert_allclose(two, one, atol=2e-4)
+    for key in ("train_bits_per_dim", "held_out_bits_per_dim"):
+        np.testing.assert_allclose(two_metrics[key], one_metrics[key], atol=1e-4)
+    assert 4 < one_metrics["held_out_bits_per_dim"] < 6  # 5 bits: not doubled
 
 
 @pytest.mark.parametrize("model", ["spn", "multiscale"])
