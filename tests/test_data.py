@@ -43,3 +43,22 @@ def test_unknown_dataset_and_bad_arguments():
         data.load("embedded", "validation")
     with pytest.raises(ValueError, match="channels"):
         data.load("embedded", channels=2)
+
+
+def test_shards_are_disjoint_flips_reproducible_and_skip_resumes_the_stream():
+    def images(**kwargs):
+        ds = data.load("embedded", "test", image_size=4, bits=8, batch_size=8, shuffle=False,
+                       flip=True, seed=3, **kwargs)
+        return np.concatenate([b["images"].numpy() for b in ds])
+
+    whole = images()
+    np.testing.assert_array_equal(images(), whole)  # stateless flips: the same stream
+    first, second = images(shard=(2, 0)), images(shard=(2, 1))
+    assert len(first) + len(second) == len(whole)
+    np.testing.assert_array_equal(images(skip=5), whole[5:])
+    unflipped = data.load("embedded", "test", image_size=4, bits=8, batch_size=len(whole),
+                          shuffle=False, seed=3)
+    plain = next(iter(unflipped))["images"].numpy()
+    flipped = (whole != plain).reshape(len(whole), -1).any(axis=1)
+    assert 0.2 < flipped.mean() < 0.8
+    np.testing.assert_array_equal(whole[flipped], plain[flipped][:, :, ::-1])
