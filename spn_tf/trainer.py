@@ -49,6 +49,9 @@ class TrainConfig:
         `model.keras` (0: off; e.g. 0.9999 for long runs).
       clip_grad_norm: clip the all-reduced gradients to this global norm (None: off).
       eval_batches: held-out batches for bits/dim (0 = the whole test split).
+      eval_every: steps between held-out evaluations during training (0: only at the end).
+      eval_slices_per_call: SPN slices per network call in exact evaluation (0: the batch
+        size, i.e. a training batch's memory).
       num_samples, temperature: the sample grid.
       model_dir: where checkpoints, samples and metrics go.
       strategy: `default`, `mirrored`, `multi_worker` or `tpu`; tpu_address for `tpu`.
@@ -78,6 +81,8 @@ class TrainConfig:
     ema_decay: float = 0.0
     clip_grad_norm: float = None
     eval_batches: int = 0
+    eval_every: int = 0
+    eval_slices_per_call: int = 0
     num_samples: int = 16
     temperature: float = 1.0
     model_dir: str = "runs/quickstart"
@@ -168,8 +173,15 @@ def _test_dataset(config):
     return test.take(config.eval_batches) if config.eval_batches else test
 
 
+def _evaluate(config, model, optimizer):
+    """Exact held-out bits/dim with the EMA weights, in bounded memory."""
+    with averaged_weights(model, optimizer):
+        return mean_bits_per_dim(model, _test_dataset(config),
+                                 config.eval_slices_per_call or config.batch_size)
+
+
 def _run_steps(config, strategy, model, optimizer, checkpoints):
-    """Trains from the optimizer's step to `config.steps`, checkpointing and logging.
+    """Trains from the optimizer's step to `config.steps`, checkpointing, logging, evaluating.
 
     Returns:
       `(train bits/dim over the last logging interval or None, images per second or None)`.
@@ -204,6 +216,10 @@ def _run_steps(config, strategy, model, optimizer, checkpoints):
                   f"{(step - tick_step) * config.batch_size / (now - tick):.1f} images/s",
                   flush=True)
             interval, tick, tick_step = [], now, step
+        if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+            print(f"step {step}/{config.steps}  held-out bits/dim "
+                  f"{_evaluate(config, model, optimizer):.4f}", flush=True)
+            tick = time.time()
     images_per_second = (step - start_step) * config.batch_size / (time.time() - start)
     return train_bits, images_per_second
 
@@ -253,8 +269,8 @@ def train_and_evaluate(config):
     start = time.time()
     train_bits, images_per_second = _run_steps(config, strategy, model, optimizer, checkpoints)
     train_seconds = time.time() - start
+    held_out = _evaluate(config, model, optimizer)
     with averaged_weights(model, optimizer):
-        held_out = mean_bits_per_dim(model, _test_dataset(config))
         metrics = {"train_bits_per_dim": train_bits, "held_out_bits_per_dim": held_out,
                    "steps": int(optimizer.iterations.numpy()), "train_seconds": train_seconds,
                    "images_per_second": images_per_second,

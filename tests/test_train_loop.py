@@ -8,6 +8,7 @@ import tensorflow as tf
 from spn_tf import models
 from spn_tf.trainer import TrainConfig, build_model, make_optimizer
 from spn_tf.training.averaging import averaged_weights
+from spn_tf.training.evaluation import mean_bits_per_dim, slice_chunks_log_prob
 from spn_tf.training.schedules import WarmupThenDecay
 from spn_tf.training.step import TrainStep
 
@@ -114,3 +115,32 @@ def test_mixed_bfloat16_trains_without_nan_and_matches_float32(model_name):
     assert np.isfinite(mixed).all() and np.isfinite(bits).all()
     # bfloat16 keeps 8 mantissa bits: per-step bits/dim agree within 2%.
     np.testing.assert_allclose(mixed[:, 0], float32[:, 0], rtol=0.02)
+
+
+def test_exact_spn_evaluation_by_chunks_equals_one_batch_and_bounds_the_slice_batch():
+    keras.utils.set_random_seed(0)
+    model = models.build("spn", 4, channels=3, bits=2, preset="tiny", subscale_factor=2,
+                         cond={"label": 3})
+    model.build()
+    images = IMAGES[:5]
+    cond = {"label": np.arange(5, dtype=np.int32) % 3}
+    expected = model.log_prob(images, cond).numpy()
+    built = []
+    slice_logits = model._slice_logits
+
+    def recording(slices, slice_index, context, visible):
+        if tf.executing_eagerly():  # slice_chunks_log_prob runs eagerly below
+            built.append(int(tf.size(slice_index)))
+        return slice_logits(slices, slice_index, context, visible)
+
+    model._slice_logits = recording
+    for chunk in (3, 7):  # 5 images x 4 slices = 20 slices, in uneven chunks
+        built.clear()
+        got = slice_chunks_log_prob(model, tf.constant(images), cond, chunk).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+        assert max(built) <= chunk and sum(built) == 20
+    ds = tf.data.Dataset.from_tensor_slices({"images": images, **cond}).batch(2)
+    expected_bits = float(np.mean(model.bits_per_dim(images, cond).numpy()))
+    assert mean_bits_per_dim(model, ds, slices_per_call=3) == pytest.approx(expected_bits,
+                                                                            rel=1e-5)
+    assert mean_bits_per_dim(model, ds) == pytest.approx(expected_bits, rel=1e-5)
