@@ -167,7 +167,7 @@ def _train_dataset(config, strategy, start_step):
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def _test_dataset(config):
+def held_out_dataset(config):
     test = data.load(config.dataset, "test", batch_size=config.batch_size, shuffle=False,
                      **_data_args(config))
     return test.take(config.eval_batches) if config.eval_batches else test
@@ -176,7 +176,7 @@ def _test_dataset(config):
 def _evaluate(config, model, optimizer):
     """Exact held-out bits/dim with the EMA weights, in bounded memory."""
     with averaged_weights(model, optimizer):
-        return mean_bits_per_dim(model, _test_dataset(config),
+        return mean_bits_per_dim(model, held_out_dataset(config),
                                  config.eval_slices_per_call or config.batch_size)
 
 

@@ -33,6 +33,13 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     assert (model_dir / "model.keras").exists()
     config = json.loads((model_dir / "config.json").read_text())
     assert config["preset"] == "tiny" and config["conditional"] is True
+    # The finished run evaluates again from its directory alone: the same exact value.
+    result = subprocess.run([sys.executable, "-m", "spn_tf.evaluate", f"--model_dir={model_dir}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((model_dir / "evaluation.json").read_text())
+    assert evaluation["held_out_bits_per_dim"] == pytest.approx(
+        metrics["held_out_bits_per_dim"], abs=1e-5)
 
 
 def test_bad_flags_and_corrupt_checkpoint_give_clear_errors(tmp_path):
