@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags
 
-from spn_tf.trainer import TrainConfig, load_checkpoint, held_out_dataset
+from spn_tf.trainer import TrainConfig, held_out_dataset, load_checkpoint
 from spn_tf.training.evaluation import mean_bits_per_dim
 
 FLAGS = flags.FLAGS
