@@ -26,6 +26,7 @@ from spn_tf.training.checkpoints import RunCheckpoints
 from spn_tf.training.evaluation import mean_bits_per_dim
 from spn_tf.training.schedules import WarmupThenDecay
 from spn_tf.training.step import TrainStep
+from spn_tf.training.summaries import RunSummaries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +181,7 @@ def _evaluate(config, model, optimizer):
                                  config.eval_slices_per_call or config.batch_size)
 
 
-def _run_steps(config, strategy, model, optimizer, checkpoints):
+def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
     """Trains from the optimizer's step to `config.steps`, checkpointing, logging, evaluating.
 
     Returns:
@@ -210,15 +211,20 @@ def _run_steps(config, strategy, model, optimizer, checkpoints):
             checkpoints.save(step)
         if step % config.log_every == 0 or step == config.steps:
             now = time.time()
-            train_bits = float(np.mean(interval))
+            values = dict(bits_per_dim=float(np.mean(interval)),
+                          learning_rate=float(optimizer.learning_rate),
+                          gradient_norm=float(norm),
+                          images_per_second=(step - tick_step) * config.batch_size / (now - tick))
+            train_bits = values["bits_per_dim"]
+            summaries.scalars("train", step, **values)
             print(f"step {step}/{config.steps}  bits/dim {train_bits:.4f}  "
-                  f"lr {float(optimizer.learning_rate):.3g}  grad norm {float(norm):.3g}  "
-                  f"{(step - tick_step) * config.batch_size / (now - tick):.1f} images/s",
-                  flush=True)
+                  f"lr {values['learning_rate']:.3g}  grad norm {float(norm):.3g}  "
+                  f"{values['images_per_second']:.1f} images/s", flush=True)
             interval, tick, tick_step = [], now, step
         if config.eval_every and step % config.eval_every == 0 and step < config.steps:
-            print(f"step {step}/{config.steps}  held-out bits/dim "
-                  f"{_evaluate(config, model, optimizer):.4f}", flush=True)
+            held_out = _evaluate(config, model, optimizer)
+            summaries.scalars("eval", step, bits_per_dim=held_out)
+            print(f"step {step}/{config.steps}  held-out bits/dim {held_out:.4f}", flush=True)
             tick = time.time()
     images_per_second = (step - start_step) * config.batch_size / (time.time() - start)
     return train_bits, images_per_second
@@ -267,9 +273,12 @@ def train_and_evaluate(config):
           f"{config.image_size}x{config.image_size}x{config.channels} at {config.bits} bits, "
           f"{replicas} replica(s) under {config.strategy}", flush=True)
     start = time.time()
-    train_bits, images_per_second = _run_steps(config, strategy, model, optimizer, checkpoints)
+    summaries = RunSummaries(config.model_dir, enabled=is_chief)
+    train_bits, images_per_second = _run_steps(config, strategy, model, optimizer, checkpoints,
+                                               summaries)
     train_seconds = time.time() - start
     held_out = _evaluate(config, model, optimizer)
+    summaries.scalars("eval", config.steps, bits_per_dim=held_out)
     with averaged_weights(model, optimizer):
         metrics = {"train_bits_per_dim": train_bits, "held_out_bits_per_dim": held_out,
                    "steps": int(optimizer.iterations.numpy()), "train_seconds": train_seconds,
@@ -285,6 +294,7 @@ def train_and_evaluate(config):
                     % model.cond_spec["label"]}
         samples = model.sample(config.num_samples, config.seed, config.temperature, cond=cond)
     metrics["sample_seconds"] = time.time() - start
+    summaries.samples(config.steps, samples.numpy(), config.bits)
     metrics["samples_png"] = write_png_grid(samples.numpy(), config.bits,
                                             os.path.join(config.model_dir, "samples.png"))
     metrics["checkpoint"] = keras_path

@@ -25,8 +25,17 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     model_dir = tmp_path / "run"
     result = _train("--flagfile=configs/quickstart.cfg", "--preset=tiny", "--image_size=4",
                     "--steps=4", "--checkpoint_every=2", "--batch_size=8", "--num_samples=4",
-                    "--conditional", f"--model_dir={model_dir}")
+                    "--conditional", "--eval_every=2", "--log_every=1",
+                    f"--model_dir={model_dir}")
     assert "held-out bits/dim" in result.stdout
+    # Not a progress bar: one line per logging interval, a mid-run evaluation.
+    assert len(re.findall(r"^step \d+/4  bits/dim", result.stdout, re.M)) == 4
+    assert "step 2/4  held-out bits/dim" in result.stdout
+    events = {split: b"".join(path.read_bytes() for path in (model_dir / split).iterdir())
+              for split in ("train", "eval")}
+    for tag in (b"bits_per_dim", b"learning_rate", b"gradient_norm", b"images_per_second"):
+        assert tag in events["train"]
+    assert b"bits_per_dim" in events["eval"] and b"samples" in events["eval"]
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert 0 < metrics["held_out_bits_per_dim"] < 8
     assert (model_dir / "samples.png").read_bytes()[:4] == b"\x89PNG"
