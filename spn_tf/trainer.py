@@ -169,6 +169,7 @@ def _train_dataset(config, strategy, start_step):
 
 
 def held_out_dataset(config):
+    """The test split the config names: `eval_batches` batches, or all of it."""
     test = data.load(config.dataset, "test", batch_size=config.batch_size, shuffle=False,
                      **_data_args(config))
     return test.take(config.eval_batches) if config.eval_batches else test
