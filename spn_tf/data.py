@@ -6,6 +6,8 @@ Names:
     deterministically: training crops from the left part of each photo, held-out crops from a
     disjoint strip on the right, so held-out bits/dim are measured on unseen pixels. The label
     is the source photo (10 classes). Loads offline; serves the quickstart and the tests.
+  * `folder:/path` — a user's images (PNG, JPEG, GIF, BMP): `/path/train` and `/path/test`
+    when both exist, otherwise every tenth file (sorted by name) is held out. No labels.
   * TFDS names (`imagenet_resized/32x32`, `imagenet_resized/64x64`, `celeb_a_hq/256`,
     `cifar10`, `mnist`, ...) — read from prepared TFDS data only. This package never starts a
     download: missing data fails at once with the command that prepares it.
@@ -102,8 +104,33 @@ def _tfds_dataset(name, split, data_dir):
                   num_parallel_calls=tf.data.AUTOTUNE)
 
 
+FOLDER = "folder:"
+IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.gif", "*.bmp", "*.PNG", "*.JPG", "*.JPEG")
+
+
+def _folder_dataset(path, split):
+    """`(image uint8 (h, w, 3), label 0)` pairs of the image files of a folder split."""
+    if not tf.io.gfile.isdir(path):
+        raise ValueError(f"--dataset=folder:{path}: {path} is not a directory of images.")
+    split_dir = os.path.join(path, split)
+    both = all(tf.io.gfile.isdir(os.path.join(path, s)) for s in ("train", "test"))
+    files = sorted(f for pattern in IMAGE_PATTERNS
+                   for f in tf.io.gfile.glob(os.path.join(split_dir if both else path, pattern)))
+    if not both:
+        files = [f for i, f in enumerate(files) if (i % 10 == 0) == (split == "test")]
+    if not files:
+        where = split_dir if both else path
+        raise ValueError(f"--dataset=folder:{path} has no {split} images in {where} "
+                         f"({', '.join(IMAGE_PATTERNS)}).")
+    decode = lambda f: (tf.io.decode_image(tf.io.read_file(f), channels=3,
+                                           expand_animations=False), tf.constant(0, tf.int64))
+    return tf.data.Dataset.from_tensor_slices(files).map(decode)
+
+
 def num_classes(name):
     """Classes of a dataset's labels (0 when it has none)."""
+    if name.startswith(FOLDER):
+        return 0
     if name not in NUM_CLASSES:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(NUM_CLASSES)}.")
     return NUM_CLASSES[name]
@@ -145,6 +172,8 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
     if name == EMBEDDED:
         images, labels = embedded_arrays(split, image_size, seed)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    elif name.startswith(FOLDER):
+        ds = _folder_dataset(name[len(FOLDER):], split)
     else:
         ds = _tfds_dataset(name, split, data_dir)
 

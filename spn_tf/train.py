@@ -19,7 +19,8 @@ FLAGS = flags.FLAGS
 def define_flags():
     flags.DEFINE_enum("model", "raster", sorted(models.MODELS), "Model family.")
     flags.DEFINE_enum("preset", "small", list(models.PRESET_NAMES), "Model size preset.")
-    flags.DEFINE_string("dataset", "embedded", "'embedded' or a prepared TFDS dataset name.")
+    flags.DEFINE_string("dataset", "embedded", "'embedded', 'folder:/path/to/images' or a "
+                        "prepared TFDS dataset name.")
     flags.DEFINE_string("data_dir", "", "Directory of prepared TFDS data.")
     flags.DEFINE_integer("image_size", 16, "Image height = width.", lower_bound=1)
     flags.DEFINE_enum("channels", "3", ["1", "3"], "Image channels.")
