@@ -61,6 +61,8 @@ def define_flags():
     flags.DEFINE_integer("eval_slices_per_call", 0, "SPN slices per network call in exact "
                          "evaluation (0: --batch_size, a training batch's memory).",
                          lower_bound=0)
+    flags.DEFINE_integer("sample_every", 0, "Steps between sample grids in TensorBoard (0: the "
+                         "final grid only).", lower_bound=0)
     flags.DEFINE_integer("num_samples", 16, "Images in the sample grid.", lower_bound=1)
     flags.DEFINE_float("temperature", 1.0, "Sampling temperature.", lower_bound=0.0)
     flags.DEFINE_string("model_dir", "runs/quickstart", "Checkpoints, samples and metrics.")
@@ -109,6 +111,7 @@ def config_from_flags():
         final_learning_rate=FLAGS.final_learning_rate, ema_decay=FLAGS.ema_decay,
         clip_grad_norm=FLAGS.clip_grad_norm, eval_batches=FLAGS.eval_batches,
         eval_every=FLAGS.eval_every, eval_slices_per_call=FLAGS.eval_slices_per_call,
+        sample_every=FLAGS.sample_every,
         num_samples=FLAGS.num_samples, temperature=FLAGS.temperature, model_dir=FLAGS.model_dir,
         strategy=FLAGS.strategy, tpu_address=FLAGS.tpu_address, jit_compile=FLAGS.jit_compile,
         mixed_precision=FLAGS.mixed_precision, flip=FLAGS.flip, seed=FLAGS.seed)

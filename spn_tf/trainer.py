@@ -53,7 +53,8 @@ class TrainConfig:
       eval_every: steps between held-out evaluations during training (0: only at the end).
       eval_slices_per_call: SPN slices per network call in exact evaluation (0: the batch
         size, i.e. a training batch's memory).
-      num_samples, temperature: the sample grid.
+      num_samples, temperature: the sample grid; sample_every: steps between sample grids
+        in TensorBoard (0: only the final grid).
       model_dir: where checkpoints, samples and metrics go.
       strategy: `default`, `mirrored`, `multi_worker` or `tpu`; tpu_address for `tpu`.
       jit_compile: XLA-compile the train step; mixed_precision: `mixed_bfloat16` policy.
@@ -84,6 +85,7 @@ class TrainConfig:
     eval_batches: int = 0
     eval_every: int = 0
     eval_slices_per_call: int = 0
+    sample_every: int = 0
     num_samples: int = 16
     temperature: float = 1.0
     model_dir: str = "runs/quickstart"
@@ -182,6 +184,14 @@ def _evaluate(config, model, optimizer):
                                  config.eval_slices_per_call or config.batch_size)
 
 
+def _draw_samples(config, model):
+    """The sample grid's images (int numpy), labels cycling over the classes if conditional."""
+    cond = None
+    if config.conditional:
+        cond = {"label": np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]}
+    return model.sample(config.num_samples, config.seed, config.temperature, cond=cond).numpy()
+
+
 def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
     """Trains from the optimizer's step to `config.steps`, checkpointing, logging, evaluating.
 
@@ -226,6 +236,11 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
             held_out = _evaluate(config, model, optimizer)
             summaries.scalars("eval", step, bits_per_dim=held_out)
             print(f"step {step}/{config.steps}  held-out bits/dim {held_out:.4f}", flush=True)
+            tick = time.time()
+        if config.sample_every and step % config.sample_every == 0 and step < config.steps:
+            if summaries.enabled:
+                with averaged_weights(model, optimizer):
+                    summaries.samples(step, _draw_samples(config, model), config.bits)
             tick = time.time()
     images_per_second = (step - start_step) * config.batch_size / (time.time() - start)
     return train_bits, images_per_second
@@ -289,14 +304,10 @@ def train_and_evaluate(config):
             return metrics
         model.save(keras_path)
         start = time.time()
-        cond = None
-        if config.conditional:
-            cond = {"label": np.arange(config.num_samples, dtype=np.int32)
-                    % model.cond_spec["label"]}
-        samples = model.sample(config.num_samples, config.seed, config.temperature, cond=cond)
+        samples = _draw_samples(config, model)
     metrics["sample_seconds"] = time.time() - start
-    summaries.samples(config.steps, samples.numpy(), config.bits)
-    metrics["samples_png"] = write_png_grid(samples.numpy(), config.bits,
+    summaries.samples(config.steps, samples, config.bits)
+    metrics["samples_png"] = write_png_grid(samples, config.bits,
                                             os.path.join(config.model_dir, "samples.png"))
     metrics["checkpoint"] = keras_path
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:

@@ -25,7 +25,7 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     model_dir = tmp_path / "run"
     result = _train("--flagfile=configs/quickstart.cfg", "--preset=tiny", "--image_size=4",
                     "--steps=4", "--checkpoint_every=2", "--batch_size=8", "--num_samples=4",
-                    "--conditional", "--eval_every=2", "--log_every=1",
+                    "--conditional", "--eval_every=2", "--sample_every=2", "--log_every=1",
                     f"--model_dir={model_dir}")
     assert "held-out bits/dim" in result.stdout
     # Not a progress bar: one line per logging interval, a mid-run evaluation.
@@ -36,6 +36,7 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     for tag in (b"bits_per_dim", b"learning_rate", b"gradient_norm", b"images_per_second"):
         assert tag in events["train"]
     assert b"bits_per_dim" in events["eval"] and b"samples" in events["eval"]
+    assert events["eval"].count(b"\x89PNG") == 2 * 4  # grids at step 2 and at the end
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert 0 < metrics["held_out_bits_per_dim"] < 8
     assert (model_dir / "samples.png").read_bytes()[:4] == b"\x89PNG"

@@ -52,8 +52,9 @@ def test_two_workers_train_and_leave_one_checkpoint_a_single_process_resumes(tmp
     assert "2 replica(s) under multi_worker" in chief
     assert len(_losses(chief)) == 4 and _losses(chief) == _losses(other)  # one synced model
     # Only the chief writes the artefacts; workers' temporary checkpoint dirs are gone.
-    assert sorted(os.listdir(model_dir)) == ["checkpoints", "config.json", "metrics.json",
-                                             "model.keras", "samples.png"]
+    assert sorted(os.listdir(model_dir)) == ["checkpoints", "config.json", "eval",
+                                             "metrics.json", "model.keras", "samples.png",
+                                             "train"]
     assert "held-out bits/dim" in chief and "held-out bits/dim" not in other
 
     result = subprocess.run(

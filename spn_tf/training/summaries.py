@@ -26,6 +26,7 @@ class RunSummaries:
     """
 
     def __init__(self, model_dir, enabled=True):
+        self.enabled = enabled
         self._writers = {}
         if enabled:
             self._writers = {name: tf.summary.create_file_writer(os.path.join(model_dir, name))
