@@ -8,7 +8,8 @@ import tensorflow as tf
 from spn_tf import models
 from spn_tf.trainer import TrainConfig, build_model, make_optimizer
 from spn_tf.training.averaging import averaged_weights
-from spn_tf.training.evaluation import mean_bits_per_dim, slice_chunks_log_prob
+from spn_tf.training.evaluation import (chunked_log_prob, mean_bits_per_dim,
+                                         slice_chunks_log_prob)
 from spn_tf.training.schedules import WarmupThenDecay
 from spn_tf.training.step import TrainStep
 
@@ -144,3 +145,17 @@ def test_exact_spn_evaluation_by_chunks_equals_one_batch_and_bounds_the_slice_ba
     assert mean_bits_per_dim(model, ds, slices_per_call=3) == pytest.approx(expected_bits,
                                                                             rel=1e-5)
     assert mean_bits_per_dim(model, ds) == pytest.approx(expected_bits, rel=1e-5)
+
+
+def test_upscaling_composite_evaluation_by_chunks_equals_its_log_prob():
+    keras.utils.set_random_seed(0)
+    model = models.build("upscaling", 4, channels=3, bits=2, preset="tiny", subscale_factor=2,
+                         depth_bits=1)
+    model.build()
+    images = IMAGES[:3]
+    expected = model.log_prob(images).numpy()
+    got = chunked_log_prob(model, tf.constant(images), None, 4).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(2)
+    assert mean_bits_per_dim(model, ds, slices_per_call=5) == pytest.approx(
+        float(np.mean(model.bits_per_dim(images).numpy())), rel=1e-5)

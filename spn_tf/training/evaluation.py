@@ -1,4 +1,4 @@
-"""Exact held-out bits/dim over a whole dataset, in bounded memory for SPNs."""
+"""Exact held-out bits/dim over a whole dataset, in bounded memory for slice models."""
 
 import tensorflow as tf
 
@@ -37,28 +37,42 @@ def slice_chunks_log_prob(model, images, cond, slices_per_call):
     return total
 
 
+def chunked_log_prob(model, images, cond, slices_per_call):
+    """Exact `log_prob` in chunks of slices: an SPN, or the upscaling composite (the sum of
+    its SPNs' terms); `None` for a model without slices."""
+    if hasattr(model, "slice_log_prob"):
+        return slice_chunks_log_prob(model, images, cond, slices_per_call)
+    if hasattr(model, "part_inputs"):
+        return tf.add_n([
+            slice_chunks_log_prob(network, *model.part_inputs(part, images, cond or {}),
+                                  slices_per_call)
+            for part, network in model.networks.items()])
+    return None
+
+
 def mean_bits_per_dim(model, dataset, slices_per_call=0):
     """Mean of exact bits/dim over every example of `dataset`.
 
     Args:
       model: a `DensityModel`.
       dataset: batches of images or of dicts `{"images", "label", ...}`.
-      slices_per_call: for a model with `slice_log_prob` (SPN), evaluate this many slices per
+      slices_per_call: for SPNs and the upscaling composite, evaluate this many slices per
         network call (0: `model.log_prob`, all slices of the batch at once).
 
     Returns:
       float.
     """
-    chunked = slices_per_call and hasattr(model, "slice_log_prob")
 
     @tf.function(reduce_retracing=True)
     def batch_sum(batch):
         images, cond = inputs_lib.split_inputs(batch)
-        if chunked:
-            log_prob = slice_chunks_log_prob(model, images, cond or None, slices_per_call)
-            values = bits_per_dim(log_prob, model.num_dims)
-        else:
+        log_prob = None
+        if slices_per_call:
+            log_prob = chunked_log_prob(model, images, cond or None, slices_per_call)
+        if log_prob is None:
             values = model.bits_per_dim(images, cond or None)
+        else:
+            values = bits_per_dim(log_prob, model.num_dims)
         return tf.reduce_sum(values), tf.size(values)
 
     total, count = 0.0, 0
