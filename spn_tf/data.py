@@ -6,6 +6,8 @@ Names:
     deterministically: training crops from the left part of each photo, held-out crops from a
     disjoint strip on the right, so held-out bits/dim are measured on unseen pixels. The label
     is the source photo (10 classes). Loads offline; serves the quickstart and the tests.
+  * `folder:/path` — a user's images (PNG, JPEG, GIF, BMP): `/path/train` and `/path/test`
+    when both exist, otherwise every tenth file (sorted by name) is held out. No labels.
   * TFDS names (`imagenet_resized/32x32`, `imagenet_resized/64x64`, `celeb_a_hq/256`,
     `cifar10`, `mnist`, ...) — read from prepared TFDS data only. This package never starts a
     download: missing data fails at once with the command that prepares it.
@@ -102,8 +104,33 @@ def _tfds_dataset(name, split, data_dir):
                   num_parallel_calls=tf.data.AUTOTUNE)
 
 
+FOLDER = "folder:"
+IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.gif", "*.bmp", "*.PNG", "*.JPG", "*.JPEG")
+
+
+def _folder_dataset(path, split):
+    """`(image uint8 (h, w, 3), label 0)` pairs of the image files of a folder split."""
+    if not tf.io.gfile.isdir(path):
+        raise ValueError(f"--dataset=folder:{path}: {path} is not a directory of images.")
+    split_dir = os.path.join(path, split)
+    both = all(tf.io.gfile.isdir(os.path.join(path, s)) for s in ("train", "test"))
+    files = sorted(f for pattern in IMAGE_PATTERNS
+                   for f in tf.io.gfile.glob(os.path.join(split_dir if both else path, pattern)))
+    if not both:
+        files = [f for i, f in enumerate(files) if (i % 10 == 0) == (split == "test")]
+    if not files:
+        where = split_dir if both else path
+        raise ValueError(f"--dataset=folder:{path} has no {split} images in {where} "
+                         f"({', '.join(IMAGE_PATTERNS)}).")
+    decode = lambda f: (tf.io.decode_image(tf.io.read_file(f), channels=3,
+                                           expand_animations=False), tf.constant(0, tf.int64))
+    return tf.data.Dataset.from_tensor_slices(files).map(decode)
+
+
 def num_classes(name):
     """Classes of a dataset's labels (0 when it has none)."""
+    if name.startswith(FOLDER):
+        return 0
     if name not in NUM_CLASSES:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(NUM_CLASSES)}.")
     return NUM_CLASSES[name]
@@ -111,7 +138,7 @@ def num_classes(name):
 
 def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_size=16,
          shuffle=True, repeat=False, with_labels=False, flip=False, data_dir=None, seed=0,
-         drop_remainder=None):
+         drop_remainder=None, shard=(1, 0), skip=0):
     """A batched pipeline of images (and labels).
 
     Args:
@@ -125,7 +152,12 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
       with_labels: add `"label"` int32 `(B,)` (class-conditional models).
       flip: random horizontal flips (augmentation).
       data_dir: where prepared TFDS data lives.
+      seed: shuffle order and flips (stateless: the same seed gives the same stream).
       drop_remainder: defaults to `repeat` (static batch shapes for training, XLA and TPUs).
+      shard: `(num_shards, index)`: this input pipeline's share of the examples (one per
+        worker under multi-worker training); its flips draw from their own stream.
+      skip: examples of the (shuffled, repeated) stream to pass over before preparing any:
+        a resumed run continues where it stopped.
 
     Returns:
       `tf.data.Dataset` of dicts `{"images": int32 (B, H, W, C)[, "label": int32 (B,)]}`.
@@ -136,13 +168,17 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}.")
+    num_shards, shard_index = shard
     if name == EMBEDDED:
         images, labels = embedded_arrays(split, image_size, seed)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    elif name.startswith(FOLDER):
+        ds = _folder_dataset(name[len(FOLDER):], split)
     else:
         ds = _tfds_dataset(name, split, data_dir)
 
-    def prepare(image, label):
+    def prepare(index, example):
+        image, label = example
         image = tf.convert_to_tensor(image)
         if image.shape[-1] not in (None, 1, 3):
             image = image[..., :3]
@@ -156,16 +192,21 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
             image = tf.image.grayscale_to_rgb(image)
         image = reduce_bits(tf.cast(image, tf.int32), bits)
         if flip:
-            image = tf.image.random_flip_left_right(image, seed=seed)
+            flip_seed = tf.random.experimental.stateless_fold_in(
+                tf.constant([seed, shard_index], tf.int64), index)
+            image = tf.image.stateless_random_flip_left_right(image, flip_seed)
         example = {"images": image}
         if with_labels:
             example["label"] = tf.cast(label, tf.int32)
         return example
 
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
     if shuffle:
         ds = ds.shuffle(4096, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    # The element index seeds its flip: the same stream whatever the parallelism.
+    ds = ds.enumerate().skip(skip).map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     drop = repeat if drop_remainder is None else drop_remainder
     return ds.batch(batch_size, drop_remainder=drop).prefetch(tf.data.AUTOTUNE)

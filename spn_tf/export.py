@@ -290,8 +290,8 @@ def next_version(export_base, name):
 def load_for_export(model_dir):
     """The model to export from a training run: `<model_dir>/model.keras`.
 
-    Training keeps no averaged (EMA) weights yet; when its checkpoint carries them, this is
-    the one place that swaps them in before export.
+    `spn_tf.train` writes `model.keras` with its averaged weights when it keeps them
+    (`--ema_decay`), so these are what gets exported.
 
     Raises:
       ValueError: no checkpoint, or one that cannot be read.

@@ -44,3 +44,18 @@ def make_strategy(name, tpu_address=""):
                 f"VM, or pass --tpu_address=grpc://HOST:8470, or use --strategy=mirrored.") from None
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"unknown strategy {name!r}; choose one of {STRATEGIES}.")
+
+
+def chief_and_task(strategy):
+    """`(is_chief, task_id)` of this process: the chief writes the run's artefacts.
+
+    A cluster without a `chief` task uses worker 0 as chief (TF's convention); without a
+    cluster (default, mirrored, tpu) this process is the chief.
+    """
+    resolver = strategy.cluster_resolver
+    if resolver is None or not resolver.task_type:
+        return True, 0
+    task_type, task_id = resolver.task_type, resolver.task_id or 0
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    is_chief = task_type == "chief" or (task_type == "worker" and task_id == 0 and not has_chief)
+    return is_chief, task_id

@@ -1,10 +1,12 @@
 """`train_and_evaluate`: the training job behind `python -m spn_tf.train`.
 
 Flags are read in `spn_tf/train.py` only; here a frozen `TrainConfig` flows inward. The job:
-build the model under the requested strategy, `fit` with a progress bar, checkpoint
-(`model.keras` every epoch of `steps_per_epoch` steps, plus `BackupAndRestore` so that an
-interrupted run resumes), evaluate exact held-out bits/dim, draw a PNG grid of samples, and
-write the resolved config and the metrics as JSON into `model_dir`.
+build the model and optimizer under the requested strategy, run the one custom training loop
+(`spn_tf.training.step`) with a progress line every `log_every` steps, checkpoint every
+`checkpoint_every` steps (`spn_tf.training.checkpoints`; a killed run resumes exactly), then
+evaluate exact held-out bits/dim, write `model.keras` and a PNG grid of samples (with the EMA
+weights when `ema_decay` is set) and the resolved config and the metrics as JSON.
+`model.fit` stays available for users' own code; the CLI does not use it.
 """
 
 import dataclasses
@@ -18,7 +20,13 @@ import numpy as np
 
 from spn_tf import data, models
 from spn_tf.grid import write_png_grid
-from spn_tf.strategies import make_strategy
+from spn_tf.strategies import chief_and_task, make_strategy
+from spn_tf.training.averaging import averaged_weights
+from spn_tf.training.checkpoints import RunCheckpoints
+from spn_tf.training.evaluation import mean_bits_per_dim
+from spn_tf.training.schedules import WarmupThenDecay
+from spn_tf.training.step import TrainStep
+from spn_tf.training.summaries import RunSummaries
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,17 +40,25 @@ class TrainConfig:
       image_size, channels, bits: the image space.
       conditional: class-conditional on the dataset's labels.
       hparams: model hyperparameter overrides (e.g. `{"subscale_factor": 4}`).
-      batch_size: global batch; steps: optimizer steps; steps_per_epoch: steps between
-        checkpoints.
+      batch_size: global batch (a multiple of the replica count); steps: optimizer steps.
+      checkpoint_every: steps between checkpoints; keep_checkpoints: how many are kept.
+      log_every: steps between progress lines.
       optimizer: `adam` or `rmsprop` (Reed et al. 2017 use RMSprop, epsilon 1e-8).
-      learning_rate: initial rate; final_learning_rate: reached linearly at the last step
-        (None: constant).
+      learning_rate: the peak rate; warmup_steps: linear warm-up to it; lr_decay:
+        `constant`, `linear` or `cosine` after warm-up, to final_learning_rate at the last step.
+      ema_decay: exponential moving average of the weights for evaluation, samples and
+        `model.keras` (0: off; e.g. 0.9999 for long runs).
+      clip_grad_norm: clip the all-reduced gradients to this global norm (None: off).
       eval_batches: held-out batches for bits/dim (0 = the whole test split).
-      num_samples, temperature: the sample grid.
+      eval_every: steps between held-out evaluations during training (0: only at the end).
+      eval_slices_per_call: SPN slices per network call in exact evaluation (0: the batch
+        size, i.e. a training batch's memory).
+      num_samples, temperature: the sample grid; sample_every: steps between sample grids
+        in TensorBoard (0: only the final grid).
       model_dir: where checkpoints, samples and metrics go.
       strategy: `default`, `mirrored`, `multi_worker` or `tpu`; tpu_address for `tpu`.
       jit_compile: XLA-compile the train step; mixed_precision: `mixed_bfloat16` policy.
-      flip: random horizontal flips; seed: everything random.
+      flip: random horizontal flips (off by default); seed: everything random.
     """
 
     model: str = "raster"
@@ -56,11 +72,20 @@ class TrainConfig:
     hparams: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 32
     steps: int = 600
-    steps_per_epoch: int = 100
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 3
+    log_every: int = 50
     optimizer: str = "adam"
     learning_rate: float = 1e-3
-    final_learning_rate: float = None
+    warmup_steps: int = 0
+    lr_decay: str = "constant"
+    final_learning_rate: float = 0.0
+    ema_decay: float = 0.0
+    clip_grad_norm: float = None
     eval_batches: int = 0
+    eval_every: int = 0
+    eval_slices_per_call: int = 0
+    sample_every: int = 0
     num_samples: int = 16
     temperature: float = 1.0
     model_dir: str = "runs/quickstart"
@@ -68,8 +93,12 @@ class TrainConfig:
     tpu_address: str = ""
     jit_compile: bool = False
     mixed_precision: bool = False
-    flip: bool = True
+    flip: bool = False
     seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
 
 
 def _cond_spec(config):
@@ -91,15 +120,14 @@ def build_model(config):
 
 
 def make_optimizer(config):
-    """Adam or RMSprop, with an optional linear decay of the learning rate over the run."""
-    rate = config.learning_rate
-    if config.final_learning_rate is not None:
-        rate = keras.optimizers.schedules.PolynomialDecay(
-            config.learning_rate, config.steps, config.final_learning_rate)
+    """Adam or RMSprop on a warm-up-then-decay schedule, keeping an EMA when asked."""
+    rate = WarmupThenDecay(config.learning_rate, config.steps, config.warmup_steps,
+                           config.lr_decay, config.final_learning_rate)
+    averaging = dict(use_ema=bool(config.ema_decay), ema_momentum=config.ema_decay or 0.99)
     if config.optimizer == "adam":
-        return keras.optimizers.Adam(rate)
+        return keras.optimizers.Adam(rate, **averaging)
     if config.optimizer == "rmsprop":
-        return keras.optimizers.RMSprop(rate, epsilon=1e-8)
+        return keras.optimizers.RMSprop(rate, epsilon=1e-8, **averaging)
     raise ValueError(f"optimizer must be 'adam' or 'rmsprop', got {config.optimizer!r}.")
 
 
@@ -113,70 +141,178 @@ def load_checkpoint(path):
             f"left untouched: move it away or pass another --model_dir to start afresh.") from None
 
 
-def _datasets(config, global_batch):
-    common = dict(image_size=config.image_size, bits=config.bits, channels=config.channels,
-                  with_labels=config.conditional, data_dir=config.data_dir or None,
-                  seed=config.seed)
-    train = data.load(config.dataset, "train", batch_size=global_batch, shuffle=True,
-                      repeat=True, flip=config.flip, **common)
-    test = data.load(config.dataset, "test", batch_size=global_batch, shuffle=False, **common)
-    if config.eval_batches:
-        test = test.take(config.eval_batches)
-    return train, test
+class TrainingDivergedError(ValueError):
+    """The training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def _data_args(config):
+    return dict(image_size=config.image_size, bits=config.bits, channels=config.channels,
+                with_labels=config.conditional, data_dir=config.data_dir or None,
+                seed=config.seed)
+
+
+def _train_dataset(config, strategy, start_step):
+    """One pipeline per worker (its shard), per-replica batches, after `start_step` steps.
+
+    Consecutive per-replica batches go to consecutive replicas, so N replicas see the same
+    examples per step as one device at the same global batch. The streams are deterministic
+    from the seed: a resumed run passes over the examples of the steps already taken.
+    """
+
+    def dataset_fn(context):
+        per_replica = context.get_per_replica_batch_size(config.batch_size)
+        local_replicas = strategy.num_replicas_in_sync // context.num_input_pipelines
+        return data.load(config.dataset, "train", batch_size=per_replica, shuffle=True,
+                         repeat=True, flip=config.flip,
+                         shard=(context.num_input_pipelines, context.input_pipeline_id),
+                         skip=start_step * per_replica * local_replicas, **_data_args(config))
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def held_out_dataset(config):
+    """The test split the config names: `eval_batches` batches, or all of it."""
+    test = data.load(config.dataset, "test", batch_size=config.batch_size, shuffle=False,
+                     **_data_args(config))
+    return test.take(config.eval_batches) if config.eval_batches else test
+
+
+def _evaluate(config, model, optimizer):
+    """Exact held-out bits/dim with the EMA weights, in bounded memory."""
+    with averaged_weights(model, optimizer):
+        return mean_bits_per_dim(model, held_out_dataset(config),
+                                 config.eval_slices_per_call or config.batch_size)
+
+
+def _draw_samples(config, model):
+    """The sample grid's images (int numpy), labels cycling over the classes if conditional."""
+    cond = None
+    if config.conditional:
+        cond = {"label": np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]}
+    return model.sample(config.num_samples, config.seed, config.temperature, cond=cond).numpy()
+
+
+def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
+    """Trains from the optimizer's step to `config.steps`, checkpointing, logging, evaluating.
+
+    Returns:
+      `(train bits/dim over the last logging interval or None, images per second or None)`.
+
+    Raises:
+      TrainingDivergedError: a NaN or infinite loss (nothing of that step is saved).
+    """
+    step = int(optimizer.iterations.numpy())
+    if step >= config.steps:
+        return None, None
+    train_step = TrainStep(model, optimizer, strategy, config.jit_compile, config.clip_grad_norm)
+    iterator = iter(_train_dataset(config, strategy, step))
+    interval, tick, tick_step, start, start_step = [], time.time(), step, time.time(), step
+    while step < config.steps:
+        loss, norm = train_step(iterator)
+        step += 1
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise TrainingDivergedError(
+                f"the training loss became {loss} at step {step}; stopped without saving it. "
+                f"The last good checkpoint ({checkpoints.latest() or 'none yet'}) is kept: "
+                f"lower --learning_rate or set --clip_grad_norm / --warmup_steps, then run "
+                f"again to resume from it.")
+        interval.append(loss)
+        if step % config.checkpoint_every == 0 or step == config.steps:
+            checkpoints.save(step)
+        if step % config.log_every == 0 or step == config.steps:
+            now = time.time()
+            values = dict(bits_per_dim=float(np.mean(interval)),
+                          learning_rate=float(optimizer.learning_rate),
+                          gradient_norm=float(norm),
+                          images_per_second=(step - tick_step) * config.batch_size / (now - tick))
+            train_bits = values["bits_per_dim"]
+            summaries.scalars("train", step, **values)
+            print(f"step {step}/{config.steps}  bits/dim {train_bits:.4f}  "
+                  f"lr {values['learning_rate']:.3g}  grad norm {float(norm):.3g}  "
+                  f"{values['images_per_second']:.1f} images/s", flush=True)
+            interval, tick, tick_step = [], now, step
+        if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+            held_out = _evaluate(config, model, optimizer)
+            summaries.scalars("eval", step, bits_per_dim=held_out)
+            print(f"step {step}/{config.steps}  held-out bits/dim {held_out:.4f}", flush=True)
+            tick = time.time()
+        if config.sample_every and step % config.sample_every == 0 and step < config.steps:
+            if summaries.enabled:
+                with averaged_weights(model, optimizer):
+                    summaries.samples(step, _draw_samples(config, model), config.bits)
+            tick = time.time()
+    images_per_second = (step - start_step) * config.batch_size / (time.time() - start)
+    return train_bits, images_per_second
 
 
 def train_and_evaluate(config):
-    """Runs the job; returns the metrics dict (also written to `model_dir/metrics.json`)."""
+    """Runs the job; returns the metrics dict (the chief also writes `metrics.json`).
+
+    Every strategy runs the same custom loop (`spn_tf.training.step.TrainStep`). A run resumes
+    from the latest checkpoint in `model_dir/checkpoints` (step, weights, optimizer, EMA, data
+    position) and ends at exactly `config.steps`; without one, a `model.keras` there is a warm
+    start. Evaluation, samples and `model.keras` use the EMA weights when `ema_decay` is set.
+    """
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     strategy = make_strategy(config.strategy, config.tpu_address)
-    workers = getattr(strategy.extended, "_num_workers", 1)
-    if workers > 1:
-        # Measured here: Keras 3.15 `fit` under MultiWorkerMirroredStrategy first averages the
-        # dict data batch across workers to infer shapes, then reduces scalar logs over axis 0;
-        # both fail (keras-team/keras#20585). BUILD_NOTES.md has the details.
-        raise ValueError(
-            f"--strategy=multi_worker with {workers} workers is not supported by Keras "
-            f"{keras.__version__} fit (keras-team/keras#20585); use one worker with "
-            f"--strategy=mirrored on a multi-GPU host.")
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(f"--batch_size={config.batch_size} must be a multiple of the "
+                         f"{replicas} replicas of --strategy={config.strategy}.")
+    is_chief, task_id = chief_and_task(strategy)
     os.makedirs(config.model_dir, exist_ok=True)
-    with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-        json.dump(dataclasses.asdict(config), f, indent=2)
-    checkpoint = os.path.join(config.model_dir, "model.keras")
+    if is_chief:
+        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(config), f, indent=2)
     with strategy.scope():
         model = build_model(config)
-        if os.path.exists(checkpoint):
-            model.set_weights(load_checkpoint(checkpoint).get_weights())
-            print(f"warm start from {checkpoint}")
-        model.compile(optimizer=make_optimizer(config), jit_compile=config.jit_compile)
-    train_ds, test_ds = _datasets(config, config.batch_size)
+        optimizer = make_optimizer(config)
+        optimizer.build(model.trainable_variables)
+    checkpoints = RunCheckpoints(os.path.join(config.model_dir, "checkpoints"),
+                                 config.keep_checkpoints, is_chief, task_id,
+                                 # Keras 3 models give tf.train.Checkpoint no children: list
+                                 # every variable (seed generator states included).
+                                 model_variables=list(model.variables),
+                                 optimizer=optimizer)
+    keras_path = os.path.join(config.model_dir, "model.keras")
+    resumed = checkpoints.restore_latest()
+    if resumed:
+        print(f"resumed from {resumed} at step {int(optimizer.iterations.numpy())}")
+    elif os.path.exists(keras_path):
+        with strategy.scope():
+            model.set_weights(load_checkpoint(keras_path).get_weights())
+        print(f"warm start from {keras_path}")
     print(f"{config.model} ({config.preset}): {model.count_params():,} parameters, "
           f"{config.image_size}x{config.image_size}x{config.channels} at {config.bits} bits, "
-          f"{strategy.num_replicas_in_sync} replica(s) under {config.strategy}")
-    steps_per_epoch = min(config.steps_per_epoch, config.steps)
+          f"{replicas} replica(s) under {config.strategy}", flush=True)
     start = time.time()
-    history = model.fit(
-        train_ds, steps_per_epoch=steps_per_epoch,
-        epochs=math.ceil(config.steps / steps_per_epoch), verbose=1,
-        callbacks=[keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup")),
-                   keras.callbacks.ModelCheckpoint(checkpoint)])
+    summaries = RunSummaries(config.model_dir, enabled=is_chief)
+    train_bits, images_per_second = _run_steps(config, strategy, model, optimizer, checkpoints,
+                                               summaries)
     train_seconds = time.time() - start
-    held_out = model.evaluate(test_ds, verbose=0, return_dict=True)["loss"]
-    start = time.time()
-    cond = None
-    if config.conditional:
-        cond = {"label": np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]}
-    samples = model.sample(config.num_samples, config.seed, config.temperature, cond=cond)
-    sample_seconds = time.time() - start
-    png = write_png_grid(samples.numpy(), config.bits,
-                         os.path.join(config.model_dir, "samples.png"))
-    metrics = {"train_bits_per_dim": float(history.history["loss"][-1]),
-               "held_out_bits_per_dim": float(held_out), "train_seconds": train_seconds,
-               "sample_seconds": sample_seconds, "samples_png": png, "checkpoint": checkpoint,
-               "parameters": int(model.count_params())}
+    held_out = _evaluate(config, model, optimizer)
+    summaries.scalars("eval", config.steps, bits_per_dim=held_out)
+    with averaged_weights(model, optimizer):
+        metrics = {"train_bits_per_dim": train_bits, "held_out_bits_per_dim": held_out,
+                   "steps": int(optimizer.iterations.numpy()), "train_seconds": train_seconds,
+                   "images_per_second": images_per_second,
+                   "parameters": int(model.count_params())}
+        if not is_chief:
+            return metrics
+        model.save(keras_path)
+        start = time.time()
+        samples = _draw_samples(config, model)
+    metrics["sample_seconds"] = time.time() - start
+    summaries.samples(config.steps, samples, config.bits)
+    metrics["samples_png"] = write_png_grid(samples, config.bits,
+                                            os.path.join(config.model_dir, "samples.png"))
+    metrics["checkpoint"] = keras_path
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    print(f"held-out bits/dim: {held_out:.4f}  (train {metrics['train_bits_per_dim']:.4f}); "
-          f"samples: {png} ({sample_seconds:.1f} s); checkpoint: {checkpoint}")
+    train_text = "" if train_bits is None else f"  (train {train_bits:.4f})"
+    print(f"held-out bits/dim: {held_out:.4f}{train_text}; samples: {metrics['samples_png']} "
+          f"({metrics['sample_seconds']:.1f} s); checkpoint: {keras_path}")
     return metrics

@@ -43,3 +43,43 @@ def test_unknown_dataset_and_bad_arguments():
         data.load("embedded", "validation")
     with pytest.raises(ValueError, match="channels"):
         data.load("embedded", channels=2)
+
+
+def test_shards_are_disjoint_flips_reproducible_and_skip_resumes_the_stream():
+    def images(**kwargs):
+        ds = data.load("embedded", "test", image_size=4, bits=8, batch_size=8, shuffle=False,
+                       flip=True, seed=3, **kwargs)
+        return np.concatenate([b["images"].numpy() for b in ds])
+
+    whole = images()
+    np.testing.assert_array_equal(images(), whole)  # stateless flips: the same stream
+    first, second = images(shard=(2, 0)), images(shard=(2, 1))
+    assert len(first) + len(second) == len(whole)
+    np.testing.assert_array_equal(images(skip=5), whole[5:])
+    unflipped = data.load("embedded", "test", image_size=4, bits=8, batch_size=len(whole),
+                          shuffle=False, seed=3)
+    plain = next(iter(unflipped))["images"].numpy()
+    flipped = (whole != plain).reshape(len(whole), -1).any(axis=1)
+    assert 0.2 < flipped.mean() < 0.8
+    np.testing.assert_array_equal(whole[flipped], plain[flipped][:, :, ::-1])
+
+
+def test_folder_of_images_is_a_dataset(tmp_path):
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        image = rng.integers(0, 256, (10 + i, 12, 3)).astype(np.uint8)
+        (tmp_path / f"im{i:02d}.png").write_bytes(tf.io.encode_png(image).numpy())
+    name = f"folder:{tmp_path}"
+    assert data.num_classes(name) == 0
+    train = data.load(name, "train", image_size=4, bits=3, batch_size=16, shuffle=False)
+    test = data.load(name, "test", image_size=4, bits=3, batch_size=16, shuffle=False)
+    train_images, test_images = next(iter(train))["images"], next(iter(test))["images"]
+    assert train_images.shape == (10, 4, 4, 3) and test_images.shape == (2, 4, 4, 3)
+    assert int(tf.reduce_max(train_images)) < 8
+    with pytest.raises(ValueError, match="not a directory"):
+        data.load(f"folder:{tmp_path}/missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="has no train images"):
+        data.load(f"folder:{tmp_path}/empty")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -23,15 +24,32 @@ def _train(*args, check=True):
 def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     model_dir = tmp_path / "run"
     result = _train("--flagfile=configs/quickstart.cfg", "--preset=tiny", "--image_size=4",
-                    "--steps=4", "--steps_per_epoch=2", "--batch_size=8", "--num_samples=4",
-                    "--conditional", f"--model_dir={model_dir}")
+                    "--steps=4", "--checkpoint_every=2", "--batch_size=8", "--num_samples=4",
+                    "--conditional", "--eval_every=2", "--sample_every=2", "--log_every=1",
+                    f"--model_dir={model_dir}")
     assert "held-out bits/dim" in result.stdout
+    # Not a progress bar: one line per logging interval, a mid-run evaluation.
+    assert len(re.findall(r"^step \d+/4  bits/dim", result.stdout, re.M)) == 4
+    assert "step 2/4  held-out bits/dim" in result.stdout
+    events = {split: b"".join(path.read_bytes() for path in (model_dir / split).iterdir())
+              for split in ("train", "eval")}
+    for tag in (b"bits_per_dim", b"learning_rate", b"gradient_norm", b"images_per_second"):
+        assert tag in events["train"]
+    assert b"bits_per_dim" in events["eval"] and b"samples" in events["eval"]
+    assert events["eval"].count(b"\x89PNG") == 2 * 4  # grids at step 2 and at the end
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert 0 < metrics["held_out_bits_per_dim"] < 8
     assert (model_dir / "samples.png").read_bytes()[:4] == b"\x89PNG"
     assert (model_dir / "model.keras").exists()
     config = json.loads((model_dir / "config.json").read_text())
     assert config["preset"] == "tiny" and config["conditional"] is True
+    # The finished run evaluates again from its directory alone: the same exact value.
+    result = subprocess.run([sys.executable, "-m", "spn_tf.evaluate", f"--model_dir={model_dir}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    evaluation = json.loads((model_dir / "evaluation.json").read_text())
+    assert evaluation["held_out_bits_per_dim"] == pytest.approx(
+        metrics["held_out_bits_per_dim"], abs=1e-5)
 
 
 def test_bad_flags_and_corrupt_checkpoint_give_clear_errors(tmp_path):
@@ -55,13 +73,28 @@ def test_tpu_strategy_fails_clearly_without_a_tpu(strategy, tmp_path):
     assert result.returncode != 0 and "found no TPU" in result.stderr
 
 
-def test_mirrored_strategy_trains_on_two_logical_cpu_replicas(tmp_path):
-    # Stand-in for a multi-GPU host: the CPU split into two logical devices.
-    result = _train("--strategy=mirrored", "--cpu_devices=2", "--preset=tiny", "--image_size=4",
-                    "--steps=2", "--batch_size=8", "--num_samples=2",
-                    f"--model_dir={tmp_path}")
+def _losses(stdout):
+    return [float(v) for v in re.findall(r"^step \d+/\d+  bits/dim ([0-9.]+)", stdout, re.M)]
+
+
+def test_mirrored_on_two_replicas_reports_what_one_device_does(tmp_path):
+    # Stand-in for a multi-GPU host: the CPU split into two logical devices; the same global
+    # batch, so the same examples per step. Tolerance: printed 4 decimals, float32 sums.
+    runs = {}
+    for strategy in ("default", "mirrored"):
+        model_dir = tmp_path / strategy
+        result = _train(f"--strategy={strategy}", "--cpu_devices=2", "--preset=tiny",
+                        "--image_size=4", "--steps=4", "--log_every=1", "--batch_size=8",
+                        "--num_samples=1", "--eval_batches=4", f"--model_dir={model_dir}")
+        runs[strategy] = (_losses(result.stdout),
+                          json.loads((model_dir / "metrics.json").read_text()))
     assert "2 replica(s) under mirrored" in result.stdout
-    assert "held-out bits/dim" in result.stdout
+    (one, one_metrics), (two, two_metrics) = runs["default"], runs["mirrored"]
+    assert len(one) == 4
+    np.testing.assert_allclose(two, one, atol=2e-4)
+    for key in ("train_bits_per_dim", "held_out_bits_per_dim"):
+        np.testing.assert_allclose(two_metrics[key], one_metrics[key], atol=1e-4)
+    assert 4 < one_metrics["held_out_bits_per_dim"] < 6  # 5 bits: not doubled
 
 
 @pytest.mark.parametrize("model", ["spn", "multiscale"])

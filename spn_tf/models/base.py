@@ -127,7 +127,9 @@ class DensityModel(keras.Model):
         loss = tf.reduce_mean(bits_per_dim(log_prob, self.num_dims))
         for extra in self.losses:
             loss = loss + tf.cast(extra, loss.dtype)
-        return loss
+        # Keras sums the replicas' gradients and its loss tracker multiplies the loss by the
+        # replica count: scale as Keras's own `compute_loss` does, so the step is a mean.
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
     def sample(self, batch_size, seed, temperature=1.0, cond=None, given=None, compiled=True):
         """Draws images.

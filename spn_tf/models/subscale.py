@@ -264,8 +264,8 @@ class SubscalePixelNetwork(DensityModel):
         start, stop = self.slice_range
         batch = tf.shape(images)[0]
         if training:
-            slice_index = keras.random.randint((batch, 1), start, stop,
-                                               seed=self.seed_generator, dtype="int32")
+            slice_index = tf.random.stateless_uniform(
+                (batch, 1), _replica_seed(self.seed_generator.next()), start, stop, tf.int32)
         else:
             slice_index = tf.tile(tf.range(start, stop)[None], [batch, 1])
         return self._slice_outputs(images, cond, slice_index)
@@ -359,3 +359,15 @@ class SubscalePixelNetwork(DensityModel):
                 "key_dim": self.key_dim, "embedder_filters": self.embedder_filters,
                 "embedder_layers": self.embedder_layers,
                 "embedder_kernel_size": self.embedder_kernel_size, "seed": self.seed}
+
+
+def _replica_seed(seed):
+    """`seed` made distinct per replica (and worker) of a tf.distribute strategy.
+
+    The seed generator's state is mirrored, so every replica would draw the same slices.
+    """
+    seed = tf.cast(seed, tf.int32)
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return seed
+    return seed + tf.stack([0, tf.cast(context.replica_id_in_sync_group, tf.int32)])

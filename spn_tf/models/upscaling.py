@@ -146,20 +146,21 @@ class MultidimensionalUpscaling(DensityModel):
             return images, None
         return orderings.depth_split(images, self.bits, self.depth_bits)
 
-    def _part_inputs(self, part, images, cond):
+    def part_inputs(self, part, images, cond):
+        """`(images, cond)` that network `part` models: the top bits, or the low bits given them."""
         msb, lsb = self._split(images)
         if part == "depth":
             return lsb, {**cond, "low_res": msb}
         return msb, cond
 
     def _outputs(self, images, cond, training):
-        return {part: self.networks[part]._outputs(*self._part_inputs(part, images, cond),
+        return {part: self.networks[part]._outputs(*self.part_inputs(part, images, cond),
                                                    training)
                 for part in self._active_parts(training)}
 
     def _log_prob_from_outputs(self, images, cond, outputs):
         return tf.add_n([
-            self.networks[part]._log_prob_from_outputs(*self._part_inputs(part, images, cond),
+            self.networks[part]._log_prob_from_outputs(*self.part_inputs(part, images, cond),
                                                        part_outputs)
             for part, part_outputs in outputs.items()])
 
@@ -167,7 +168,7 @@ class MultidimensionalUpscaling(DensityModel):
         """`{part: float32 (B,)}`: each network's exact term of `log_prob`."""
         images, cond = self.check_inputs(images, cond)
         self.build()
-        return {part: self.networks[part].log_prob(*self._part_inputs(part, images, cond))
+        return {part: self.networks[part].log_prob(*self.part_inputs(part, images, cond))
                 for part in self.networks}
 
     def _given_msb(self, given, batch_size):

@@ -1,0 +1,1 @@
+"""The training loop's parts: the distributed step, checkpoints, weight averaging, schedules."""

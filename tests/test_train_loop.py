@@ -1,0 +1,161 @@
+"""The training loop's parts on one device: the step, schedules, EMA, clipping, precision."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import models
+from spn_tf.trainer import TrainConfig, build_model, make_optimizer
+from spn_tf.training.averaging import averaged_weights
+from spn_tf.training.evaluation import (chunked_log_prob, mean_bits_per_dim,
+                                         slice_chunks_log_prob)
+from spn_tf.training.schedules import WarmupThenDecay
+from spn_tf.training.step import TrainStep
+
+IMAGES = np.random.default_rng(0).integers(0, 4, (32, 4, 4, 3)).astype(np.int32)
+
+
+def _setup(config, model_name="raster"):
+    keras.utils.set_random_seed(0)
+    config = TrainConfig(**{"model": model_name, "preset": "tiny", "image_size": 4, "bits": 2,
+                            "steps": 8, "learning_rate": 1e-2, **config})
+    model = build_model(config)
+    optimizer = make_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    return model, optimizer
+
+
+def _iterator(batch=8):
+    strategy = tf.distribute.get_strategy()
+    ds = tf.data.Dataset.from_tensor_slices({"images": IMAGES}).batch(batch).repeat()
+    return iter(strategy.experimental_distribute_dataset(ds))
+
+
+def _train(config=(), steps=4, jit_compile=False, model_name="raster"):
+    model, optimizer = _setup(dict(config), model_name)
+    step = TrainStep(model, optimizer, tf.distribute.get_strategy(), jit_compile=jit_compile,
+                     clip_grad_norm=dict(config).get("clip_grad_norm"))
+    iterator = _iterator()
+    history = [[float(v) for v in step(iterator)] for _ in range(steps)]
+    return model, optimizer, step, np.array(history)
+
+
+def test_step_is_traced_once_and_equals_keras_fit():
+    model, optimizer, step, history = _train(steps=5)
+    assert step.traces == 1
+    assert int(optimizer.iterations.numpy()) == 5
+    reference, reference_optimizer = _setup({})
+    reference.compile(optimizer=reference_optimizer)
+    ds = tf.data.Dataset.from_tensor_slices({"images": IMAGES}).batch(8).repeat()
+    fit_losses = reference.fit(ds, steps_per_epoch=1, epochs=5, verbose=0).history["loss"]
+    np.testing.assert_allclose(history[:, 0], fit_losses, rtol=1e-5)
+    for a, b in zip(model.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_jit_compiled_step_matches_and_traces_once():
+    _, _, _, plain = _train()
+    _, _, step, compiled = _train(jit_compile=True)
+    assert step.traces == 1
+    np.testing.assert_allclose(compiled, plain, rtol=1e-4)
+
+
+def test_clip_grad_norm_reports_the_unclipped_norm_and_changes_the_step():
+    _, _, _, clipped = _train({"clip_grad_norm": 1e-3, "optimizer": "rmsprop"}, steps=3)
+    _, _, _, free = _train({"optimizer": "rmsprop"}, steps=3)
+    assert clipped[0, 1] == pytest.approx(free[0, 1], rel=1e-5)  # same first gradient
+    assert not np.allclose(clipped[1:, 0], free[1:, 0])
+
+
+def test_warmup_then_decay_shapes():
+    for decay, final in (("constant", 1.0), ("linear", 0.1), ("cosine", 0.1)):
+        schedule = WarmupThenDecay(1.0, 10, warmup_steps=4, decay=decay, final_learning_rate=0.1)
+        rates = [float(schedule(step)) for step in range(11)]
+        np.testing.assert_allclose(rates[:4], [0.25, 0.5, 0.75, 1.0])
+        assert rates[4] == pytest.approx(1.0)
+        assert rates[10] == pytest.approx(final)
+        assert all(a >= b - 1e-7 for a, b in zip(rates[4:], rates[5:]))
+    assert float(WarmupThenDecay(1.0, 10, decay="cosine")(5)) == pytest.approx(0.5)
+    restored = WarmupThenDecay.from_config(schedule.get_config())
+    assert float(restored(7)) == pytest.approx(float(schedule(7)))
+    with pytest.raises(ValueError, match="decay must be one of"):
+        WarmupThenDecay(1.0, 10, decay="step")
+    with pytest.raises(ValueError, match="warmup_steps"):
+        WarmupThenDecay(1.0, 10, warmup_steps=11)
+
+
+def test_ema_weights_are_used_inside_the_block_and_training_weights_come_back():
+    model, optimizer, _, _ = _train({"ema_decay": 0.5}, steps=3)
+    trained = model.get_weights()
+    with averaged_weights(model, optimizer):
+        averaged = model.get_weights()
+        bits = float(np.mean(model.bits_per_dim(IMAGES).numpy()))
+    assert any(not np.allclose(a, b) for a, b in zip(trained, averaged))
+    for a, b in zip(model.get_weights(), trained):
+        np.testing.assert_array_equal(a, b)
+    # By hand: EMA starts at the first step's weights, then avg = 0.5 avg + 0.5 w.
+    assert np.isfinite(bits)
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig(ema_decay=1.0)
+
+
+@pytest.mark.parametrize("model_name", ["raster", "spn", "upscaling", "multiscale"])
+def test_mixed_bfloat16_trains_without_nan_and_matches_float32(model_name):
+    overrides = {"spn": {"subscale_factor": 2}, "upscaling": {"subscale_factor": 2,
+                                                             "depth_bits": 1}}
+    _, _, _, float32 = _train({"hparams": overrides.get(model_name, {})}, steps=3,
+                              model_name=model_name)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model, _, _, mixed = _train({"hparams": overrides.get(model_name, {})}, steps=3,
+                                    model_name=model_name)
+        bits = model.bits_per_dim(IMAGES).numpy()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert np.isfinite(mixed).all() and np.isfinite(bits).all()
+    # bfloat16 keeps 8 mantissa bits: per-step bits/dim agree within 2%.
+    np.testing.assert_allclose(mixed[:, 0], float32[:, 0], rtol=0.02)
+
+
+def test_exact_spn_evaluation_by_chunks_equals_one_batch_and_bounds_the_slice_batch():
+    keras.utils.set_random_seed(0)
+    model = models.build("spn", 4, channels=3, bits=2, preset="tiny", subscale_factor=2,
+                         cond={"label": 3})
+    model.build()
+    images = IMAGES[:5]
+    cond = {"label": np.arange(5, dtype=np.int32) % 3}
+    expected = model.log_prob(images, cond).numpy()
+    built = []
+    slice_logits = model._slice_logits
+
+    def recording(slices, slice_index, context, visible):
+        if tf.executing_eagerly():  # slice_chunks_log_prob runs eagerly below
+            built.append(int(tf.size(slice_index)))
+        return slice_logits(slices, slice_index, context, visible)
+
+    model._slice_logits = recording
+    for chunk in (3, 7):  # 5 images x 4 slices = 20 slices, in uneven chunks
+        built.clear()
+        got = slice_chunks_log_prob(model, tf.constant(images), cond, chunk).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+        assert max(built) <= chunk and sum(built) == 20
+    ds = tf.data.Dataset.from_tensor_slices({"images": images, **cond}).batch(2)
+    expected_bits = float(np.mean(model.bits_per_dim(images, cond).numpy()))
+    assert mean_bits_per_dim(model, ds, slices_per_call=3) == pytest.approx(expected_bits,
+                                                                            rel=1e-5)
+    assert mean_bits_per_dim(model, ds) == pytest.approx(expected_bits, rel=1e-5)
+
+
+def test_upscaling_composite_evaluation_by_chunks_equals_its_log_prob():
+    keras.utils.set_random_seed(0)
+    model = models.build("upscaling", 4, channels=3, bits=2, preset="tiny", subscale_factor=2,
+                         depth_bits=1)
+    model.build()
+    images = IMAGES[:3]
+    expected = model.log_prob(images).numpy()
+    got = chunked_log_prob(model, tf.constant(images), None, 4).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    ds = tf.data.Dataset.from_tensor_slices(images).batch(2)
+    assert mean_bits_per_dim(model, ds, slices_per_call=5) == pytest.approx(
+        float(np.mean(model.bits_per_dim(images).numpy())), rel=1e-5)
