@@ -61,15 +61,17 @@ def test_new_version_is_served_without_a_failed_call(two_models, tmp_path, serve
     process, port = server_factory(["--model_name=m", f"--model_base_path={base}",
                                     "--file_system_poll_wait_seconds=1"])
     wait_until_available(port, ["m"], process)
+    export_version(second, tmp_path / "staging", 2)
     want = [first.log_prob(IMAGES).numpy(), second.log_prob(IMAGES).numpy()]
     seen, failures, stop = [[], []], [], threading.Event()
 
     def calls(worker):
-        deadline = time.monotonic() + 150
+        deadline = time.monotonic() + 120
         with Client(f"127.0.0.1:{port}", "m", timeout=60) as client:
-            for _ in range(2000):
+            for _ in range(5000):
                 if stop.is_set() or time.monotonic() > deadline:
                     return
+                time.sleep(0.01)
                 try:
                     got = client.log_prob(IMAGES)["log_prob"]
                 except ServingError as error:
@@ -82,7 +84,6 @@ def test_new_version_is_served_without_a_failed_call(two_models, tmp_path, serve
     for thread in threads:
         thread.start()
     time.sleep(1.0)
-    export_version(second, tmp_path / "staging", 2)
     os.rename(tmp_path / "staging" / "2", base / "2")  # atomic: the poller never sees half
     deadline = time.monotonic() + 120
     while not all(s and s[-1] == 1 for s in seen) and time.monotonic() < deadline:
