@@ -16,9 +16,10 @@ from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 from tensorflow_serving.config import model_server_config_pb2
 
-from conftest import export_version, start_server, stop_server, wait_until_available
+from conftest import (export_version, free_port, start_server, stop_server,
+                      wait_until_available)
 from spn_tf import models
-from spn_tf.serving.client import Client, ServingError, read_images
+from spn_tf.serving.client import Client, ServingError, run
 
 # name → build arguments: conditional and not, every conditioning input.
 MODELS = {
@@ -238,14 +239,19 @@ def test_client_cli_writes_samples_png_and_prints_bits_per_dim(raster, tmp_path)
 def test_client_cli_errors_name_the_problem(raster, tmp_path):
     model, client = raster
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match="is not a PNG"):
-        read_images([str(tmp_path / "bad.png")], (4, 4, 1), 2)
     tf.io.write_file(str(tmp_path / "big.png"), tf.io.encode_png(np.zeros([8, 8, 1], np.uint8)))
-    with pytest.raises(ValueError, match="is 8x8x1 .*takes 4x4x1"):
-        read_images([str(tmp_path / "big.png")], client.image_shape(), 2)
+    log_prob = dict(num=1, seed=0, temperature=1.0, labels=[0], out=None, bits=2)
+    with pytest.raises(ValueError, match="bad.png' is not a PNG"):
+        run(client, "log_prob", image_paths=[str(tmp_path / "bad.png")], **log_prob)
+    with pytest.raises(ValueError, match="big.png' is 8x8x1 .*takes 4x4x1"):
+        run(client, "log_prob", image_paths=[str(tmp_path / "big.png")], **log_prob)
+    with Client(client.server, "nope") as unknown:
+        with pytest.raises(ServingError, match="NOT_FOUND.*Latest\\(nope\\)"):
+            run(unknown, "sample", 1, 0, 1.0, None, str(tmp_path / "x.png"), None, 2)
     result = subprocess.run(
-        [sys.executable, "-m", "spn_tf.serving.client", f"--server={client.server}",
-         "--model=nope", "--bits=2", "--signature=sample", f"--out={tmp_path / 'x.png'}"],
+        [sys.executable, "-m", "spn_tf.serving.client", f"--server=127.0.0.1:{free_port()}",
+         "--model=raster", "--bits=2", "--timeout=2", f"--out={tmp_path / 'x.png'}"],
         timeout=120, capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "NOT_FOUND" in result.stderr and "nope" in result.stderr
+    assert result.returncode == 1
+    assert "spn_tf.serving.client: error: server 127.0.0.1:" in result.stderr
+    assert "unavailable after" in result.stderr
