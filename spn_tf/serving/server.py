@@ -35,7 +35,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
-from spn_tf.serving.servables import ModelManager, RequestError, State
+from spn_tf.serving.servables import ModelManager, RequestError
 
 FLAGS = flags.FLAGS
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
