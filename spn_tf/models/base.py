@@ -7,7 +7,10 @@
 
 `fit` feeds `x` as an image batch or a dict `{"images": ..., "label": ..., "embedding": ...}`;
 no targets. Subclasses implement `_outputs(images, cond, training)`,
-`_log_prob_from_outputs(images, cond, outputs)` and `_sample(...)`.
+`_log_prob_from_outputs(images, cond, outputs)` and `_sample(..., loop)`, where `loop` says how
+the sampling loops run: `"reference"` (one network call per step, eagerly),
+`"graph"` (the fast `tf.while_loop`s as a plain `tf.function`) or `"xla"` (the same loops
+XLA-compiled; what `sample` runs by default).
 """
 
 import math
@@ -17,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from spn_tf import inputs as inputs_lib
+from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
 
 
@@ -143,8 +147,51 @@ class DensityModel(keras.Model):
             raise ValueError(f"temperature must be a finite float >= 0, got {temperature}.")
         cond = self.check_cond(cond, batch_size)
         self.build()
-        sample_fn = self._compiled_sample if compiled else self._sample
-        return sample_fn(batch_size, seed, np.float32(temperature), cond, given)
+        return self._sample(batch_size, seed, tf.fill([batch_size], np.float32(temperature)),
+                            cond, given, "xla" if compiled else "reference")
+
+    def sample_rows(self, seed, temperature, cond=None, given=None, jit_compile=False):
+        """Row i is `sample(1, seed[i], temperature[i], cond[i], given[i])`; graph-safe.
+
+        Each row runs alone, at batch 1, inside a `tf.map_fn`: a row's noise comes from its
+        own seed and its arithmetic never sees the other rows, so how rows are batched
+        together (e.g. by a server) cannot change anyone's images. This is the SavedModel
+        `sample` signature's body; inputs are checked by the caller (`spn_tf.export`).
+
+        Args:
+          seed: int32 `(B, 2)`, one stateless seed per row.
+          temperature: float32 `(B,)`, >= 0.
+          cond: conditioning dict of tensors with `B` rows, as `sample` takes it, or None.
+          given: the model's `given` dict of tensors with `B` rows (bool masks included), or
+            None.
+          jit_compile: run the sampling loops XLA-compiled (what `sample` runs) instead of as
+            a plain graph.
+
+        Returns:
+          int32 `(B, H, W, C)`.
+        """
+        self.build()
+        loop = "xla" if jit_compile else "graph"
+        one_row = lambda tree: tf.nest.map_structure(lambda t: t[None], tree)
+
+        def row(args):
+            seed, temperature, cond, given = args
+            return self._sample(1, seed, temperature[None], one_row(cond),
+                                one_row(given) or None, loop)[0]
+
+        return tf.map_fn(row, (seed, temperature, dict(cond or {}), dict(given or {})),
+                         fn_output_signature=tf.int32)
+
+    def sample_loop(self, name, loop, fn):
+        """`fn` as the `tf.function` that `loop` (`"graph"` or `"xla"`) runs.
+
+        One function per `(name, loop)`, kept outside Keras's tracking, so it traces once per
+        input shape (call it with tensors only: temperature as a `(B,)` tensor).
+        """
+        loops = self.__dict__.setdefault("_sample_loops", {})
+        if (name, loop) not in loops:
+            loops[name, loop] = sampling.compile_loop(fn, jit_compile=loop == "xla")
+        return loops[name, loop]
 
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
@@ -156,9 +203,8 @@ class DensityModel(keras.Model):
     def _log_prob_from_outputs(self, images, cond, outputs):
         raise NotImplementedError
 
-    def _sample(self, batch_size, seed, temperature, cond, given):
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+        """Images from an int32 `(2,)` seed, float32 `(batch_size,)` temperatures, checked
+        `cond` and `given`, the sampling loops run as `loop` says: `"reference"`, `"graph"` or
+        `"xla"` (see the module doc)."""
         raise NotImplementedError
-
-    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
-        """The compiled sampler; a model without one samples with its reference `_sample`."""
-        return self._sample(batch_size, seed, temperature, cond, given)

@@ -264,8 +264,8 @@ class MultiscalePixelCNN(DensityModel):
         """Upscales `low_res` int `(B, r, r, C)` to `(B, N, N, C)`: `sample` given `low_res`."""
         return self.sample(len(low_res), seed, temperature, {**(cond or {}), "low_res": low_res})
 
-    def _sample(self, batch_size, seed, temperature, cond, given, compiled=False):
-        """Reference sampler (or, `compiled`, the same steps as one XLA program); with
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+        """Reference sampler (or the same steps as one graph / XLA program); with
         `cond["low_res"]` it super-resolves (see the class doc)."""
         if given is not None:
             raise ValueError("MultiscalePixelCNN takes known content as cond['low_res'] (a "
@@ -281,18 +281,16 @@ class MultiscalePixelCNN(DensityModel):
         # noise whatever the starting resolution.
         base_noise, group_noise = multiscale_split(sampling.draw_uniform(seed, shape),
                                                    self.base_size)
-        sample_scales = self.compiled_scales_sampler if compiled else self._sample_scales
-        return sample_scales(low_res, base_noise, group_noise,
-                             tf.fill([batch_size], temperature), self._context(cond))
+        sample_scales = self._sample_scales if loop == "reference" else self.sample_loop(
+            "scales", loop, functools.partial(self._sample_scales, compiled=True))
+        return sample_scales(low_res, base_noise, group_noise, temperature, self._context(cond))
 
-    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
-        return self._sample(batch_size, seed, temperature, cond, given, compiled=True)
-
-    @functools.cached_property
+    @property
     def compiled_scales_sampler(self):
         """`_sample_scales` XLA-compiled (the base by the cached raster loop); one trace per
         batch size and starting resolution."""
-        return sampling.compile_loop(functools.partial(self._sample_scales, compiled=True))
+        return self.sample_loop("scales", "xla",
+                                functools.partial(self._sample_scales, compiled=True))
 
     def _sample_scales(self, low_res, base_noise, group_noise, temperature, context,
                        compiled=False):

@@ -1,7 +1,5 @@
 """`GatedPixelCNN`: the raster-order baseline (van den Oord et al. 2016)."""
 
-import functools
-
 import keras
 import tensorflow as tf
 
@@ -75,32 +73,27 @@ class GatedPixelCNN(DensityModel):
     def _log_prob_from_outputs(self, images, cond, outputs):
         return image_log_prob(outputs, images)
 
-    def _sample_inputs(self, batch_size, seed, temperature, given):
-        """`(images, known, uniform, temperature)`: the tensors both samplers start from."""
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
         shape = [batch_size, self.image_size, self.image_size, self.channels]
         images, known = check_given_pixels(given, shape, self.bits)
-        return (images, known, sampling.draw_uniform(seed, shape),
-                tf.fill([batch_size], temperature))
+        uniform = sampling.draw_uniform(seed, shape)
+        if loop == "reference":
+            context = self._context(cond)
+            return sampling.raster_sample(lambda x: self.decoder(self.scale(x), context=context),
+                                          images, known, uniform, temperature)
+        return self.sample_loop("raster", loop, self._raster_loop)(images, known, uniform,
+                                                                    temperature, cond)
 
-    def _sample(self, batch_size, seed, temperature, cond, given):
-        context = self._context(cond)
-        return sampling.raster_sample(
-            lambda x: self.decoder(self.scale(x), context=context),
-            *self._sample_inputs(batch_size, seed, temperature, given))
+    def _raster_loop(self, images, known, uniform, temperature, cond):
+        """`sampling.raster_loop` over this decoder: `(images, known, uniform, temperature,
+        cond)` → images."""
+        return sampling.raster_loop(self.decoder, self.scale, images, known, uniform,
+                                    temperature, self._context(cond))
 
-    @functools.cached_property
+    @property
     def compiled_raster_loop(self):
-        """`sampling.raster_loop` over this decoder, XLA-compiled: `(images, known, uniform,
-        temperature, cond)` → images; one trace per batch size (kept outside Keras tracking).
-        """
-        return sampling.compile_loop(
-            lambda images, known, uniform, temperature, cond: sampling.raster_loop(
-                self.decoder, self.scale, images, known, uniform, temperature,
-                self._context(cond)))
-
-    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
-        return self.compiled_raster_loop(
-            *self._sample_inputs(batch_size, seed, temperature, given), cond)
+        """`_raster_loop` XLA-compiled (what `sample` runs); one trace per batch size."""
+        return self.sample_loop("raster", "xla", self._raster_loop)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,

@@ -293,7 +293,7 @@ class SubscalePixelNetwork(DensityModel):
                             axis=1, batch_dims=1)
         return tf.reduce_sum(categorical_log_prob(outputs["logits"], targets), [1, 2, 3, 4])
 
-    def _sample(self, batch_size, seed, temperature, cond, given, compiled=False):
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
         slices, known = given_slices(given, batch_size, self.image_size, self.channels,
                                      self.bits, self.subscale_factor)
         start, stop = self.slice_range
@@ -303,17 +303,14 @@ class SubscalePixelNetwork(DensityModel):
                 f"first {start} slices in `given` (got {known}).")
         h, c = self.slice_size, self.channels
         uniform = sampling.draw_uniform(seed, [batch_size, self.num_slices, h, h, c])
-        temperatures = tf.fill([batch_size], temperature)
         context, visible = self._conditioning(cond)
-        sample_slice = self.compiled_slice_sampler if compiled else self._sample_slice
+        sample_slice = self._sample_slice if loop == "reference" else self.sample_loop(
+            "slice", loop, functools.partial(self._sample_slice, compiled=True))
         for k in range(max(known, start), stop):
-            drawn = sample_slice(slices, tf.constant(k), uniform[:, k], temperatures, context,
+            drawn = sample_slice(slices, tf.constant(k), uniform[:, k], temperature, context,
                                  visible)
             slices = tf.concat([slices[:, :k], drawn[:, None], slices[:, k + 1:]], axis=1)
         return orderings.subscale_merge(slices, self.subscale_factor)
-
-    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
-        return self._sample(batch_size, seed, temperature, cond, given, compiled=True)
 
     def _sample_slice(self, slices, slice_index, uniform, temperature, context, visible,
                       compiled=False):
@@ -333,10 +330,11 @@ class SubscalePixelNetwork(DensityModel):
         return sampling.raster_sample(lambda x: self.decoder(self.scale(x), context=embedding),
                                       zeros, unknown, uniform, temperature)
 
-    @functools.cached_property
+    @property
     def compiled_slice_sampler(self):
         """`_sample_slice` XLA-compiled; one trace per batch size serves every slice."""
-        return sampling.compile_loop(functools.partial(self._sample_slice, compiled=True))
+        return self.sample_loop("slice", "xla",
+                                functools.partial(self._sample_slice, compiled=True))
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,

@@ -149,7 +149,7 @@ class MultidimensionalUpscaling(DensityModel):
         return {part: self.networks[part].log_prob(*self._part_inputs(part, images, cond))
                 for part in self.networks}
 
-    def _sample(self, batch_size, seed, temperature, cond, given, compiled=False):
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
         seeds = dict(zip(PARTS, sampling.split_seed(seed, len(PARTS))))
         if isinstance(given, dict) and set(given) == {"msb"}:
             if self.depth_bits is None:
@@ -167,21 +167,16 @@ class MultidimensionalUpscaling(DensityModel):
             msb, lsb = self._split(orderings.subscale_merge(slices, self.subscale_factor))
             for part in ("first", "size"):
                 if part in self.networks:
-                    msb = self.networks[part].sample(
+                    msb = self.networks[part]._sample(
                         batch_size, seeds[part], temperature, cond,
-                        given={"images": msb, "num_slices": max(known, 1 if part == "size"
-                                                                else 0)},
-                        compiled=compiled)
+                        {"images": msb, "num_slices": max(known, 1 if part == "size" else 0)},
+                        loop)
         if self.depth_bits is None:
             return msb
-        lsb = self.networks["depth"].sample(batch_size, seeds["depth"], temperature,
-                                            {**cond, "low_res": msb},
-                                            given={"images": lsb, "num_slices": known},
-                                            compiled=compiled)
+        lsb = self.networks["depth"]._sample(batch_size, seeds["depth"], temperature,
+                                             {**cond, "low_res": msb},
+                                             {"images": lsb, "num_slices": known}, loop)
         return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
-
-    def _compiled_sample(self, batch_size, seed, temperature, cond, given):
-        return self._sample(batch_size, seed, temperature, cond, given, compiled=True)
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,

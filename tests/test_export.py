@@ -1,0 +1,331 @@
+"""SavedModel export: every signature of every model kind, exact through the SavedModel, loadable
+without spn_tf, checked inputs, and the export CLI."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow.core.framework import types_pb2
+
+from spn_tf import export, models, testing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEEDS = np.array([[0, 1], [7, 2], [3, 9]], np.int32)
+TEMPERATURES = np.array([1.0, 0.5, 0.0], np.float32)
+
+# One tiny model per kind; together they cover label, embedding and low_res inputs.
+KINDS = {
+    "raster": dict(name="raster", image_size=2, bits=2, cond={"label": 3}),
+    "spn": dict(name="spn", image_size=2, bits=2, cond={"embedding": 4}, subscale_factor=2),
+    "upscaling": dict(name="upscaling", image_size=2, bits=2, subscale_factor=2, depth_bits=1),
+    "multiscale": dict(name="multiscale", image_size=4, bits=1, base_size=2),
+    "spn_depth": dict(name="spn", image_size=2, bits=1, cond={"label": 2}, subscale_factor=2,
+                      depth_condition_bits=1),
+}
+SIGNATURES = {
+    "raster": {"log_prob", "log_prob_uint8", "sample", "complete"},
+    "spn": {"log_prob", "log_prob_uint8", "sample", "upscale_size"},
+    "upscaling": {"log_prob", "log_prob_uint8", "sample", "upscale_size", "upscale_depth"},
+    "multiscale": {"log_prob", "log_prob_uint8", "sample", "super_resolve"},
+    "spn_depth": {"log_prob", "log_prob_uint8", "sample", "upscale_depth"},
+}
+
+
+def _model(kind):
+    model = models.build(channels=1, preset="tiny", **KINDS[kind])
+    return testing.sharpen(model, 5.0)  # far from uniform: the sampling test has power
+
+
+def _cond_rows(model, batch, rng):
+    cond = {}
+    if "label" in model.cond_spec:
+        cond["label"] = rng.integers(0, model.cond_spec["label"], batch).astype(np.int32)
+    if "embedding" in model.cond_spec:
+        cond["embedding"] = rng.normal(size=(batch, model.cond_spec["embedding"])).astype(
+            np.float32)
+    if getattr(model, "depth_condition_bits", None):
+        cond["low_res"] = _image(model, model.image_size, model.depth_condition_bits, rng, batch)
+    return cond
+
+
+def _image(model, side, bits, rng, batch=3):
+    return rng.integers(0, 2 ** bits, (batch, side, side, model.channels)).astype(np.int32)
+
+
+def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
+    """`{signature: inputs}`, one request per signature of `model`, `len(seeds)` rows each."""
+    rng = np.random.default_rng(0)
+    batch, size = len(seeds), model.image_size
+    cond = _cond_rows(model, batch, rng)
+    draw = {"seed": seeds, "temperature": temperatures, **cond}
+    images = _image(model, size, model.bits, rng, batch)
+    out = {"log_prob": {"images": images, **cond},
+           "log_prob_uint8": {"images": images.astype(np.uint8), **cond},
+           "sample": draw}
+    if isinstance(model, models.GatedPixelCNN):
+        mask = np.zeros_like(images)
+        mask[:, :size // 2] = 1
+        out["complete"] = {"images": images, "mask": mask, **draw}
+    if hasattr(model, "subscale_factor") and not getattr(model, "depth_condition_bits", None):
+        out["upscale_size"] = {"low_res": _image(model, size // model.subscale_factor,
+                                                 model.bits, rng, batch), **draw}
+    if getattr(model, "depth_bits", None) or getattr(model, "depth_condition_bits", None):
+        msb = _image(model, size, export._value_bits(model, "msb"), rng, batch)
+        out["upscale_depth"] = {"msb": msb, **{k: v for k, v in draw.items() if k != "low_res"}}
+    if hasattr(model, "base_size"):
+        out["super_resolve"] = {"low_res": _image(model, size // 2, model.bits, rng, batch),
+                                **draw}
+    return out
+
+
+def in_process(model, signature, inputs, row):
+    """What the in-process model gives for row `row` of a request (`model.sample(1, ...)`)."""
+    one = {k: v[row:row + 1] for k, v in inputs.items()}
+    cond = {k: one[k] for k in ("label", "embedding", "low_res") if k in one}
+    given = None
+    if signature == "complete":
+        given = {"images": one["images"], "mask": one["mask"].astype(bool)}
+    elif signature == "upscale_size":
+        given = {"low_res": cond.pop("low_res")}
+    elif signature == "upscale_depth" and hasattr(model, "depth_bits"):
+        given = {"msb": one["msb"]}
+    elif signature == "upscale_depth":
+        cond["low_res"] = one["msb"]
+    return model.sample(1, one["seed"][0], float(one["temperature"][0]), cond or None,
+                        given).numpy()[0]
+
+
+def _call(loaded, signature, inputs):
+    return {k: v.numpy() for k, v in loaded.signatures[signature](
+        **{k: tf.constant(v) for k, v in inputs.items()}).items()}
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    """`exports(kind, xla=False)` → `(model, export_dir, loaded SavedModel)`, exported once."""
+    base, cache = tmp_path_factory.mktemp("exports"), {}
+
+    def get(kind, xla=False):
+        if kind not in cache:
+            cache[kind] = _model(kind)
+        if (kind, xla) not in cache:
+            export_dir = export.export_model(cache[kind], str(base / f"{kind}-{xla}"), xla)
+            cache[kind, xla] = (cache[kind], export_dir, tf.saved_model.load(export_dir))
+        return cache[kind, xla]
+
+    return get
+
+
+@pytest.fixture(params=sorted(KINDS))
+def exported(request, exports):
+    return (request.param,) + exports(request.param)
+
+
+def test_signatures_and_metadata(exported):
+    kind, model, export_dir, loaded = exported
+    assert set(loaded.signatures) == SIGNATURES[kind] | {"serving_default"}
+    with open(os.path.join(export_dir, export.METADATA_FILE)) as f:
+        info = json.load(f)
+    assert (info["model"], info["image_size"], info["channels"], info["bits"]) == (
+        KINDS[kind]["name"], model.image_size, 1, model.bits)
+    assert info["cond"] == model.cond_spec and set(info["signatures"]) == SIGNATURES[kind]
+    for name, io in info["signatures"].items():
+        function = loaded.signatures[name]
+        assert {k: _describe(v) for k, v in function.structured_input_signature[1].items()} == (
+            io["inputs"])
+        assert {k: _describe(v) for k, v in function.structured_outputs.items()} == io["outputs"]
+
+
+def _describe(tensor):
+    return {"shape": [-1 if d is None else d for d in tensor.shape.as_list()],
+            "dtype": tensor.dtype.name}
+
+
+def test_log_prob_is_exact_and_normalized_through_the_saved_model(exported):
+    _, model, _, loaded = exported
+    images = testing.all_images(model.image_size, model.image_size, 1, model.bits)
+    cond = {k: np.repeat(v[:1], len(images), 0)
+            for k, v in _cond_rows(model, 1, np.random.default_rng(1)).items()}
+    log_prob = np.concatenate([
+        _call(loaded, "log_prob", {"images": images[i:i + 4096],
+                                   **{k: v[i:i + 4096] for k, v in cond.items()}})["log_prob"]
+        for i in range(0, len(images), 4096)])
+    assert abs(np.exp(log_prob.astype(np.float64)).sum() - 1.0) < 1e-4
+    expected = testing.batched_log_prob(model, images, cond or None)
+    np.testing.assert_allclose(log_prob, expected, rtol=1e-5)
+    head = {"images": images[:5], **{k: v[:5] for k, v in cond.items()}}
+    as_uint8 = _call(loaded, "log_prob_uint8", {**head, "images": images[:5].astype(np.uint8)})
+    np.testing.assert_array_equal(as_uint8["log_prob"], log_prob[:5])
+    np.testing.assert_allclose(as_uint8["bits_per_dim"],
+                               -log_prob[:5] / (model.num_dims * np.log(2)), rtol=1e-6)
+
+
+def test_sample_rows_are_independent_of_the_batch(exported):
+    _, model, _, loaded = exported
+    for signature, inputs in requests(model).items():
+        if "seed" not in inputs:
+            continue
+        batched = _call(loaded, signature, inputs)["images"]
+        for row in range(len(SEEDS)):
+            alone = _call(loaded, signature, {k: v[row:row + 1] for k, v in inputs.items()})
+            np.testing.assert_array_equal(alone["images"][0], batched[row], err_msg=signature)
+
+
+@pytest.mark.parametrize("kind", ["raster", "spn", "upscaling"])
+def test_samples_follow_log_prob(kind, exports):
+    model, _, loaded = exports(kind)
+    n = 3000
+    seeds = np.stack([np.full(n, 11), np.arange(n)], 1).astype(np.int32)
+    cond_row = _cond_rows(model, 1, np.random.default_rng(2))
+    samples = _call(loaded, "sample", {"seed": seeds, "temperature": np.ones(n, np.float32),
+                                       **{k: np.repeat(v, n, 0) for k, v in cond_row.items()}})
+    testing.assert_samples_follow(model, samples["images"], cond_row or None)
+
+
+def test_loads_and_runs_without_spn_tf_and_equals_the_in_process_model(exported, tmp_path):
+    _, model, export_dir, _ = exported
+    reqs = requests(model)
+    np.savez(tmp_path / "requests.npz",
+             **{f"{sig}/{k}": v for sig, inputs in reqs.items() for k, v in inputs.items()})
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["spn_tf"] = None  # `import spn_tf` fails from here on
+        import numpy as np, tensorflow as tf
+        try:
+            import spn_tf
+            raise SystemExit("spn_tf is importable")
+        except ImportError:
+            pass
+        requests = np.load("requests.npz")
+        loaded = tf.saved_model.load(sys.argv[1])
+        out = {}
+        for key in requests.files:
+            sig = key.split("/")[0]
+            if sig in out:
+                continue
+            inputs = {k.split("/")[1]: tf.constant(requests[k]) for k in requests.files
+                      if k.startswith(sig + "/")}
+            for name, value in loaded.signatures[sig](**inputs).items():
+                out[f"{sig}/{name}"] = value.numpy()
+        np.savez("outputs.npz", **out)
+        # saved_model_cli in this same process, still without spn_tf.
+        from tensorflow.python.tools import saved_model_cli
+        sys.argv = ["saved_model_cli", "show", "--dir", sys.argv[1], "--all"]
+        saved_model_cli.main()
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script, export_dir], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _assert_lists_signatures(result.stdout, export_dir)
+    outputs = np.load(tmp_path / "outputs.npz")
+    assert {key.split("/")[0] for key in outputs.files} == set(reqs)
+    for signature, inputs in reqs.items():
+        if "seed" not in inputs:
+            cond = {k: v for k, v in inputs.items() if k != "images"} or None
+            np.testing.assert_allclose(outputs[f"{signature}/log_prob"],
+                                       model.log_prob(inputs["images"], cond), rtol=1e-5)
+            continue
+        for row in range(len(SEEDS)):
+            np.testing.assert_array_equal(outputs[f"{signature}/images"][row],
+                                          in_process(model, signature, inputs, row),
+                                          err_msg=f"{signature} row {row}")
+
+
+def _assert_lists_signatures(shown, export_dir):
+    """`saved_model_cli show --all`'s output lists every documented name, shape and dtype."""
+    with open(os.path.join(export_dir, export.METADATA_FILE)) as f:
+        info = json.load(f)
+    blocks = {b.split("']", 1)[0]: b.split("\n\n")[0] for b in shown.split("signature_def['")}
+    for name, io in info["signatures"].items():
+        for key, spec in {**io["inputs"], **io["outputs"]}.items():
+            dtype = types_pb2.DataType.Name(tf.as_dtype(spec["dtype"]).as_datatype_enum)
+            shape = "(" + ", ".join(str(d) for d in spec["shape"]) + ")"
+            assert f"['{key}'] tensor_info:\n        dtype: {dtype}\n        shape: {shape}" in (
+                blocks[name]), (name, key, blocks[name])
+    without_names = lambda block: [line for line in block.split("\n")[1:]
+                                   if line.startswith("    ") and "name:" not in line]
+    assert without_names(blocks["serving_default"]) == without_names(blocks["log_prob"])
+
+
+def test_xla_export_gives_the_same_values(exports):
+    # The SPN: embedder, slices and cached raster loops, all inside XLA.
+    model, _, graph = exports("spn")
+    _, _, xla = exports("spn", xla=True)
+    for signature, inputs in requests(model).items():
+        for key, value in _call(graph, signature, inputs).items():
+            np.testing.assert_array_equal(_call(xla, signature, inputs)[key], value,
+                                          err_msg=signature)
+
+
+def test_bad_inputs_raise_invalid_argument_naming_the_input(exported):
+    _, model, _, loaded = exported
+    reqs = requests(model)
+    top = 2 ** model.bits
+    bad = [("log_prob", "images", lambda x: x + top, rf"images values must be in \[0, {top}\)"),
+           ("log_prob", "images", lambda x: x - top, "images values must be in"),
+           ("sample", "temperature", lambda x: -x - 1, "temperature values must be"),
+           ("sample", "seed", lambda x: x[:2], "batch mismatch: temperature and seed")]
+    if "label" in model.cond_spec:
+        classes = model.cond_spec["label"]
+        bad.append(("log_prob", "label", lambda x: x + classes,
+                    rf"label values must be class ids in \[0, {classes}\)"))
+    if "embedding" in model.cond_spec:
+        bad.append(("sample", "embedding", lambda x: x[:1], "batch mismatch: embedding and seed"))
+    for signature in ("upscale_size", "super_resolve", "log_prob"):
+        if "low_res" in reqs.get(signature, {}):
+            bad.append((signature, "low_res", lambda x: x + top, "low_res values must be in"))
+    if "upscale_depth" in reqs:
+        bad.append(("upscale_depth", "msb", lambda x: x + 2, r"msb values must be in \[0, 2\)"))
+    if "complete" in reqs:
+        bad.append(("complete", "mask", lambda x: x + 1, r"mask values must be in \[0, 2\)"))
+    for signature, key, change, message in bad:
+        inputs = {**reqs[signature], key: change(reqs[signature][key])}
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            _call(loaded, signature, inputs)
+    # Still answers correct requests afterwards.
+    _call(loaded, "log_prob", reqs["log_prob"])
+
+
+def _export_cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "spn_tf.export", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"})
+
+
+def test_cli_writes_versions_and_never_overwrites(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    model = models.build("raster", 2, channels=1, bits=1, preset="tiny")
+    model.build()
+    model.save(str(run / "model.keras"))
+    result = _export_cli(f"--model_dir={run}", "--export_base=exports", "--name=tiny",
+                         cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = os.path.join("exports", "tiny", "1")
+    assert f"wrote {first}" in result.stdout and "sample(seed: int32 [-1, 2]" in result.stdout
+    assert export.next_version(str(tmp_path / "exports"), "tiny") == 2
+    second = export.export_run(str(run), str(tmp_path / "exports"), "tiny")
+    assert second.endswith(os.path.join("tiny", "2"))
+    images = testing.all_images(2, 2, 1, 1)
+    for version in ("1", "2"):
+        loaded = tf.saved_model.load(str(tmp_path / "exports" / "tiny" / version))
+        np.testing.assert_allclose(_call(loaded, "log_prob", {"images": images})["log_prob"],
+                                   model.log_prob(images), rtol=1e-5)
+    mtime = os.path.getmtime(tmp_path / first / "saved_model.pb")
+    result = _export_cli(f"--model_dir={run}", "--export_base=exports", "--name=tiny",
+                         "--version=1", cwd=tmp_path)
+    assert result.returncode != 0 and "version 1 of 'tiny' already exists" in result.stderr
+    assert os.path.getmtime(tmp_path / first / "saved_model.pb") == mtime
+    result = _export_cli(f"--model_dir={tmp_path / 'nowhere'}", "--name=tiny", cwd=tmp_path)
+    assert result.returncode != 0 and "no checkpoint at" in result.stderr
+    (run / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="could not be read"):
+        export.export_run(str(run), str(tmp_path / "exports"), "tiny")
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        export.export_model(model, str(tmp_path / first))
