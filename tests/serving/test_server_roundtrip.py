@@ -134,6 +134,7 @@ def _request(signature, **inputs):
     return request
 
 
+_TOO_LARGE, _NEGATIVE = np.full([2, 4, 4, 1], 4, np.int32), np.full([2, 4, 4, 1], -1, np.int32)
 _GOOD = dict(images=np.ones([2, 4, 4, 1], np.int32), label=np.array([0, 2], np.int32))
 _SEED = dict(seed=np.array([[0, 1]], np.int32), temperature=np.ones([1], np.float32),
              label=np.zeros([1], np.int32))
@@ -144,12 +145,12 @@ BAD_REQUESTS = {
               "INVALID_ARGUMENT", "'images' has shape [2, 4, 3, 1]"),
     "dtype": (_request("log_prob", **{**_GOOD, "images": np.ones([2, 4, 4, 1], np.float32)}),
               "INVALID_ARGUMENT", "('images') to be int32 but float32"),
-    "pixel_too_large": (_request("log_prob", **{**_GOOD, "images": np.full([2, 4, 4, 1], 4)}),
-                        "INVALID_ARGUMENT", "images"),
-    "pixel_negative": (_request("log_prob", **{**_GOOD, "images": np.full([2, 4, 4, 1], -1)}),
-                       "INVALID_ARGUMENT", "images"),
+    "pixel_too_large": (_request("log_prob", **{**_GOOD, "images": _TOO_LARGE}),
+                        "INVALID_ARGUMENT", "images values must be in [0, 4)"),
+    "pixel_negative": (_request("log_prob", **{**_GOOD, "images": _NEGATIVE}),
+                       "INVALID_ARGUMENT", "images values must be in [0, 4)"),
     "batch_mismatch": (_request("log_prob", **{**_GOOD, "label": np.zeros([3], np.int32)}),
-                       "INVALID_ARGUMENT", "batch"),
+                       "INVALID_ARGUMENT", "batch mismatch: label and images"),
     "seed_shape": (_request("sample", **{**_SEED, "seed": np.zeros([1, 3], np.int32)}),
                    "INVALID_ARGUMENT", "'seed' has shape [1, 3]"),
     "missing_input": (_request("log_prob", images=_GOOD["images"]),
