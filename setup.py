@@ -24,5 +24,5 @@ setuptools.setup(
         "numpy>=1.26",
         "pillow>=10",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3"], "bench": ["matplotlib>=3.8"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "pyyaml>=6"], "bench": ["matplotlib>=3.8"]},
 )

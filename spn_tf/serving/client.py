@@ -1,0 +1,274 @@
+"""A gRPC client of TF Serving's API for spn_tf SavedModels, and its CLI.
+
+Works against `tensorflow_model_server` and against the local stand-in
+(`python -m spn_tf.serving.server`) alike: it uses only `tensorflow_serving.apis`
+(`PredictionService.Predict` / `GetModelMetadata`, `ModelService.GetModelStatus`).
+
+Every call has a deadline (`timeout` seconds, retries included) and is retried with
+exponential backoff while the server answers UNAVAILABLE (not started yet, restarting, a
+connection lost) — and only then: any other status is the server's answer and is raised at
+once as `ServingError`.
+
+    python -m spn_tf.serving.client --server=localhost:8500 --model=quickstart \
+        --signature=sample --num=4 --seed=0 --out=samples.png
+    python -m spn_tf.serving.client --server=localhost:8500 --model=quickstart \
+        --signature=log_prob --images=a.png,b.png
+
+Seeds: `sample(num, seed)` asks for `num` rows, row i with the stateless seed
+`(seed0, seed1 + i)`, where an int `seed` means `(0, seed)`. The exported `sample` signature
+makes row i equal `model.sample(1, seed=(seed0, seed1 + i))` in process, so a request's images
+do not depend on how many rows it has or on server-side batching.
+"""
+
+import sys
+import time
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+from spn_tf.grid import read_png, write_png_grid
+from spn_tf.orderings import reduce_bits
+
+FLAGS = flags.FLAGS
+_STATE_NAMES = get_model_status_pb2.ModelVersionStatus.State.Name
+
+
+class ServingError(Exception):
+    """A call the server refused, or that found no server.
+
+    Attributes:
+      code: the `grpc.StatusCode` (UNAVAILABLE once the retries are spent).
+      details: the server's message.
+    """
+
+    def __init__(self, code, details, message=None):
+        super().__init__(message or f"{code.name}: {details}")
+        self.code = code
+        self.details = details
+
+
+def row_seeds(num, seed):
+    """int32 `(num, 2)` stateless seeds, row i = `(seed0, seed1 + i)`; an int means `(0, seed)`.
+
+    Raises:
+      ValueError: a seed that is not an int or a pair of ints.
+    """
+    pair = np.array([0, seed] if np.isscalar(seed) else seed)
+    if pair.shape != (2,) or pair.dtype.kind not in "iu":
+        raise ValueError(f"seed must be an int or a pair of ints, got {seed!r}.")
+    seeds = np.repeat(pair[None].astype(np.int64), num, axis=0)
+    seeds[:, 1] += np.arange(num)
+    return seeds.astype(np.int32)
+
+
+def _cond_arrays(cond):
+    dtypes = {"label": np.int32, "embedding": np.float32, "low_res": np.int32}
+    unknown = set(cond or {}) - set(dtypes)
+    if unknown:
+        raise ValueError(f"unknown conditioning {sorted(unknown)}; allowed: {sorted(dtypes)}.")
+    return {k: np.asarray(v, dtypes[k]) for k, v in (cond or {}).items()}
+
+
+class Client:
+    """Calls one model of a TF Serving (or stand-in) server.
+
+    Args:
+      server: `host:port` of the gRPC API.
+      model: the model name the server serves.
+      version: a version number to ask for (default: the server's newest).
+      version_label: a version label (`stable`, `canary`, ...) instead of a number.
+      timeout: seconds each call may take, retries included.
+      max_attempts: attempts per call while the server answers UNAVAILABLE.
+      initial_backoff: seconds before the first retry; doubled after each.
+
+    Example:
+      >>> with Client("localhost:8500", "quickstart") as client:
+      ...     images = client.sample(4, seed=0)            # int32 (4, H, W, C)
+      ...     client.log_prob(images)["bits_per_dim"]      # float32 (4,)
+    """
+
+    def __init__(self, server, model, version=None, version_label=None, timeout=30.0,
+                 max_attempts=5, initial_backoff=0.1):
+        if version is not None and version_label:
+            raise ValueError("give a version or a version_label, not both.")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}.")
+        self.server = server
+        self.model = model
+        self.version = version
+        self.version_label = version_label
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.initial_backoff = initial_backoff
+        self._channel = grpc.insecure_channel(server)
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self):
+        self._channel.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _model_spec(self, spec, signature=None):
+        spec.name = self.model
+        if self.version is not None:
+            spec.version.value = self.version
+        if self.version_label:
+            spec.version_label = self.version_label
+        if signature:
+            spec.signature_name = signature
+
+    def _call(self, rpc, request):
+        """`rpc(request)` under one deadline, retried with backoff on UNAVAILABLE only."""
+        start = time.monotonic()
+        deadline = start + self.timeout
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                return rpc(request, timeout=max(deadline - time.monotonic(), 1e-3))
+            except grpc.RpcError as error:
+                code, details = error.code(), error.details()
+                if code != grpc.StatusCode.UNAVAILABLE:
+                    raise ServingError(code, details) from None
+            pause = self.initial_backoff * 2 ** (attempt - 1)
+            if attempt == self.max_attempts or time.monotonic() + pause >= deadline:
+                break
+            time.sleep(pause)
+        raise ServingError(
+            code, details,
+            f"server {self.server} unavailable after {attempt} attempt(s) over "
+            f"{time.monotonic() - start:.1f} s: {details}") from None
+
+    def predict(self, inputs, signature="serving_default"):
+        """Calls `signature` with `inputs` (name → array); returns name → numpy array."""
+        request = predict_pb2.PredictRequest()
+        self._model_spec(request.model_spec, signature)
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+        response = self._call(self._predict.Predict, request)
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def log_prob(self, images, cond=None):
+        """`{"log_prob", "bits_per_dim"}`, float32 `(batch,)`, of int `(batch, H, W, C)` images.
+
+        Args:
+          images: integers in `[0, 2**bits)`, sent as int32.
+          cond: `None` or a dict with `label` / `embedding` / `low_res`, batched like images.
+        """
+        inputs = {"images": np.asarray(images, np.int32), **_cond_arrays(cond)}
+        return self.predict(inputs, "log_prob")
+
+    def sample(self, num, seed=0, temperature=1.0, cond=None):
+        """int32 `(num, H, W, C)` images; row i drawn with seed `(seed0, seed1 + i)`.
+
+        Args:
+          num: number of images.
+          seed: an int (meaning `(0, seed)`) or a pair of ints.
+          temperature: a float, or one per row.
+          cond: `None` or a dict with `label` / `embedding` / `low_res`, `num` rows each.
+        """
+        temperature = np.broadcast_to(np.asarray(temperature, np.float32), (num,))
+        inputs = {"seed": row_seeds(num, seed), "temperature": temperature,
+                  **_cond_arrays(cond)}
+        return self.predict(inputs, "sample")["images"]
+
+    def metadata(self):
+        """signature name → `SignatureDef` proto, from `GetModelMetadata`."""
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._model_spec(request.model_spec)
+        response = self._call(self._predict.GetModelMetadata, request)
+        signature_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(signature_map)
+        return dict(signature_map.signature_def)
+
+    def status(self):
+        """version → `(state name, error message)`, from `GetModelStatus`."""
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._model_spec(request.model_spec)
+        response = self._call(self._models.GetModelStatus, request)
+        return {s.version: (_STATE_NAMES(s.state), s.status.error_message)
+                for s in response.model_version_status}
+
+    def image_shape(self, signature="log_prob"):
+        """`(height, width, channels)` of the `images` input of `signature` (from metadata)."""
+        signature_def = self.metadata()[signature]
+        tensor = signature_def.inputs.get("images") or signature_def.outputs["images"]
+        return tuple(d.size for d in tensor.tensor_shape.dim[1:])
+
+
+def read_images(paths, shape, bits):
+    """int32 `(len(paths), H, W, C)` at `bits` from 8-bit PNG/JPEG files of shape `shape`.
+
+    Raises:
+      ValueError: a missing or undecodable file, or an image whose size is not `shape`.
+    """
+    images = []
+    for path in paths:
+        try:
+            image = read_png(path)
+        except tf.errors.InvalidArgumentError:
+            raise ValueError(f"{path!r} is not a PNG/JPEG/GIF/BMP image.") from None
+        if image.shape != tuple(shape):
+            raise ValueError(f"{path!r} is {'x'.join(map(str, image.shape))} (HxWxC); the "
+                             f"model takes {'x'.join(map(str, shape))} images.")
+        images.append(reduce_bits(image, bits).numpy())
+    return np.stack(images).astype(np.int32)
+
+
+def define_flags():
+    flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC API.")
+    flags.DEFINE_string("model", None, "Model name on the server.")
+    flags.DEFINE_integer("version", None, "Model version (default: the newest).")
+    flags.DEFINE_enum("signature", "sample", ["sample", "log_prob"], "What to call.")
+    flags.DEFINE_integer("num", 4, "sample: images to draw.", lower_bound=1)
+    flags.DEFINE_integer("seed", 0, "sample: row i uses the stateless seed (0, seed + i).")
+    flags.DEFINE_float("temperature", 1.0, "sample: temperature.", lower_bound=0.0)
+    flags.DEFINE_list("labels", None, "Class labels for a class-conditional model, one per "
+                      "image or cycled.")
+    flags.DEFINE_string("out", "samples.png", "sample: output PNG grid.")
+    flags.DEFINE_list("images", None, "log_prob: 8-bit PNG files at the model's size.")
+    flags.DEFINE_integer("bits", None, "Bits per sub-pixel of the model (to scale PNGs).",
+                         lower_bound=1, upper_bound=8)
+    flags.DEFINE_float("timeout", 30.0, "Seconds per call, retries included.")
+    flags.mark_flags_as_required(["model", "bits"])
+
+
+def run(client, signature, num, seed, temperature, labels, out, image_paths, bits):
+    """Runs the CLI's call with `client`; returns the lines it prints."""
+    if signature == "sample":
+        cond = {"label": np.resize(np.array(labels, np.int32), num)} if labels else None
+        images = client.sample(num, seed, temperature, cond)
+        write_png_grid(images, bits, out)
+        return [f"wrote {num} samples {'x'.join(map(str, images.shape[1:]))} to {out}"]
+    if not image_paths:
+        raise ValueError("--signature=log_prob needs --images=a.png,b.png,...")
+    images = read_images(image_paths, client.image_shape(), bits)
+    cond = {"label": np.resize(np.array(labels, np.int32), len(images))} if labels else None
+    bits_per_dim = client.log_prob(images, cond)["bits_per_dim"]
+    return [f"{path}: {value:.4f} bits/dim" for path, value in zip(image_paths, bits_per_dim)]
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
+    labels = [int(v) for v in FLAGS.labels] if FLAGS.labels else None
+    try:
+        with Client(FLAGS.server, FLAGS.model, FLAGS.version, timeout=FLAGS.timeout) as client:
+            for line in run(client, FLAGS.signature, FLAGS.num, FLAGS.seed, FLAGS.temperature,
+                            labels, FLAGS.out, FLAGS.images, FLAGS.bits):
+                print(line)
+    except (ServingError, ValueError) as error:
+        sys.exit(f"spn_tf.serving.client: error: {error}")
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

@@ -1,0 +1,258 @@
+"""A local/dev stand-in for TF Serving: TF Serving's gRPC API in Python, on `tf.saved_model.load`.
+
+This is **not** TF Serving (`tensorflow_model_server`, which cannot be installed here): it is
+a small gRPC server built on the servicer base classes of `tensorflow-serving-api`, for tests
+and local development. It takes `tensorflow_model_server`'s flag names, so a command line moves
+from one to the other:
+
+    python -m spn_tf.serving.server --port=8500 --model_name=quickstart \
+        --model_base_path=exports/quickstart
+    python -m spn_tf.serving.server --port=8500 --model_config_file=my_models.config
+
+It answers `PredictionService.Predict` and `ModelService.GetModelStatus` / `GetModelMetadata`
+with TF Serving's status codes and messages: NOT_FOUND for an unknown model or version,
+FAILED_PRECONDITION for an unknown signature (TF Serving's code for it), INVALID_ARGUMENT for
+missing or extra inputs, a wrong dtype or shape, and for errors raised by the graph's own checks
+(pixel values out of range, batch sizes that disagree). It serves the newest version (or the
+requested `version` / `version_label`), loads a new version folder within
+`--file_system_poll_wait_seconds` without a restart, and on SIGTERM stops accepting calls,
+finishes those in flight (up to `--shutdown_grace_seconds`) and exits 0. It binds 127.0.0.1
+only (a dev server); there is no REST API and no server-side batching.
+"""
+
+import signal
+import sys
+import threading
+from concurrent import futures
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from absl import app, flags, logging
+from google.protobuf import text_format
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+from tensorflow_serving.config import model_server_config_pb2
+
+from spn_tf.serving.servables import ModelManager, RequestError
+
+FLAGS = flags.FLAGS
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _servable(manager, model_spec):
+    version = model_spec.version.value if model_spec.HasField("version") else None
+    return manager.model(model_spec.name).servable(version, model_spec.version_label or None)
+
+
+def _input_tensors(signature_name, function, inputs):
+    """Checks the request's `inputs` against `function`'s input specs; returns tensors.
+
+    Raises:
+      RequestError: INVALID_ARGUMENT naming the missing/extra input, the wrong dtype or shape.
+    """
+    specs = function.structured_input_signature[1]
+    if set(inputs) != set(specs):
+        extra, missing = sorted(set(inputs) - set(specs)), sorted(set(specs) - set(inputs))
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"input size does not match signature: {len(inputs)}!={len(specs)} "
+            f"len({{{','.join(sorted(inputs))}}}) != len({{{','.join(sorted(specs))}}}). "
+            f"Sent extra: {{{','.join(extra)}}}. Missing but required: {{{','.join(missing)}}}.")
+    tensors = {}
+    for index, name in enumerate(sorted(specs)):
+        spec, proto = specs[name], inputs[name]
+        if proto.dtype != spec.dtype.as_datatype_enum:
+            got = tf.dtypes.as_dtype(proto.dtype).name if proto.dtype else "an invalid dtype"
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Expects arg[{index}] ('{name}') to be {spec.dtype.name} but "
+                               f"{got} is provided")
+        try:
+            value = tf.make_ndarray(proto)
+        except (TypeError, ValueError) as error:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input '{name}' is not a valid TensorProto: {error}") from None
+        if not spec.shape.is_compatible_with(value.shape):
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"input '{name}' has shape {list(value.shape)}, but signature "
+                               f"'{signature_name}' takes {spec.shape} (None: any size)")
+        tensors[name] = tf.constant(value)
+    return tensors
+
+
+def predict(manager, request):
+    """Answers one `PredictRequest` (TF Serving's semantics); raises `RequestError`."""
+    servable = _servable(manager, request.model_spec)
+    signature_name = request.model_spec.signature_name or "serving_default"
+    if signature_name not in servable.signatures:
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
+                           f'Serving signature key "{signature_name}" not found.')
+    function = servable.signatures[signature_name]
+    tensors = _input_tensors(signature_name, function, request.inputs)
+    output_names = list(request.output_filter) or sorted(function.structured_outputs)
+    for alias in output_names:
+        if alias not in function.structured_outputs:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"output tensor alias not found in signature: {alias} Outputs "
+                               f"expected to be in the set "
+                               f"{{{','.join(sorted(function.structured_outputs))}}}.")
+    try:
+        outputs = function(**tensors)
+    except tf.errors.OpError as error:
+        raise RequestError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
+                           error.message) from None
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.model_spec.signature_name = signature_name
+    for alias in output_names:
+        response.outputs[alias].CopyFrom(tf.make_tensor_proto(np.asarray(outputs[alias])))
+    return response
+
+
+def model_metadata(manager, request):
+    """Answers a `GetModelMetadataRequest`: the `signature_def` map of the servable."""
+    if not request.metadata_field:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           "GetModelMetadataRequest must specify at least one metadata_field")
+    for field in request.metadata_field:
+        if field != "signature_def":
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"Metadata field {field} is not supported")
+    servable = _servable(manager, request.model_spec)
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for name, signature_def in servable.signature_defs.items():
+        signature_map.signature_def[name].CopyFrom(signature_def)
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.metadata["signature_def"].Pack(signature_map)
+    return response
+
+
+def model_status(manager, request):
+    """Answers a `GetModelStatusRequest`: the state of every version (or of the one asked)."""
+    name = request.model_spec.name
+    states = manager.model(name).states() if name in manager.models else {}
+    if request.model_spec.HasField("version"):
+        version = request.model_spec.version.value
+        if version not in states:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find version {version} of model {name}")
+        states = {version: states[version]}
+    if not states:
+        raise RequestError(grpc.StatusCode.NOT_FOUND,
+                           f"Could not find any versions of model {name}")
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for version, (state, error) in sorted(states.items()):
+        status = response.model_version_status.add(version=version, state=state)
+        if error:
+            status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
+            status.status.error_message = error
+    return response
+
+
+def _answer(handler):
+    """Wraps `handler(manager, request)` as a servicer method: `RequestError` → gRPC status."""
+
+    def method(self, request, context):
+        try:
+            return handler(self.manager, request)
+        except RequestError as error:
+            context.abort(error.code, error.message)
+
+    return method
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    """`PredictionService` over a `ModelManager` (Predict only: Classify/Regress are left
+    UNIMPLEMENTED by the base class, as spn_tf exports only predict signatures)."""
+
+    def __init__(self, manager):
+        self.manager = manager
+
+    Predict = _answer(predict)
+    GetModelMetadata = _answer(model_metadata)
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    """`ModelService.GetModelStatus` over a `ModelManager`."""
+
+    def __init__(self, manager):
+        self.manager = manager
+
+    GetModelStatus = _answer(model_status)
+
+
+def build_server(manager, port, max_threads):
+    """A started gRPC server on 127.0.0.1:`port` answering for `manager`'s models."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(manager), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
+    if server.add_insecure_port(f"127.0.0.1:{port}") == 0:
+        raise ValueError(f"cannot listen on 127.0.0.1:{port} (in use?).")
+    server.start()
+    return server
+
+
+def server_config(model_name, model_base_path, model_config_file):
+    """The `ModelServerConfig` from `--model_config_file`, else from name + base path."""
+    config = model_server_config_pb2.ModelServerConfig()
+    if model_config_file:
+        with tf.io.gfile.GFile(model_config_file) as f:
+            text_format.Parse(f.read(), config)
+        return config
+    if not model_base_path:
+        raise ValueError("give --model_base_path (with --model_name) or --model_config_file.")
+    config.model_config_list.config.add(name=model_name, base_path=model_base_path,
+                                        model_platform="tensorflow")
+    return config
+
+
+def define_flags():
+    flags.DEFINE_integer("port", 8500, "gRPC port (on 127.0.0.1).", lower_bound=1)
+    flags.DEFINE_string("model_name", "default",
+                        "Name of the model (ignored if --model_config_file is set).")
+    flags.DEFINE_string("model_base_path", None, "Folder of numeric version folders (ignored "
+                        "if --model_config_file is set, otherwise required).")
+    flags.DEFINE_string("model_config_file", None,
+                        "An ascii ModelServerConfig protobuf (model_config_list) to serve.")
+    flags.DEFINE_integer("file_system_poll_wait_seconds", 1, "Seconds between polls of the "
+                         "base paths for new versions; 0: poll once at startup.")
+    flags.DEFINE_integer("max_num_load_retries", 5,
+                         "Load attempts of a failing version after the first, one per poll.")
+    flags.DEFINE_integer("grpc_max_threads", 8, "Threads answering gRPC calls.", lower_bound=1)
+    flags.DEFINE_float("shutdown_grace_seconds", 10.0,
+                       "On SIGTERM, how long calls in flight may take to finish.")
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
+    try:
+        config = server_config(FLAGS.model_name, FLAGS.model_base_path, FLAGS.model_config_file)
+        manager = ModelManager(config, FLAGS.max_num_load_retries)
+    except (ValueError, text_format.ParseError, tf.errors.NotFoundError) as error:
+        sys.exit(f"spn_tf.serving.server: error: {error}")
+    manager.poll()  # like tensorflow_model_server: load the models before listening
+    try:
+        server = build_server(manager, FLAGS.port, FLAGS.grpc_max_threads)
+    except ValueError as error:
+        sys.exit(f"spn_tf.serving.server: error: {error}")
+    manager.start_polling(FLAGS.file_system_poll_wait_seconds)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.info("Running gRPC stand-in ModelServer at 127.0.0.1:%d ...", FLAGS.port)
+    while not stop.wait(1.0):
+        pass
+    logging.info("Shutting down: no new calls, finishing those in flight.")
+    server.stop(FLAGS.shutdown_grace_seconds).wait()
+    manager.stop_polling()
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
