@@ -7,8 +7,10 @@ precision policy must be set before TF initialises):
   * `mirrored x2` — MirroredStrategy over 2 logical CPU devices (same global batch);
   * `bfloat16` — the `mixed_bfloat16` policy;
   * `jit` — the per-replica loss and gradients XLA-compiled;
-  * `fit` — plain `model.fit` on the same model, optimizer and batches (one device, float32):
-    the custom loop's step-time overhead is its step time over this one.
+  * `fit` — plain `model.fit` on the same model, optimizer and batches (one device, float32),
+    timed in the same process as the custom loop, the two interleaved (loop, fit, loop, fit,
+    ...) so that a busy spell on a shared machine slows both: the loop's step-time overhead is
+    its fastest run over `fit`'s fastest run there.
 
 Batches are random images held in memory (the input pipeline is not measured). Each
 subprocess runs `--warmup` steps (tracing, compilation), then `--repeats` timed runs of
@@ -28,18 +30,18 @@ import sys
 import time
 
 MODELS = ("raster", "spn", "multiscale")
-# name: (strategy, logical CPU devices, mixed_bfloat16, jit_compile, loop)
+# name: (strategy, logical CPU devices, mixed_bfloat16, jit_compile, also time `fit`)
 CONFIGS = {
-    "one device": ("default", 0, False, False, "custom"),
-    "mirrored x2": ("mirrored", 2, False, False, "custom"),
-    "bfloat16": ("default", 0, True, False, "custom"),
-    "jit": ("default", 0, False, True, "custom"),
-    "fit": ("default", 0, False, False, "fit"),
+    "one device": ("default", 0, False, False, False),
+    "mirrored x2": ("mirrored", 2, False, False, False),
+    "bfloat16": ("default", 0, True, False, False),
+    "jit": ("default", 0, False, True, False),
+    "fit": ("default", 0, False, False, True),
 }
 
 
 def worker(args):
-    """One model and configuration: prints `{"seconds": [per timed run]}` as JSON."""
+    """One model and configuration: prints `{"loop"[, "fit"]: [seconds per run]}` as JSON."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
     import numpy as np
@@ -48,7 +50,7 @@ def worker(args):
     from spn_tf import models, strategies
     from spn_tf.training.step import TrainStep
 
-    strategy_name, cpu_devices, bfloat16, jit_compile, loop = CONFIGS[args.config]
+    strategy_name, cpu_devices, bfloat16, jit_compile, with_fit = CONFIGS[args.config]
     if cpu_devices:
         strategies.split_cpu(cpu_devices)
     if bfloat16:
@@ -62,26 +64,28 @@ def worker(args):
         model.build()
         optimizer = keras.optimizers.Adam(1e-4)
         optimizer.build(model.trainable_variables)
-    seconds = []
-    if loop == "fit":
+    step = TrainStep(model, optimizer, strategy, jit_compile)
+    iterator = iter(strategy.experimental_distribute_dataset(batches))
+
+    def loop(steps):
+        for _ in range(steps):
+            loss, _ = step(iterator)
+        float(loss)  # waits for the device
+
+    runs = {"loop": loop}
+    if with_fit:
         model.compile(optimizer=optimizer, jit_compile=jit_compile)
-        model.fit(batches, steps_per_epoch=args.warmup, epochs=1, verbose=0)
-        for _ in range(args.repeats):
+        runs["fit"] = lambda steps: model.fit(batches, steps_per_epoch=steps, epochs=1,
+                                              verbose=0)
+    for run in runs.values():
+        run(args.warmup)
+    seconds = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, run in runs.items():
             start = time.perf_counter()
-            model.fit(batches, steps_per_epoch=args.steps, epochs=1, verbose=0)
-            seconds.append(time.perf_counter() - start)
-    else:
-        step = TrainStep(model, optimizer, strategy, jit_compile)
-        iterator = iter(strategy.experimental_distribute_dataset(batches))
-        for _ in range(args.warmup):
-            float(step(iterator)[0])
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            for _ in range(args.steps):
-                loss, _ = step(iterator)
-            float(loss)
-            seconds.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": seconds}))
+            run(args.steps)
+            seconds[name].append(time.perf_counter() - start)
+    print(json.dumps(seconds))
 
 
 def _run(args, model, config):
@@ -92,9 +96,10 @@ def _run(args, model, config):
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     if result.returncode:
         raise RuntimeError(f"{model} / {config} failed:\n{result.stderr[-3000:]}")
-    seconds = json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
+    seconds = json.loads(result.stdout.strip().splitlines()[-1])
     images = args.batch_size * args.steps
-    return images / min(seconds), images / statistics.median(seconds)
+    return {name: (images / min(runs), images / statistics.median(runs))
+            for name, runs in seconds.items()}
 
 
 def main():
@@ -110,15 +115,16 @@ def main():
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    header = "| model | " + " | ".join(CONFIGS) + " | loop / fit step time |"
+    header = "| model | " + " | ".join(CONFIGS) + " | loop / fit step time (same process) |"
     print(f"images/s, fastest (median) of {args.repeats} runs of {args.steps} steps, batch "
           f"{args.batch_size}, 32x32x3 at 8 bits, small presets, {args.warmup} warm-up steps\n")
     print(header)
     print("|" + "---|" * (len(CONFIGS) + 2))
     for model in args.models.split(","):
-        rates = {config: _run(args, model, config) for config in CONFIGS}
+        runs = {config: _run(args, model, config) for config in CONFIGS}
+        rates = {config: run["fit" if config == "fit" else "loop"] for config, run in runs.items()}
         cells = [f"{fast:.1f} ({median:.1f})" for fast, median in rates.values()]
-        overhead = rates["fit"][0] / rates["one device"][0]
+        overhead = runs["fit"]["fit"][0] / runs["fit"]["loop"][0]
         print(f"| {model} | " + " | ".join(cells) + f" | {overhead:.3f} |", flush=True)
 
 
