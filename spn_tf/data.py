@@ -86,20 +86,23 @@ def _tfds_dataset(name, split, data_dir):
         raise ValueError(
             f"unknown dataset {name!r}: use 'embedded' or a TFDS name such as "
             f"{sorted(n for n in NUM_CLASSES if n != EMBEDDED)}.") from None
-    prepared = tf.io.gfile.exists(os.path.join(builder.data_dir, "dataset_info.json"))
-    if not prepared:
+    splits = builder.info.splits  # Empty until prepared: then TFDS decides below.
+    if splits and split not in splits:
+        split = "validation" if split == "test" and "validation" in splits else split
+        if split not in splits:
+            raise ValueError(f"dataset {name!r} has splits {sorted(splits)}, not {split!r}.")
+    try:
+        # TFDS itself decides whether the data is there (so `tfds.testing.mock_data` works);
+        # it raises AssertionError before reading anything when it is not.
+        ds = builder.as_dataset(split=split, shuffle_files=split == "train")
+    except AssertionError as error:
         family = name.split("/")[0]
         target = data_dir or "~/tensorflow_datasets"
         raise DatasetNotPreparedError(
             f"dataset {name!r} is not prepared in {target} and spn_tf does not download. "
             f"{PREPARE_HINTS.get(family, 'Prepare it with ')}`tfds build {name} "
-            f"--data_dir={target}` and pass --data_dir={target} (or use --dataset=embedded).")
-    splits = builder.info.splits
-    if split not in splits:
-        split = "validation" if split == "test" and "validation" in splits else split
-    if split not in splits:
-        raise ValueError(f"dataset {name!r} has splits {sorted(splits)}, not {split!r}.")
-    ds = builder.as_dataset(split=split, shuffle_files=split == "train")
+            f"--data_dir={target}` and pass --data_dir={target} (or use --dataset=embedded)."
+        ) from error
     return ds.map(lambda ex: (ex["image"], ex.get("label", tf.constant(0, tf.int64))),
                   num_parallel_calls=tf.data.AUTOTUNE)
 
