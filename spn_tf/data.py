@@ -77,6 +77,27 @@ def embedded_arrays(split="train", image_size=32, seed=0):
     return images, labels
 
 
+# Held out from a TFDS dataset that has only a train split (e.g. celeb_a_hq): its last 5%.
+HELD_OUT_PERCENT = 5
+
+
+def tfds_split(name, split, available):
+    """The TFDS split to read for our `train` / `test` split.
+
+    `test` is the dataset's `test` split, else its `validation` split; a dataset with only a
+    `train` split is cut: `train[:95%]` to train on, `train[95%:]` held out, disjoint.
+    `available` is empty for a dataset TFDS has not prepared (it then reports the error).
+    """
+    if available == ["train"]:
+        cut = 100 - HELD_OUT_PERCENT
+        return f"train[:{cut}%]" if split == "train" else f"train[{cut}%:]"
+    if not available or split in available:
+        return split
+    if split == "test" and "validation" in available:
+        return "validation"
+    raise ValueError(f"dataset {name!r} has splits {available}, not {split!r}.")
+
+
 def _tfds_dataset(name, split, data_dir):
     import tensorflow_datasets as tfds
 
@@ -86,15 +107,12 @@ def _tfds_dataset(name, split, data_dir):
         raise ValueError(
             f"unknown dataset {name!r}: use 'embedded' or a TFDS name such as "
             f"{sorted(n for n in NUM_CLASSES if n != EMBEDDED)}.") from None
-    splits = builder.info.splits  # Empty until prepared: then TFDS decides below.
-    if splits and split not in splits:
-        split = "validation" if split == "test" and "validation" in splits else split
-        if split not in splits:
-            raise ValueError(f"dataset {name!r} has splits {sorted(splits)}, not {split!r}.")
+    # Empty until prepared (or mocked): then TFDS decides below.
+    split = tfds_split(name, split, sorted(builder.info.splits))
     try:
         # TFDS itself decides whether the data is there (so `tfds.testing.mock_data` works);
         # it raises AssertionError before reading anything when it is not.
-        ds = builder.as_dataset(split=split, shuffle_files=split == "train")
+        ds = builder.as_dataset(split=split, shuffle_files=split.startswith("train"))
     except AssertionError as error:
         family = name.split("/")[0]
         target = data_dir or "~/tensorflow_datasets"

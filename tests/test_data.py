@@ -83,3 +83,15 @@ def test_folder_of_images_is_a_dataset(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has no train images"):
         data.load(f"folder:{tmp_path}/empty")
+
+
+def test_tfds_splits_hold_out_a_slice_when_there_is_only_train():
+    assert data.tfds_split("mnist", "test", ["test", "train"]) == "test"
+    assert data.tfds_split("imagenet_resized/32x32", "test", ["train", "validation"]) == (
+        "validation")
+    # celeb_a_hq has only `train`: two disjoint slices of it.
+    assert data.tfds_split("celeb_a_hq/256", "train", ["train"]) == "train[:95%]"
+    assert data.tfds_split("celeb_a_hq/256", "test", ["train"]) == "train[95%:]"
+    assert data.tfds_split("x", "test", []) == "test"  # not prepared: TFDS reports it
+    with pytest.raises(ValueError, match="has splits"):
+        data.tfds_split("x", "test", ["extra", "train"])
