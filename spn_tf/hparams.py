@@ -48,6 +48,16 @@ def check_odd_kernel(name, kernel_size, why=MASK_CENTRE):
     return kernel_size
 
 
+def check_first_kernel(name, kernel_size):
+    """Raises `ValueError` unless the mask-A input kernel is odd and at least 3: a 1x1 mask-A
+    input sees no other pixel. Returns it."""
+    check_odd_kernel(name, kernel_size)
+    if kernel_size < 3:
+        raise ValueError(f"{name}={kernel_size} must be >= 3: a 1x1 mask-A input sees no other "
+                         f"pixel.")
+    return kernel_size
+
+
 def check_multiple(name, value, of, why):
     """Raises `ValueError` unless `value` is a positive int multiple of `of`; `why` says why."""
     check_positive(name, value)

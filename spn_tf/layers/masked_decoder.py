@@ -44,10 +44,7 @@ class MaskedDecoder(keras.layers.Layer):
         if not hparams.is_int(num_values) or num_values < 2:
             raise ValueError(f"num_values={num_values!r} must be an int >= 2.")
         hparams.check_odd_kernel("kernel_size", kernel_size)
-        hparams.check_odd_kernel("first_kernel_size", first_kernel_size)
-        if first_kernel_size < 3:
-            raise ValueError(f"first_kernel_size={first_kernel_size} must be >= 3: a 1x1 "
-                             f"mask-A input sees no other pixel.")
+        hparams.check_first_kernel("first_kernel_size", first_kernel_size)
         hparams.check_layer_indices("attention_layers", attention_layers, num_layers)
         self.filters = filters
         self.num_layers = num_layers

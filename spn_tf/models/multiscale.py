@@ -147,10 +147,7 @@ class MultiscalePixelCNN(DensityModel):
         # check them again under their own names).
         hparams.check_channel_features("base_filters", base_filters, channels)
         hparams.check_positive("base_layers", base_layers)
-        hparams.check_odd_kernel("base_first_kernel_size", base_first_kernel_size)
-        if base_first_kernel_size < 3:
-            raise ValueError(f"base_first_kernel_size={base_first_kernel_size} must be >= 3: a "
-                             f"1x1 mask-A input sees no other pixel.")
+        hparams.check_first_kernel("base_first_kernel_size", base_first_kernel_size)
         if group_pixelcnn_patch:
             hparams.check_channel_features("group_pixelcnn_filters", group_pixelcnn_filters,
                                            channels)
