@@ -9,13 +9,13 @@ cannot wait for first use, and the rest costs little once TensorFlow is loaded. 
 line tools (`spn_tf.train`, `spn_tf.sample`) are not imported.
 """
 
-from spn_tf import (data, distributions, hparams, inputs, layers, models, orderings, sampling,
-                    testing)
+from spn_tf import (data, distributions, grid, hparams, inputs, layers, models, orderings,
+                    sampling, testing)
 from spn_tf.models import (DensityModel, GatedPixelCNN, MultidimensionalUpscaling,
                            MultiscalePixelCNN, SubscalePixelNetwork)
 
 __version__ = "0.1.0"
 
 __all__ = ["DensityModel", "GatedPixelCNN", "MultidimensionalUpscaling", "MultiscalePixelCNN",
-           "SubscalePixelNetwork", "data", "distributions", "hparams", "inputs", "layers",
+           "SubscalePixelNetwork", "data", "distributions", "grid", "hparams", "inputs", "layers",
            "models", "orderings", "sampling", "testing"]

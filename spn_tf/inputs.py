@@ -16,8 +16,11 @@ def split_inputs(inputs, cond=None):
     """`model(x)` accepts images or a dict `{"images": ..., <cond keys>}` (what `fit` feeds).
 
     Returns:
-      `(images, cond)` with `cond` a dict (possibly empty).
+      `(images, cond)` with `cond` a dict (possibly empty), or `cond` unchanged when it is not
+      a dict (for `check_cond` to refuse).
     """
+    if cond is not None and not isinstance(cond, dict):
+        return inputs, cond
     if isinstance(inputs, dict):
         unknown = set(inputs) - {"images", *COND_KEYS}
         if "images" not in inputs or unknown:
@@ -33,6 +36,25 @@ def _is_concrete(tensor):
     return tf.executing_eagerly() or not tf.is_tensor(tensor)
 
 
+def check_images_spec(images, bits, channels=None, height=None, width=None, name="images"):
+    """The dtype and shape half of `check_images`, for a tensor or a `tf.TensorSpec`."""
+    if not images.dtype.is_integer:
+        raise ValueError(
+            f"{name} must be int32 or uint8 with values in [0, {2 ** bits}), got dtype "
+            f"{images.dtype.name}; quantize first, e.g. tf.cast(tf.round(x * {2 ** bits - 1}), "
+            f"tf.int32).")
+    if images.shape.rank != 4:
+        raise ValueError(
+            f"{name} must have rank 4 (batch, height, width, channels), got shape "
+            f"{images.shape}; add a batch axis with images[None] for a single image.")
+    expected = (height, width, channels)
+    for got, want in zip(images.shape[1:], expected):
+        if want is not None and got is not None and got != want:
+            raise ValueError(
+                f"{name} shape {images.shape} does not match the model: expected "
+                f"(batch, {height}, {width}, {channels}).")
+
+
 def check_images(images, bits, channels=None, height=None, width=None, name="images"):
     """Validates an image batch and returns it as int32.
 
@@ -46,21 +68,7 @@ def check_images(images, bits, channels=None, height=None, width=None, name="ima
                 f"{name} must be integers in [0, {2 ** bits}) (int32 or uint8), got float "
                 f"values; quantize first, e.g. np.round(x * {2 ** bits - 1}).astype('int32').")
         images = tf.convert_to_tensor(images)
-    if not (images.dtype.is_integer):
-        raise ValueError(
-            f"{name} must be int32 or uint8 with values in [0, {2 ** bits}), got dtype "
-            f"{images.dtype.name}; quantize first, e.g. tf.cast(tf.round(x * {2 ** bits - 1}), "
-            f"tf.int32).")
-    if images.shape.rank != 4:
-        raise ValueError(
-            f"{name} must have rank 4 (batch, height, width, channels), got shape "
-            f"{images.shape}; add a batch axis with images[None] for a single image.")
-    expected = (height, width, channels)
-    for axis, (got, want) in enumerate(zip(images.shape[1:], expected), start=1):
-        if want is not None and got is not None and got != want:
-            raise ValueError(
-                f"{name} shape {images.shape} does not match the model: expected "
-                f"(batch, {height}, {width}, {channels}).")
+    check_images_spec(images, bits, channels, height, width, name)
     images = tf.cast(images, tf.int32)
     if _is_concrete(images):
         values = images.numpy()
@@ -70,8 +78,17 @@ def check_images(images, bits, channels=None, height=None, width=None, name="ima
                 f"{values.min()}, max {values.max()}. Reduce 8-bit data with "
                 f"spn_tf.orderings.reduce_bits(images, {bits}).")
     else:
-        tf.debugging.assert_greater_equal(images, 0, message=f"{name} values must be >= 0")
-        tf.debugging.assert_less(images, 2 ** bits, message=f"{name} values must be < {2 ** bits}")
+        # The checks gate the images themselves, so no op (e.g. a gather, which on an
+        # accelerator may not check its indices) sees a value outside the range first.
+        checks = [
+            tf.debugging.assert_greater_equal(
+                images, 0, message=f"{name} values must be >= 0"),
+            tf.debugging.assert_less(
+                images, 2 ** bits, message=f"{name} values must be < {2 ** bits} for "
+                f"bits={bits}; reduce 8-bit data with spn_tf.orderings.reduce_bits"),
+        ]
+        with tf.control_dependencies(checks):
+            images = tf.identity(images)
     return images
 
 
@@ -86,6 +103,10 @@ def check_cond(cond, cond_spec, batch_size=None):
     Returns:
       A dict with `label` as int32 and `embedding` as float32.
     """
+    if cond is not None and not isinstance(cond, dict):
+        raise ValueError(
+            f"cond must be None or a dict such as {{'label': labels}}, got "
+            f"{type(cond).__name__}; this model takes {sorted(cond_spec or {}) or 'none'}.")
     cond = dict(cond or {})
     cond_spec = dict(cond_spec or {})
     if set(cond) != set(cond_spec):
@@ -132,6 +153,9 @@ def check_cond(cond, cond_spec, batch_size=None):
 
 def check_seed(seed):
     """A stateless seed: int32 `(2,)`. Python ints are accepted and expanded to `(0, seed)`."""
+    if seed is None or isinstance(seed, (bool, float, str)):
+        raise ValueError(f"seed must be an int (e.g. seed=0) or int32 of shape (2,), got "
+                         f"{seed!r}; the same seed gives the same images.")
     if isinstance(seed, (int, np.integer)):
         return tf.constant([0, int(seed)], tf.int32)
     seed = tf.convert_to_tensor(seed)

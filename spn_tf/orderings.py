@@ -153,11 +153,12 @@ def multiscale_merge(base, groups):
     return x
 
 
-def check_depth_split(bits, msb_bits):
+def check_depth_split(bits, msb_bits, name="msb_bits"):
+    """Refuses a split that leaves no high or no low bits; `name` is the caller's argument."""
     if not 0 < msb_bits < bits:
         raise ValueError(
-            f"depth split msb_bits={msb_bits} must be in [1, bits-1] for bits={bits} "
-            f"(the paper uses 3 of 8).")
+            f"depth split {name}={msb_bits} must be in [1, bits-1] for bits={bits} "
+            f"(the paper uses 3 of 8; pass {name}=None for no depth upscaling).")
 
 
 def depth_split(images, bits=8, msb_bits=3):

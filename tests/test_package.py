@@ -15,24 +15,30 @@ import keras
 import numpy as np
 import spn_tf
 
-model = spn_tf.models.build("spn", 4, channels=1, bits=2, preset="tiny")
-assert isinstance(model, spn_tf.SubscalePixelNetwork)
-for name in ("data", "distributions", "hparams", "inputs", "layers", "orderings", "sampling",
-             "testing"):
+for name in ("data", "distributions", "grid", "hparams", "inputs", "layers", "orderings",
+             "sampling", "testing"):
     getattr(spn_tf, name)
-loaded = keras.saving.load_model(sys.argv[1])
 images = np.zeros((1, 4, 4, 1), np.int32)
-print(float(loaded.log_prob(images)[0]))
+for path in sys.argv[1:]:
+    print(float(keras.saving.load_model(path).log_prob(images)[0]))
 """
 
+KINDS = {"raster": {}, "spn": {}, "upscaling": {"depth_bits": 1},
+         "multiscale": {"base_size": 2}}
 
-def test_import_spn_tf_reaches_submodules_and_loads_a_saved_model(tmp_path):
-    model = models.build("multiscale", 4, channels=1, bits=2, preset="tiny", base_size=2)
-    expected = float(model.log_prob(np.zeros((1, 4, 4, 1), np.int32))[0])
-    path = str(tmp_path / "model.keras")
-    model.save(path)
+
+def test_import_spn_tf_reaches_submodules_and_loads_every_saved_model_kind(tmp_path):
+    images = np.zeros((1, 4, 4, 1), np.int32)
+    paths, expected = [], []
+    for kind, overrides in KINDS.items():
+        model = models.build(kind, 4, channels=1, bits=2, preset="tiny", **overrides)
+        expected.append(float(model.log_prob(images)[0]))
+        paths.append(str(tmp_path / f"{kind}.keras"))
+        model.save(paths[-1])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    result = subprocess.run([sys.executable, "-c", SCRIPT, path], capture_output=True,
+    # Nothing but `import spn_tf` runs before the files load: no model is built first.
+    result = subprocess.run([sys.executable, "-c", SCRIPT, *paths], capture_output=True,
                             text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert float(result.stdout.strip().splitlines()[-1]) == np.float32(expected)
+    got = [float(line) for line in result.stdout.strip().splitlines()[-len(KINDS):]]
+    assert got == [float(np.float32(value)) for value in expected]

@@ -175,5 +175,20 @@ def test_fit_on_embedded_data_one_slice_per_step():
 def test_build_presets_scale_with_image_size():
     assert models.build("spn", 256, preset="paper").subscale_factor == 8
     assert models.build("spn", 32, preset="small").subscale_factor == 2
+
+
+@pytest.mark.parametrize("preset, size", [("small", 16), ("small", 8), ("tiny", 4),
+                                          ("paper", 32)])
+def test_no_preset_drops_subscaling_at_small_sizes(preset, size):
+    assert models.build("spn", size, preset=preset).subscale_factor >= 2
+
+
+def test_a_size_the_preset_factor_does_not_divide_is_refused_naming_it():
+    with pytest.raises(ValueError, match="subscale_factor=2 must be a positive divisor"):
+        models.build("spn", 5, preset="tiny")
+    assert models.build("spn", 5, preset="tiny", subscale_factor=1).subscale_factor == 1
+    model = models.build("spn", 4, channels=1, bits=2, preset="tiny")
+    with pytest.raises(ValueError, match=r"the first slice, H/S x W/S for S=2"):
+        model.sample(1, 0, given={"low_res": np.zeros((1, 4, 4, 1), np.int32)})
     with pytest.raises(ValueError, match="unknown hyperparameters"):
         models.build("spn", 8, preset="tiny", slice_sizes=3)

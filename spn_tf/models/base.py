@@ -88,6 +88,49 @@ class DensityModel(keras.Model):
     def build_from_config(self, config):
         self.build()
 
+    def __call__(self, inputs, cond=None, training=None, **kwargs):
+        """`model(x)`, and so `fit`, `evaluate` and `predict`: the inputs are checked as
+        `log_prob` checks them, before Keras wraps the call (so the message reaches the user
+        as written)."""
+        images, cond = self.check_inputs(*inputs_lib.split_inputs(inputs, cond))
+        return super().__call__(images, cond, training=training, **kwargs)
+
+    def fit(self, x=None, *args, **kwargs):
+        self.check_data(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self.check_data(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self.check_data(x)
+        return super().predict(x, *args, **kwargs)
+
+    def check_data(self, x):
+        """What `fit`, `evaluate` and `predict` get, checked before Keras traces a step (a
+        failed trace would leave the model's step functions half built).
+
+        Arrays and tensors are checked in full, as `log_prob` checks them; a `tf.data.Dataset`
+        by its element spec (dtype, shape, conditioning keys), its values by the in-graph
+        checks of `model(x)`. Other inputs (generators, `PyDataset`) meet those in-graph
+        checks only.
+        """
+        if isinstance(x, tf.data.Dataset):
+            spec = x.element_spec
+            spec = spec[0] if isinstance(spec, tuple) else spec
+            images, cond = inputs_lib.split_inputs(spec)
+            inputs_lib.check_images_spec(images, self.bits, self.channels, self.image_size,
+                                         self.image_size)
+            missing = set(self.cond_spec) - set(cond)
+            if missing:
+                raise ValueError(
+                    f"this model takes conditioning {sorted(self.cond_spec)}; the dataset's "
+                    f"elements lack {sorted(missing)} (they hold {sorted(cond) or 'none'} "
+                    f"besides 'images').")
+        elif isinstance(x, (dict, np.ndarray, tf.Tensor)):
+            self.check_inputs(*inputs_lib.split_inputs(x))
+
     def call(self, inputs, cond=None, training=None):
         images, cond = inputs_lib.split_inputs(inputs, cond)
         return self._outputs(images, cond, training=bool(training))
@@ -203,6 +246,22 @@ class DensityModel(keras.Model):
         if (name, loop) not in loops:
             loops[name, loop] = sampling.compile_loop(fn, jit_compile=loop == "xla")
         return loops[name, loop]
+
+    def describe_ordering(self):
+        """One line: the ordering's key numbers (steps, S and slice size, base size, depth
+        bits), as `repr` and `summary` show them."""
+        raise NotImplementedError
+
+    def __repr__(self):
+        cond = f", cond={self.cond_spec}" if self.cond_spec else ""
+        return (f"<{type(self).__name__} {self.image_size}x{self.image_size}x{self.channels} "
+                f"at {self.bits} bits{cond}: {self.describe_ordering()}>")
+
+    def summary(self, *args, **kwargs):
+        print_fn = kwargs.get("print_fn") or print
+        print_fn(repr(self))
+        self.build()
+        return super().summary(*args, **kwargs)
 
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,

@@ -375,6 +375,14 @@ class MultiscalePixelCNN(DensityModel):
                                              feature_patches)
         return predictor.from_patches(patches, side)
 
+    def describe_ordering(self):
+        b = self.base_size
+        kind = (f"type B (group PixelCNN over {self.group_pixelcnn_patch}x"
+                f"{self.group_pixelcnn_patch} patches)" if self.group_pixelcnn_patch
+                else "type A (one step per group)")
+        return (f"base {b}x{b} in raster order, then {self.num_scales} resolution doublings "
+                f"x 3 groups, {kind}")
+
     def get_config(self):
         return {**super().get_config(), "base_size": self.base_size, "filters": self.filters,
                 "num_blocks": self.num_blocks, "kernel_size": self.kernel_size,

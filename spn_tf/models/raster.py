@@ -102,6 +102,9 @@ class GatedPixelCNN(DensityModel):
         """`_raster_loop` XLA-compiled (what `sample` runs); one trace per batch size."""
         return self.sample_loop("raster", "xla", self._raster_loop)
 
+    def describe_ordering(self):
+        return f"raster order, {self.num_dims} sequential steps (one per sub-pixel)"
+
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,
                 "kernel_size": self.kernel_size, "first_kernel_size": self.first_kernel_size,

@@ -35,12 +35,14 @@ def preset(name, image_size):
 
     The subscale factor follows the slice size: 16x16 slices for `small` (S = H/16), 32x32
     slices for `paper` at 128 and 256 (S = 4, 8: Menick & Kalchbrenner 2019 [unverified]) and
-    S = 2 at 32 and 64 [unverified]; `tiny` uses S = 2 where it divides the image.
+    S = 2 at 32 and 64 [unverified]; `tiny` uses S = 2. No preset drops subscaling: S >= 2 at
+    every size (smaller slices below 32x32, resp. 64x64), and a size S does not divide is
+    refused by the model, naming `subscale_factor` (pass it to choose another).
     """
     if name == "tiny":
-        factor = 2 if image_size % 2 == 0 else 1
+        factor = 2
     elif name == "small":
-        factor = max(1, image_size // 16)
+        factor = max(2, image_size // 16)
     else:
         factor = max(2, image_size // 32)
     return {**_DEFAULTS, **_PRESETS[name], "subscale_factor": factor}
@@ -57,7 +59,8 @@ def given_slices(given, batch_size, image_size, channels, bits, subscale_factor)
     if given is None:
         return tf.zeros([batch_size, num_slices, h, h, c], tf.int32), 0
     if isinstance(given, dict) and set(given) == {"low_res"}:
-        low_res = check_images(given["low_res"], bits, c, h, h, "given['low_res']")
+        low_res = check_images(given["low_res"], bits, c, h, h,
+                               f"given['low_res'] (the first slice, H/S x W/S for S={s})")
         known, slices = 1, tf.concat(
             [low_res[:, None], tf.zeros([low_res.shape[0], num_slices - 1, h, h, c], tf.int32)],
             axis=1)
@@ -348,6 +351,15 @@ class SubscalePixelNetwork(DensityModel):
         """`_sample_slice` XLA-compiled; one trace per batch size serves every slice."""
         return self.sample_loop("slice", "xla",
                                 functools.partial(self._sample_slice, compiled=True))
+
+    def describe_ordering(self):
+        s, h = self.subscale_factor, self.image_size // self.subscale_factor
+        start, stop = self.slice_range
+        text = (f"subscale S={s}: {s * s} slices of {h}x{h}, slices {start}..{stop - 1} "
+                f"modelled, {h * h * self.channels} steps per slice")
+        if self.depth_condition_bits:
+            text += f", given the top {self.depth_condition_bits} bits (depth upscaling)"
+        return text
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,

@@ -97,7 +97,7 @@ class MultidimensionalUpscaling(DensityModel):
         super().__init__(image_size, channels, bits, cond, **kwargs)
         depth_bits = depth_bits or None
         if depth_bits is not None:
-            orderings.check_depth_split(bits, depth_bits)
+            orderings.check_depth_split(bits, depth_bits, name="depth_bits")
         part_overrides = {k: dict(v) for k, v in (part_overrides or {}).items()}
         if set(part_overrides) - set(PARTS):
             raise ValueError(f"part_overrides keys must be in {PARTS}, got "
@@ -227,6 +227,13 @@ class MultidimensionalUpscaling(DensityModel):
                                              {**cond, "low_res": msb},
                                              {"images": lsb, "num_slices": known}, loop)
         return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
+
+    def describe_ordering(self):
+        s, h = self.subscale_factor, self.image_size // self.subscale_factor
+        depth = (f"top depth_bits={self.depth_bits} of {self.bits} first, then the rest"
+                 if self.depth_bits else "no depth upscaling")
+        return (f"networks {'+'.join(self.networks)}; subscale S={s}: {s * s} slices of "
+                f"{h}x{h}; {depth}")
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,

@@ -1,0 +1,77 @@
+"""One validation path: `fit`, `evaluate`, `predict`, `model(x)`, `log_prob` and `sample`
+refuse what the model cannot take, with the same messages, and leave the model usable."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import models
+
+
+@pytest.fixture(scope="module")
+def model():
+    model = models.build("raster", 4, channels=1, bits=2, preset="tiny", cond={"label": 3})
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    return model
+
+
+IMAGES = np.random.default_rng(0).integers(0, 4, (8, 4, 4, 1)).astype(np.int32)
+LABELS = np.zeros(8, np.int32)
+FLOAT = "must be integers in [0, 4)"
+RANGE = "values must be in [0, 4) for bits=2"
+
+
+@pytest.mark.parametrize("verb", ["fit", "evaluate", "predict", "call"])
+@pytest.mark.parametrize("images, message", [(IMAGES / 3.0, FLOAT), (IMAGES * 60, RANGE)])
+def test_float_and_8bit_images_are_refused_by_every_entry(model, verb, images, message):
+    x = {"images": images, "label": LABELS}
+    run = {"fit": lambda: model.fit(x, epochs=1, verbose=0),
+           "evaluate": lambda: model.evaluate(x, verbose=0),
+           "predict": lambda: model.predict(x, verbose=0),
+           "call": lambda: model(x)}[verb]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run()
+    # Nothing was traced half-way: the model still trains and evaluates.
+    assert np.isfinite(model.fit({"images": IMAGES, "label": LABELS}, epochs=1,
+                                 verbose=0).history["loss"][0])
+
+
+def test_a_float_dataset_is_refused_before_training(model):
+    ds = tf.data.Dataset.from_tensor_slices({"images": IMAGES / 3.0, "label": LABELS}).batch(4)
+    with pytest.raises(ValueError, match="must be int32 or uint8"):
+        model.fit(ds, epochs=1, verbose=0)
+
+
+def test_out_of_range_values_inside_a_dataset_fail_in_graph_with_the_message(model):
+    ds = tf.data.Dataset.from_tensor_slices({"images": IMAGES * 60, "label": LABELS}).batch(4)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="images values must be < 4"):
+        model.evaluate(ds, verbose=0)
+
+
+def test_conditioning_errors_are_plain_value_errors(model):
+    with pytest.raises(ValueError, match=r"takes conditioning \['label'\].*got none") as info:
+        model.fit({"images": IMAGES}, epochs=1, verbose=0)
+    assert "\x1b[" not in str(info.value)
+    with pytest.raises(ValueError, match="cond must be None or a dict"):
+        model.log_prob(IMAGES, LABELS)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        model.sample(2, None, cond={"label": [0, 1]})
+
+
+def test_repr_and_summary_state_the_ordering():
+    spn = models.build("spn", 8, channels=1, bits=2, preset="tiny")
+    assert "subscale S=2: 4 slices of 4x4" in repr(spn)
+    lines = []
+    models.build("multiscale", 8, channels=1, bits=2, preset="tiny", base_size=2).summary(
+        print_fn=lambda line, *args, **kwargs: lines.append(line))
+    assert "base 2x2 in raster order, then 2 resolution doublings" in lines[0]
+    upscaling = models.build("upscaling", 4, channels=1, bits=3, preset="tiny", depth_bits=1)
+    assert "top depth_bits=1 of 3 first" in repr(upscaling)
+
+
+def test_errors_name_the_hyperparameter_users_pass():
+    with pytest.raises(ValueError, match="depth_bits=3 must be in"):
+        models.build("upscaling", 8, bits=3, preset="small")
