@@ -2,7 +2,9 @@
 
 Reads the run's `config.json` (dataset, image space, batch) and `model.keras` (the EMA
 weights when the run kept an average), evaluates exactly on the test split, prints the value
-and writes it to `<model_dir>/evaluation.json`.
+and writes it to `<model_dir>/evaluation.json`. `--heatmap=map.png` also writes the first
+held-out images beside the bits each pixel costs (`model.log_prob_map`): where the model is
+surprised, e.g. to find outliers.
 """
 
 import dataclasses
@@ -12,7 +14,8 @@ import sys
 
 from absl import app, flags
 
-from spn_tf.trainer import TrainConfig, held_out_dataset, load_checkpoint
+from spn_tf import data, grid
+from spn_tf.trainer import TrainConfig, data_args, held_out_dataset, load_checkpoint
 from spn_tf.training.evaluation import mean_bits_per_dim
 
 FLAGS = flags.FLAGS
@@ -26,6 +29,9 @@ def define_flags():
                          lower_bound=0)
     flags.DEFINE_integer("eval_slices_per_call", 0, "SPN slices per network call (0: the "
                          "run's batch size).", lower_bound=0)
+    flags.DEFINE_string("heatmap", None, "Write held-out images beside their per-pixel bits "
+                        "(PNG) to this path.")
+    flags.DEFINE_integer("heatmap_images", 8, "Images in the --heatmap grid.", lower_bound=1)
     flags.mark_flag_as_required("model_dir")
 
 
@@ -39,6 +45,18 @@ def run_config(model_dir, **overrides):
     except (OSError, ValueError, TypeError) as error:
         raise ValueError(f"{path} is not the config of a spn_tf.train run ({error}).") from None
     return dataclasses.replace(config, **overrides)
+
+
+def write_heatmap_of(model, config, path, num_images):
+    """Writes the first `num_images` held-out images and their per-pixel bits to `path`."""
+    if not path.lower().endswith(".png"):
+        raise app.UsageError(f"--heatmap={path!r} must name a .png file.")
+    batch = next(iter(data.load(config.dataset, "test", batch_size=num_images, shuffle=False,
+                                **data_args(config))))
+    cond = {"label": batch["label"]} if config.conditional else None
+    top = grid.write_heatmap(batch["images"].numpy(), model.log_prob_map(batch["images"], cond),
+                             model.bits, path)
+    print(f"wrote {path}: images beside their bits per pixel (white = {top:.2f} bits)")
 
 
 def main(argv):
@@ -55,6 +73,8 @@ def main(argv):
                                  config.eval_slices_per_call or config.batch_size)
     except ValueError as error:
         sys.exit(f"spn_tf.evaluate: error: {error}")
+    if FLAGS.heatmap:
+        write_heatmap_of(model, config, FLAGS.heatmap, FLAGS.heatmap_images)
     with open(os.path.join(FLAGS.model_dir, "evaluation.json"), "w") as f:
         json.dump({"held_out_bits_per_dim": bits, "eval_batches": config.eval_batches}, f,
                   indent=2)

@@ -145,7 +145,7 @@ class TrainingDivergedError(ValueError):
     """The training loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def _data_args(config):
+def data_args(config):
     return dict(image_size=config.image_size, bits=config.bits, channels=config.channels,
                 with_labels=config.conditional, data_dir=config.data_dir or None,
                 seed=config.seed)
@@ -165,7 +165,7 @@ def _train_dataset(config, strategy, start_step):
         return data.load(config.dataset, "train", batch_size=per_replica, shuffle=True,
                          repeat=True, flip=config.flip,
                          shard=(context.num_input_pipelines, context.input_pipeline_id),
-                         skip=start_step * per_replica * local_replicas, **_data_args(config))
+                         skip=start_step * per_replica * local_replicas, **data_args(config))
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
@@ -173,7 +173,7 @@ def _train_dataset(config, strategy, start_step):
 def held_out_dataset(config):
     """The test split the config names: `eval_batches` batches, or all of it."""
     test = data.load(config.dataset, "test", batch_size=config.batch_size, shuffle=False,
-                     **_data_args(config))
+                     **data_args(config))
     return test.take(config.eval_batches) if config.eval_batches else test
 
 

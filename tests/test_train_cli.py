@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from spn_tf import grid
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -44,9 +46,13 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     config = json.loads((model_dir / "config.json").read_text())
     assert config["preset"] == "tiny" and config["conditional"] is True
     # The finished run evaluates again from its directory alone: the same exact value.
-    result = subprocess.run([sys.executable, "-m", "spn_tf.evaluate", f"--model_dir={model_dir}"],
+    heatmap = tmp_path / "map.png"
+    result = subprocess.run([sys.executable, "-m", "spn_tf.evaluate", f"--model_dir={model_dir}",
+                             f"--heatmap={heatmap}", "--heatmap_images=3"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    # Three images beside their bits: one row of six 4x4 tiles, 1-pixel gaps, enlarged 4x.
+    assert grid.read_png(str(heatmap)).shape == ((4 + 2) * 4, (6 * 5 + 1) * 4, 3)
     evaluation = json.loads((model_dir / "evaluation.json").read_text())
     assert evaluation["held_out_bits_per_dim"] == pytest.approx(
         metrics["held_out_bits_per_dim"], abs=1e-5)

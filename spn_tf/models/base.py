@@ -149,6 +149,27 @@ class DensityModel(keras.Model):
         self.build()
         return self._log_prob_from_outputs(images, cond, self._outputs(images, cond, False))
 
+    def log_prob_map(self, images, cond=None):
+        """Per-sub-pixel log-likelihoods in image layout: where an image is unlikely.
+
+        Entry `(b, i, j, c)` is `log p(x_ijc | the sub-pixels before it in the model's
+        ordering, cond)`; sub-pixels the model is given rather than generating (e.g. the
+        slices before an SPN's `slice_range`, a multiscale `cond["low_res"]`) are 0. The map
+        sums over `(H, W, C)` to `log_prob` (the same terms; only the order of the float
+        additions differs). The tool of likelihood-based outlier detection: a low region is
+        one the model found surprising.
+
+        Args:
+          images: int32/uint8 `(B, H, W, C)` in `[0, 2**bits)`.
+          cond: conditioning dict, as built.
+
+        Returns:
+          float32 `(B, H, W, C)`, natural log.
+        """
+        images, cond = self.check_inputs(images, cond)
+        self.build()
+        return self._log_prob_map_from_outputs(images, cond, self._outputs(images, cond, False))
+
     def bits_per_dim(self, images, cond=None):
         """`-log_prob / (H * W * C * ln 2)`, float32 `(B,)`."""
         return bits_per_dim(self.log_prob(images, cond), self.num_dims)
@@ -271,6 +292,10 @@ class DensityModel(keras.Model):
         raise NotImplementedError
 
     def _log_prob_from_outputs(self, images, cond, outputs):
+        raise NotImplementedError
+
+    def _log_prob_map_from_outputs(self, images, cond, outputs):
+        """float32 `(B, H, W, C)` terms of `_log_prob_from_outputs` in image layout."""
         raise NotImplementedError
 
     def _sample(self, batch_size, seed, temperature, cond, given, loop):

@@ -6,11 +6,12 @@ import keras
 import tensorflow as tf
 
 from spn_tf import hparams, sampling
-from spn_tf.distributions import image_log_prob
+from spn_tf.distributions import categorical_log_prob, image_log_prob
 from spn_tf.inputs import check_images
 from spn_tf.layers import ConditionEmbedding, GroupPredictor, MaskedDecoder
 from spn_tf.models.base import DensityModel
-from spn_tf.orderings import multiscale_num_scales, multiscale_split, upscale_with_groups
+from spn_tf.orderings import (multiscale_merge, multiscale_num_scales, multiscale_split,
+                              upscale_with_groups)
 
 NUM_GROUPS = 3  # new groups per doubling: upper-right, lower-left, lower-right
 
@@ -246,6 +247,26 @@ class MultiscalePixelCNN(DensityModel):
         low_res = tf.cast(low_res, images.dtype)
         match = tf.reduce_all(tf.equal(images[:, ::step, ::step], low_res), axis=[1, 2, 3])
         return tf.where(match, log_prob, tf.fill(tf.shape(log_prob), float("-inf")))
+
+    def _log_prob_map_from_outputs(self, images, cond, outputs):
+        low_res = cond.get("low_res")
+        base, groups = multiscale_split(images, self.base_size)
+        first = self._first_scale(low_res)
+        modelled_base = self.base_decoder is not None and low_res is None
+        base_map = (categorical_log_prob(outputs[0], base) if modelled_base
+                    else tf.zeros(tf.shape(base), tf.float32))
+        group_logits = outputs[len(outputs) - self.num_scales:]
+        group_maps = [categorical_log_prob(group_logits[scale], groups[scale]) if scale >= first
+                      else tf.zeros(tf.shape(groups[scale]), tf.float32)
+                      for scale in range(self.num_scales)]
+        log_prob_map = multiscale_merge(base_map, group_maps)
+        if low_res is None:
+            return log_prob_map
+        # As in `_log_prob_from_outputs`: -inf unless the image's sub-sample is `low_res`.
+        step = self.image_size // low_res.shape[1]
+        match = tf.reduce_all(tf.equal(images[:, ::step, ::step], tf.cast(low_res, images.dtype)),
+                              axis=[1, 2, 3])
+        return tf.where(match[:, None, None, None], log_prob_map, float("-inf"))
 
     def check_low_res(self, low_res, batch_size=None):
         """Validates `cond["low_res"]`: int `(B, r, r, C)`, `r = base_size * 2**k < N`."""

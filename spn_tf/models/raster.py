@@ -5,7 +5,7 @@ import functools
 import keras
 
 from spn_tf import sampling
-from spn_tf.distributions import image_log_prob
+from spn_tf.distributions import categorical_log_prob, image_log_prob
 from spn_tf.inputs import check_given_pixels
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder
 from spn_tf.models.base import DensityModel
@@ -73,6 +73,9 @@ class GatedPixelCNN(DensityModel):
 
     def _log_prob_from_outputs(self, images, cond, outputs):
         return image_log_prob(outputs, images)
+
+    def _log_prob_map_from_outputs(self, images, cond, outputs):
+        return categorical_log_prob(outputs, images)
 
     def _sample(self, batch_size, seed, temperature, cond, given, loop):
         shape = [batch_size, self.image_size, self.image_size, self.channels]

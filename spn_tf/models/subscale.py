@@ -283,6 +283,16 @@ class SubscalePixelNetwork(DensityModel):
             tf.shape(slice_index)[1], tf.float32)
         return weight * tf.reduce_sum(per_slice, axis=1)
 
+    def _log_prob_map_from_outputs(self, images, cond, outputs):
+        slice_index = outputs["slice_index"]
+        targets = tf.gather(orderings.subscale_split(images, self.subscale_factor), slice_index,
+                            axis=1, batch_dims=1)
+        per_slice = categorical_log_prob(outputs["logits"], targets)
+        # Each computed slice to its place among all S*S (zeros for those not modelled).
+        placed = tf.one_hot(slice_index, self.subscale_factor ** 2, dtype=per_slice.dtype)
+        slices = tf.einsum("bnhwc,bns->bshwc", per_slice, placed)
+        return orderings.subscale_merge(slices, self.subscale_factor)
+
     def slice_log_prob(self, images, slice_index, cond=None):
         """`log p(x_k | x_<k, cond)` of one slice per example.
 

@@ -164,6 +164,12 @@ class MultidimensionalUpscaling(DensityModel):
                                                        part_outputs)
             for part, part_outputs in outputs.items()])
 
+    def _log_prob_map_from_outputs(self, images, cond, outputs):
+        return tf.add_n([
+            self.networks[part]._log_prob_map_from_outputs(
+                *self.part_inputs(part, images, cond), part_outputs)
+            for part, part_outputs in outputs.items()])
+
     def part_log_probs(self, images, cond=None):
         """`{part: float32 (B,)}`: each network's exact term of `log_prob`."""
         images, cond = self.check_inputs(images, cond)
