@@ -1,8 +1,12 @@
 """PNG grids of image batches (TF's PNG codec; no home-made image I/O).
 
-`image_grid` tiles a batch, `write_png_grid` writes it, `write_heatmap` writes images beside
-their per-pixel bits (from `model.log_prob_map`), `read_png` reads a PNG or JPEG back.
+`image_grid` tiles a batch, `write_grid` writes it (PNG or JPEG by the file's extension),
+`write_heatmap` writes images beside their per-pixel bits (from `model.log_prob_map`),
+`read_image` reads a PNG, JPEG, GIF or BMP back. The CLIs write their samples with these;
+in your own code, e.g. `spn_tf.grid.write_grid(model.sample(16, 0), model.bits, "s.png")`.
 """
+
+import os
 
 import math
 
@@ -25,11 +29,27 @@ def image_grid(images, bits, columns=None, pad=1):
     return grid
 
 
-def write_png_grid(images, bits, path, scale=4):
-    """Writes `images` as a PNG grid, each pixel enlarged `scale` times (nearest)."""
-    grid = image_grid(images, bits)
+ENCODERS = {".png": tf.io.encode_png, ".jpg": tf.io.encode_jpeg, ".jpeg": tf.io.encode_jpeg}
+
+
+def check_image_path(path, name="--out"):
+    """Refuses a path whose extension names no format we write (before any work is done)."""
+    extension = os.path.splitext(path)[1].lower()
+    if extension not in ENCODERS:
+        raise ValueError(f"{name}={path!r}: the extension picks the format; use one of "
+                         f"{sorted(ENCODERS)}.")
+    return extension
+
+
+def _write(grid, path, scale):
     grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-    tf.io.write_file(path, tf.io.encode_png(grid))
+    tf.io.write_file(path, ENCODERS[check_image_path(path)](grid))
+
+
+def write_grid(images, bits, path, scale=4):
+    """Writes `images` as one grid image, each pixel enlarged `scale` times (nearest); the
+    format (PNG, or JPEG at its default quality) follows the extension of `path`."""
+    _write(image_grid(images, bits), path, scale)
     return path
 
 
@@ -40,7 +60,7 @@ def write_heatmap(images, log_prob_map, bits, path, scale=4):
       images: int `(N, H, W, C)` in `[0, 2**bits)`.
       log_prob_map: float `(N, H, W, C)`, `model.log_prob_map(images)` (natural log).
       bits: the images' bit depth.
-      path: the PNG to write.
+      path: the PNG (or JPEG) to write.
       scale: each pixel enlarged this many times.
 
     Returns:
@@ -53,14 +73,21 @@ def write_heatmap(images, log_prob_map, bits, path, scale=4):
     heat = np.round(cost / top * levels).astype(np.int64)[..., None]
     heat = np.repeat(heat, images.shape[-1], axis=-1)
     pairs = np.stack([images, heat], axis=1).reshape((-1,) + images.shape[1:])
-    grid = image_grid(pairs, bits, columns=2 * min(len(images), 4))
-    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
-    tf.io.write_file(path, tf.io.encode_png(grid))
+    _write(image_grid(pairs, bits, columns=2 * min(len(images), 4)), path, scale)
     return top
 
 
-def read_png(path):
-    """uint8 `(H, W, C)` from a PNG/JPEG file, with a clear error if it is missing."""
-    if not tf.io.gfile.exists(path):
-        raise ValueError(f"image file {path!r} does not exist.")
-    return tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy()
+def read_image(path, name="image file"):
+    """uint8 `(H, W, C)` from a PNG, JPEG, GIF (first frame) or BMP file.
+
+    Raises:
+      ValueError: the file is missing, unreadable or not an image, saying which.
+    """
+    if not tf.io.gfile.exists(path) or tf.io.gfile.isdir(path):
+        raise ValueError(f"{name} {path!r} does not exist (or is a directory).")
+    try:
+        return tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.OpError) as error:
+        reason = error.message.strip().splitlines()[0]
+        raise ValueError(f"{name} {path!r} could not be read as a PNG, JPEG, GIF or BMP image "
+                         f"({reason}).") from None

@@ -2,8 +2,10 @@
 
 Loads `model_dir/model.keras` (written by `python -m spn_tf.train`), draws `--num` images with
 the model's compiled sampler (`--nocompiled`: the reference sampler, the same images, slower)
-and writes them as a PNG grid. `--given=image.png` starts from a known image, read at the
-model's size and reduced to its bits:
+and writes them as one grid image (`--out`: `.png`, `.jpg` or `.jpeg`). `--given=image.png`
+starts from a known 8-bit image (PNG, JPEG, GIF, BMP), reduced to the model's bits and not
+resized (a resize would change the pixels the model is asked to keep): its side must be one
+of those below, and the error lists them:
   * raster: the top half is kept, the bottom half completed;
   * SPN / upscaling: an `H/S`-sized image is the first slice (size upscaling by `S`); a full
     size image keeps its first `S*S // 2` slices (completion); an upscaling model with depth
@@ -13,13 +15,14 @@ model's size and reduced to its bits:
 Progress is logged per batch of `--batch_size` images.
 """
 
+import os
 import sys
 import time
 
 import numpy as np
 from absl import app, flags, logging
 
-from spn_tf.grid import read_png, write_png_grid
+from spn_tf.grid import check_image_path, read_image, write_grid
 from spn_tf.orderings import reduce_bits
 from spn_tf.trainer import load_checkpoint
 
@@ -35,9 +38,10 @@ def define_flags():
                        lower_bound=0.0)
     flags.DEFINE_list("labels", None, "Class labels for a class-conditional model, one per "
                       "image or cycled (default: 0, 1, 2, ... modulo the classes).")
-    flags.DEFINE_string("given", None, "PNG to complete / upscale (see the module doc).")
+    flags.DEFINE_string("given", None, "Image to complete / upscale, at a size the model "
+                        "takes (not resized; see the module doc).")
     flags.DEFINE_bool("compiled", True, "XLA-compiled sampler (else the reference sampler).")
-    flags.DEFINE_string("out", "samples.png", "Output PNG grid.")
+    flags.DEFINE_string("out", "samples.png", "Output grid image; .png, .jpg or .jpeg.")
     flags.mark_flags_as_required(["model_dir"])
 
 
@@ -84,11 +88,12 @@ def _labels(model, num, labels):
 
 
 def run(model_dir, num, batch_size, seed, temperature, labels, given_path, compiled, out):
-    """Draws `num` images from `model_dir/model.keras` into the PNG `out`; returns them."""
-    model = load_checkpoint(f"{model_dir}/model.keras")
+    """Draws `num` images from `model_dir/model.keras` into the image `out`; returns them."""
+    check_image_path(out)
+    model = load_checkpoint(os.path.join(model_dir, "model.keras"))
     cond = _labels(model, num, labels)
     given, given_cond = (None, {}) if given_path is None else given_for(
-        model, read_png(given_path), num)
+        model, read_image(given_path, "--given"), num)
     cond.update(given_cond)
     chunks, start = [], time.time()
     for begin in range(0, num, batch_size):
@@ -100,7 +105,7 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, compi
                                    cut(given), compiled=compiled).numpy())
         logging.info("sampled %d/%d images (%.1f s)", end, num, time.time() - start)
     images = np.concatenate(chunks)
-    write_png_grid(images, model.bits, out)
+    write_grid(images, model.bits, out)
     logging.info("wrote %s", out)
     return images
 

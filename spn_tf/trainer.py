@@ -19,7 +19,7 @@ import keras
 import numpy as np
 
 from spn_tf import data, models
-from spn_tf.grid import write_png_grid
+from spn_tf.grid import write_grid
 from spn_tf.strategies import chief_and_task, make_strategy
 from spn_tf.training.averaging import averaged_weights
 from spn_tf.training.checkpoints import RunCheckpoints
@@ -132,7 +132,13 @@ def make_optimizer(config):
 
 
 def load_checkpoint(path):
-    """Loads a `.keras` checkpoint, turning a corrupt or foreign file into a clear error."""
+    """Loads a `.keras` checkpoint, turning a missing, corrupt or foreign file into a clear
+    error."""
+    if not os.path.exists(path):
+        model_dir = os.path.dirname(path) or "."
+        raise ValueError(
+            f"no checkpoint in {model_dir} ({os.path.basename(path)} does not exist); train one "
+            f"first: python -m spn_tf.train --model_dir={model_dir}")
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for a bad archive.
@@ -246,6 +252,37 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
     return train_bits, images_per_second
 
 
+# The fields that define the model and so its weights; the rest (steps, rates, data, ...) may
+# change between the runs of one directory (e.g. resuming with more steps).
+MODEL_FIELDS = ("model", "preset", "image_size", "channels", "bits", "conditional", "hparams")
+
+
+def check_model_dir(config):
+    """Refuses a `model_dir` whose `config.json` describes another model, before anything in
+    the directory changes.
+
+    Raises:
+      ValueError: naming each differing field, its value there and here.
+    """
+    path = os.path.join(config.model_dir, "config.json")
+    if not os.path.exists(path):
+        return
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path} could not be read ({error}); move it away or pass another "
+                         f"--model_dir.") from None
+    here = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as JSON has them
+    differ = [f"{field}={saved.get(field)!r} there, {here[field]!r} here"
+              for field in MODEL_FIELDS if saved.get(field) != here[field]]
+    if differ:
+        raise ValueError(
+            f"--model_dir={config.model_dir} holds a run of another configuration ("
+            f"{'; '.join(differ)}). Nothing in it was changed: pass another --model_dir, or "
+            f"the flags of that run (its config.json) to continue it.")
+
+
 def train_and_evaluate(config):
     """Runs the job; returns the metrics dict (the chief also writes `metrics.json`).
 
@@ -263,10 +300,7 @@ def train_and_evaluate(config):
         raise ValueError(f"--batch_size={config.batch_size} must be a multiple of the "
                          f"{replicas} replicas of --strategy={config.strategy}.")
     is_chief, task_id = chief_and_task(strategy)
-    os.makedirs(config.model_dir, exist_ok=True)
-    if is_chief:
-        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
-            json.dump(dataclasses.asdict(config), f, indent=2)
+    check_model_dir(config)
     with strategy.scope():
         model = build_model(config)
         optimizer = make_optimizer(config)
@@ -283,8 +317,17 @@ def train_and_evaluate(config):
         print(f"resumed from {resumed} at step {int(optimizer.iterations.numpy())}")
     elif os.path.exists(keras_path):
         with strategy.scope():
-            model.set_weights(load_checkpoint(keras_path).get_weights())
+            warm = load_checkpoint(keras_path)
+            if warm.get_config() != model.get_config():
+                raise ValueError(
+                    f"{keras_path} is a model of another configuration than this run's: pass "
+                    f"another --model_dir, or the flags of the run that wrote it.")
+            model.set_weights(warm.get_weights())
         print(f"warm start from {keras_path}")
+    if is_chief:  # Only now, once the directory's contents are known to fit this run.
+        os.makedirs(config.model_dir, exist_ok=True)
+        with open(os.path.join(config.model_dir, "config.json"), "w") as f:
+            json.dump(dataclasses.asdict(config), f, indent=2)
     print(f"{config.model} ({config.preset}): {model.count_params():,} parameters, "
           f"{config.image_size}x{config.image_size}x{config.channels} at {config.bits} bits, "
           f"{replicas} replica(s) under {config.strategy}", flush=True)
@@ -307,7 +350,7 @@ def train_and_evaluate(config):
         samples = _draw_samples(config, model)
     metrics["sample_seconds"] = time.time() - start
     summaries.samples(config.steps, samples, config.bits)
-    metrics["samples_png"] = write_png_grid(samples, config.bits,
+    metrics["samples_png"] = write_grid(samples, config.bits,
                                             os.path.join(config.model_dir, "samples.png"))
     metrics["checkpoint"] = keras_path
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from spn_tf import models, sample
-from spn_tf.grid import read_png
+from spn_tf.grid import read_image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +36,7 @@ def test_cli_writes_a_png_grid_and_logs_progress(model_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sampled 3/5" in result.stderr and "sampled 5/5" in result.stderr
     # 5 images in a 3x2 grid of 4x4 tiles with 1-pixel borders, enlarged 4 times.
-    assert read_png(str(out)).shape == (4 * 11, 4 * 16, 3)
+    assert read_image(str(out)).shape == (4 * 11, 4 * 16, 3)
 
 
 def test_given_image_keeps_the_top_half_and_same_seed_same_images(model_dir, tmp_path):
@@ -64,3 +64,34 @@ def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
     assert result.returncode != 0 and "could not be read" in result.stderr
     with pytest.raises(ValueError, match=r"label.*\[0, 3\)"):
         sample.run(str(model_dir), 2, 2, 0, 1.0, ["7"], None, True, str(tmp_path / "y.png"))
+
+
+def test_non_image_given_is_a_clear_error_not_a_traceback(model_dir, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not an image")
+    result = _sample_cli(f"--model_dir={model_dir}", f"--given={text}",
+                         f"--out={tmp_path / 'x.png'}")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "could not be read as a PNG, JPEG, GIF or BMP image" in result.stderr
+    with pytest.raises(ValueError, match="does not exist"):
+        sample.run(str(model_dir), 1, 1, 0, 1.0, None, str(tmp_path / "missing.png"), True,
+                   str(tmp_path / "x.png"))
+
+
+def test_out_format_follows_the_extension_or_is_refused(model_dir, tmp_path):
+    args = (str(model_dir), 2, 2, 0, 1.0, None, None, True)
+    images = sample.run(*args, str(tmp_path / "grid.jpg"))
+    data = (tmp_path / "grid.jpg").read_bytes()
+    assert data[:3] == b"\xff\xd8\xff"  # JPEG, not PNG bytes under a .jpg name
+    png = sample.run(*args, str(tmp_path / "grid.png"))
+    np.testing.assert_array_equal(images, png)
+    assert read_image(str(tmp_path / "grid.jpg")).shape == read_image(
+        str(tmp_path / "grid.png")).shape
+    with pytest.raises(ValueError, match=r"--out='.*grid.gif': the extension picks the format"):
+        sample.run(*args, str(tmp_path / "grid.gif"))
+    assert not (tmp_path / "grid.gif").exists()
+
+
+def test_an_empty_model_dir_says_there_is_no_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match=f"no checkpoint in {tmp_path}"):
+        sample.run(str(tmp_path), 1, 1, 0, 1.0, None, None, True, str(tmp_path / "x.png"))

@@ -52,7 +52,7 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     # Three images beside their bits: one row of six 4x4 tiles, 1-pixel gaps, enlarged 4x.
-    assert grid.read_png(str(heatmap)).shape == ((4 + 2) * 4, (6 * 5 + 1) * 4, 3)
+    assert grid.read_image(str(heatmap)).shape == ((4 + 2) * 4, (6 * 5 + 1) * 4, 3)
     evaluation = json.loads((model_dir / "evaluation.json").read_text())
     assert evaluation["held_out_bits_per_dim"] == pytest.approx(
         metrics["held_out_bits_per_dim"], abs=1e-5)

@@ -101,3 +101,22 @@ def test_corrupt_checkpoint_and_nan_loss_stop_with_clear_messages(tmp_path):
     assert all(np.isfinite(reader.get_tensor(name)).all()
                for name in reader.get_variable_to_shape_map()
                if reader.get_variable_to_dtype_map()[name].is_floating)
+
+
+def _contents(directory):
+    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def test_a_model_dir_of_another_configuration_is_refused_and_left_unchanged(tmp_path):
+    model_dir = tmp_path / "run"
+    _train(model_dir, "--steps=1", "--bits=3", run=QUICK)
+    before = _contents(model_dir)
+    result = _train(model_dir, "--steps=2", "--bits=4", "--hparams=filters=8", check=False,
+                    run=QUICK)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "holds a run of another configuration" in result.stderr
+    assert "bits=3 there, 4 here" in result.stderr and "hparams={} there" in result.stderr
+    assert _contents(model_dir) == before
+    # A run of the same model continues there (more steps are not another configuration).
+    result = _train(model_dir, "--steps=2", "--bits=3", run=QUICK)
+    assert "resumed from" in result.stdout

@@ -31,7 +31,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from spn_tf.grid import read_png, write_png_grid
+from spn_tf.grid import read_image, write_grid
 from spn_tf.orderings import reduce_bits
 
 FLAGS = flags.FLAGS
@@ -213,7 +213,7 @@ def read_images(paths, shape, bits):
     images = []
     for path in paths:
         try:
-            image = read_png(path)
+            image = read_image(path)
         except tf.errors.InvalidArgumentError:
             raise ValueError(f"{path!r} is not a PNG/JPEG/GIF/BMP image.") from None
         if image.shape != tuple(shape):
@@ -246,7 +246,7 @@ def run(client, signature, num, seed, temperature, labels, out, image_paths, bit
     if signature == "sample":
         cond = {"label": np.resize(np.array(labels, np.int32), num)} if labels else None
         images = client.sample(num, seed, temperature, cond)
-        write_png_grid(images, bits, out)
+        write_grid(images, bits, out)
         return [f"wrote {num} samples {'x'.join(map(str, images.shape[1:]))} to {out}"]
     if not image_paths:
         raise ValueError("--signature=log_prob needs --images=a.png,b.png,...")
