@@ -14,6 +14,7 @@ import sys
 
 from absl import app, flags
 
+from spn_tf import cli
 from spn_tf import data, grid
 from spn_tf.trainer import TrainConfig, data_args, held_out_dataset, load_checkpoint
 from spn_tf.training.evaluation import mean_bits_per_dim
@@ -82,5 +83,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

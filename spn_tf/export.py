@@ -35,6 +35,7 @@ import tensorflow as tf
 from absl import app, flags
 
 import spn_tf
+from spn_tf import cli
 from spn_tf import models, orderings
 from spn_tf.distributions import bits_per_dim
 from spn_tf.trainer import load_checkpoint
@@ -366,5 +367,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

@@ -22,6 +22,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
+from spn_tf import cli
 from spn_tf.grid import check_image_path, read_image, write_grid
 from spn_tf.orderings import reduce_bits
 from spn_tf.trainer import load_checkpoint
@@ -121,5 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

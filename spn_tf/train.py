@@ -9,6 +9,7 @@ import sys
 
 from absl import app, flags, logging
 
+from spn_tf import cli
 from spn_tf import models, strategies
 from spn_tf.trainer import TrainConfig, train_and_evaluate
 from spn_tf.training.schedules import DECAYS
@@ -132,5 +133,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags, configs=True)

@@ -31,6 +31,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from spn_tf import cli
 from spn_tf.grid import read_image, write_grid
 from spn_tf.orderings import reduce_bits
 
@@ -270,5 +271,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

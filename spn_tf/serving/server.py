@@ -35,6 +35,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
+from spn_tf import cli
 from spn_tf.serving.servables import ModelManager, RequestError
 
 FLAGS = flags.FLAGS
@@ -254,5 +255,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    cli.run(main, define_flags)

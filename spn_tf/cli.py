@@ -1,0 +1,63 @@
+"""What every `python -m spn_tf.<tool>` shares: its flags, and a `--helpfull` of only those.
+
+Importing TensorFlow registers ~180 flags of other libraries (absltest, the TPU tensor
+tracer, pfor, absl logging) with absl's global `FLAGS`; absl's `--helpfull` would list them
+all. `run` leaves them working but hides them from the help, so `--helpfull` shows the tool's
+own flags and absl's `--flagfile`.
+
+The shipped configurations are package data (`spn_tf/configs/*.cfg`; `configs/` in a checkout
+links there): `--config=imagenet32` names one wherever spn_tf is installed, and stands for
+`--flagfile=<its path>` (later flags override it, as with `--flagfile`).
+"""
+
+import importlib.resources
+import os
+import sys
+
+from absl import app, flags
+
+
+def _ours(module):
+    return "spn_tf" in module or module == sys.argv[0]
+
+
+def hide_foreign_flags_from_help(flag_values=flags.FLAGS):
+    """Drops other libraries' modules from the help listing (the flags themselves stay)."""
+    by_module = flag_values.flags_by_module_dict()
+    for module in [name for name in by_module if not _ours(name)]:
+        del by_module[module]
+
+
+def config_names():
+    """Names of the shipped configurations (`--config` values)."""
+    files = importlib.resources.files("spn_tf") / "configs"
+    return sorted(entry.name[:-4] for entry in files.iterdir() if entry.name.endswith(".cfg"))
+
+
+def config_path(name):
+    """Path of the shipped configuration `name` (e.g. `"imagenet32"`)."""
+    if name not in config_names():
+        raise app.UsageError(f"--config={name!r} is not a shipped configuration; choose one of "
+                             f"{config_names()} or pass --flagfile=<your .cfg file>.")
+    return os.fspath(importlib.resources.files("spn_tf") / "configs" / f"{name}.cfg")
+
+
+def expand_config_flags(argv):
+    """`--config=NAME` → `--flagfile=<path of the shipped NAME.cfg>`, in place in `argv`."""
+    return [f"--flagfile={config_path(arg.split('=', 1)[1])}"
+            if arg.startswith("--config=") else arg for arg in argv]
+
+
+def run(main, define_flags, configs=False):
+    """Defines the tool's flags and runs `main` under absl, with a help of our flags only;
+    `configs`: the tool takes `--config=NAME` (a shipped configuration)."""
+    define_flags()
+    app.define_help_flags()
+    hide_foreign_flags_from_help()
+    argv = sys.argv
+    if configs:
+        try:
+            argv = expand_config_flags(argv)
+        except app.UsageError as error:
+            sys.exit(f"{os.path.basename(argv[0])}: error: {error}")
+    app.run(main, argv=argv)

@@ -1,0 +1,59 @@
+"""What the CLIs share (`spn_tf.cli`): a `--helpfull` of our flags only, shipped configs."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from absl import app
+
+from spn_tf import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def test_helpfull_lists_our_flags_and_absl_flagfile_only():
+    result = subprocess.run([sys.executable, "-m", "spn_tf.train", "--helpfull"], cwd=ROOT,
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    modules = re.findall(r"^(\S+):$", result.stdout, re.M)[1:]  # after the "flags:" title
+    assert [os.path.basename(m) for m in modules] == ["train.py", "absl.flags"], modules
+    assert "--batch_size" in result.stdout and "--flagfile" in result.stdout
+    # TensorFlow's imports registered them: still defined, only hidden from the help.
+    for hidden in ("--test_tmpdir", "--logtostderr", "--delta_threshold", "--hbm_oom_exit"):
+        assert hidden not in result.stdout
+
+
+def test_shipped_configs_resolve_by_name_wherever_the_package_is():
+    names = cli.config_names()
+    assert {"quickstart", "imagenet32", "multiscale_quickstart"} <= set(names)
+    path = cli.config_path("imagenet32")
+    assert os.path.dirname(path) == os.path.join(ROOT, "spn_tf", "configs")
+    assert cli.expand_config_flags(["train", "--config=imagenet32", "--steps=2"]) == [
+        "train", f"--flagfile={path}", "--steps=2"]
+    with pytest.raises(app.UsageError, match=r"--config='imagenet33' is not a shipped"):
+        cli.config_path("imagenet33")
+
+
+def test_an_install_carries_the_configs(tmp_path):
+    # `build_py` copies what an install (wheel or sdist) gets: the package data included.
+    result = subprocess.run([sys.executable, "setup.py", "-q", "build_py", "-d", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    shipped = sorted(os.listdir(tmp_path / "spn_tf" / "configs"))
+    assert shipped == sorted(f"{name}.cfg" for name in cli.config_names())
+
+
+def test_train_takes_a_config_by_name(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "spn_tf.train", "--config=quickstart", "--preset=tiny",
+         "--image_size=4", "--steps=1", "--batch_size=4", "--num_samples=1",
+         "--eval_batches=1", f"--model_dir={tmp_path}"],
+        cwd=str(tmp_path), env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "held-out bits/dim" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "spn_tf.train", "--config=nope"],
+                         cwd=str(tmp_path), env=ENV, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode != 0 and "is not a shipped configuration" in bad.stderr
