@@ -183,10 +183,24 @@ def held_out_dataset(config):
     return test.take(config.eval_batches) if config.eval_batches else test
 
 
-def _evaluate(config, model, optimizer):
-    """Exact held-out bits/dim with the EMA weights, in bounded memory."""
+# Batches of the fixed training subset on which the final train bits/dim are measured when
+# `eval_batches` is 0 (the whole test split).
+TRAIN_SUBSET_BATCHES = 8
+
+
+def train_subset(config):
+    """A fixed subset of the training split: its first batches in stored order, no flips
+    (`eval_batches` of them, or `TRAIN_SUBSET_BATCHES`)."""
+    train = data.load(config.dataset, "train", batch_size=config.batch_size, shuffle=False,
+                      **data_args(config))
+    return train.take(config.eval_batches or TRAIN_SUBSET_BATCHES)
+
+
+def _evaluate(config, model, optimizer, dataset=None):
+    """Exact bits/dim of `dataset` (default: held out) with the EMA weights, in bounded
+    memory."""
     with averaged_weights(model, optimizer):
-        return mean_bits_per_dim(model, held_out_dataset(config),
+        return mean_bits_per_dim(model, dataset or held_out_dataset(config),
                                  config.eval_slices_per_call or config.batch_size)
 
 
@@ -202,14 +216,14 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
     """Trains from the optimizer's step to `config.steps`, checkpointing, logging, evaluating.
 
     Returns:
-      `(train bits/dim over the last logging interval or None, images per second or None)`.
+      Images per second over the run, or None when no step was left.
 
     Raises:
       TrainingDivergedError: a NaN or infinite loss (nothing of that step is saved).
     """
     step = int(optimizer.iterations.numpy())
     if step >= config.steps:
-        return None, None
+        return None
     train_step = TrainStep(model, optimizer, strategy, config.jit_compile, config.clip_grad_norm)
     iterator = iter(_train_dataset(config, strategy, step))
     interval, tick, tick_step, start, start_step = [], time.time(), step, time.time(), step
@@ -232,9 +246,8 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
                           learning_rate=float(optimizer.learning_rate),
                           gradient_norm=float(norm),
                           images_per_second=(step - tick_step) * config.batch_size / (now - tick))
-            train_bits = values["bits_per_dim"]
             summaries.scalars("train", step, **values)
-            print(f"step {step}/{config.steps}  bits/dim {train_bits:.4f}  "
+            print(f"step {step}/{config.steps}  bits/dim {values['bits_per_dim']:.4f}  "
                   f"lr {values['learning_rate']:.3g}  grad norm {float(norm):.3g}  "
                   f"{values['images_per_second']:.1f} images/s", flush=True)
             interval, tick, tick_step = [], now, step
@@ -249,7 +262,7 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
                     summaries.samples(step, _draw_samples(config, model), config.bits)
             tick = time.time()
     images_per_second = (step - start_step) * config.batch_size / (time.time() - start)
-    return train_bits, images_per_second
+    return images_per_second
 
 
 # The fields that define the model and so its weights; the rest (steps, rates, data, ...) may
@@ -333,13 +346,15 @@ def train_and_evaluate(config):
           f"{replicas} replica(s) under {config.strategy}", flush=True)
     start = time.time()
     summaries = RunSummaries(config.model_dir, enabled=is_chief)
-    train_bits, images_per_second = _run_steps(config, strategy, model, optimizer, checkpoints,
-                                               summaries)
+    images_per_second = _run_steps(config, strategy, model, optimizer, checkpoints, summaries)
     train_seconds = time.time() - start
     held_out = _evaluate(config, model, optimizer)
+    # Exact, with the final weights: not a running mean over the steps that changed them.
+    train_bits = _evaluate(config, model, optimizer, train_subset(config))
     summaries.scalars("eval", config.steps, bits_per_dim=held_out)
     with averaged_weights(model, optimizer):
         metrics = {"train_bits_per_dim": train_bits, "held_out_bits_per_dim": held_out,
+                   "train_subset_batches": config.eval_batches or TRAIN_SUBSET_BATCHES,
                    "steps": int(optimizer.iterations.numpy()), "train_seconds": train_seconds,
                    "images_per_second": images_per_second,
                    "parameters": int(model.count_params())}
@@ -351,11 +366,11 @@ def train_and_evaluate(config):
     metrics["sample_seconds"] = time.time() - start
     summaries.samples(config.steps, samples, config.bits)
     metrics["samples_png"] = write_grid(samples, config.bits,
-                                            os.path.join(config.model_dir, "samples.png"))
+                                        os.path.join(config.model_dir, "samples.png"))
     metrics["checkpoint"] = keras_path
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    train_text = "" if train_bits is None else f"  (train {train_bits:.4f})"
-    print(f"held-out bits/dim: {held_out:.4f}{train_text}; samples: {metrics['samples_png']} "
+    print(f"held-out bits/dim: {held_out:.4f}  (train {train_bits:.4f}); samples: "
+          f"{metrics['samples_png']} "
           f"({metrics['sample_seconds']:.1f} s); checkpoint: {keras_path}")
     return metrics

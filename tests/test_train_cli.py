@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from spn_tf import grid
+from spn_tf import evaluate, grid, trainer
+from spn_tf.training.evaluation import mean_bits_per_dim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,6 +57,12 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     evaluation = json.loads((model_dir / "evaluation.json").read_text())
     assert evaluation["held_out_bits_per_dim"] == pytest.approx(
         metrics["held_out_bits_per_dim"], abs=1e-5)
+    # Train bits/dim: exact, of the final model on the fixed training subset (not a running
+    # mean over the steps that changed the weights).
+    config = evaluate.run_config(str(model_dir))
+    exact = mean_bits_per_dim(trainer.load_checkpoint(str(model_dir / "model.keras")),
+                              trainer.train_subset(config), config.batch_size)
+    assert metrics["train_bits_per_dim"] == pytest.approx(exact, abs=1e-5)
 
 
 def test_bad_flags_and_corrupt_checkpoint_give_clear_errors(tmp_path):
