@@ -143,7 +143,7 @@ def test_upscaling_from_a_full_depth_slice_is_the_documented_approximation():
 def test_errors():
     with pytest.raises(ValueError, match="train_part='depth'"):
         tiny(4, 1, 2, subscale_factor=2, depth_bits=None, train_part="depth")
-    with pytest.raises(ValueError, match="msb_bits=2"):
+    with pytest.raises(ValueError, match="depth_bits=2 must be in"):
         tiny(4, 1, 2, subscale_factor=2, depth_bits=2)
     with pytest.raises(ValueError, match="part_overrides"):
         tiny(4, 1, 2, subscale_factor=2, part_overrides={"second": {}})
