@@ -45,8 +45,8 @@ def test_given_image_keeps_the_top_half_and_same_seed_same_images(model_dir, tmp
     tf.io.write_file(given, tf.io.encode_png(image))
     kwargs = dict(model_dir=str(model_dir), num=4, batch_size=4, seed=1, temperature=1.0,
                   labels=["2"], given_path=given, out=str(tmp_path / "a.png"))
-    compiled = sample.run(compiled=True, **kwargs)
-    reference = sample.run(compiled=False, **kwargs)
+    compiled = sample.run(sampler="compiled", **kwargs)
+    reference = sample.run(sampler="reference", **kwargs)
     np.testing.assert_array_equal(compiled, reference)
     np.testing.assert_array_equal(compiled[:, :2], np.repeat(image[None, :2] // 32, 4, 0))
 
@@ -63,7 +63,7 @@ def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
     result = _sample_cli(f"--model_dir={corrupt}", f"--out={tmp_path / 'x.png'}")
     assert result.returncode != 0 and "could not be read" in result.stderr
     with pytest.raises(ValueError, match=r"label.*\[0, 3\)"):
-        sample.run(str(model_dir), 2, 2, 0, 1.0, ["7"], None, True, str(tmp_path / "y.png"))
+        sample.run(str(model_dir), 2, 2, 0, 1.0, ["7"], None, "auto", str(tmp_path / "y.png"))
 
 
 def test_non_image_given_is_a_clear_error_not_a_traceback(model_dir, tmp_path):
@@ -74,12 +74,12 @@ def test_non_image_given_is_a_clear_error_not_a_traceback(model_dir, tmp_path):
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "could not be read as a PNG, JPEG, GIF or BMP image" in result.stderr
     with pytest.raises(ValueError, match="does not exist"):
-        sample.run(str(model_dir), 1, 1, 0, 1.0, None, str(tmp_path / "missing.png"), True,
+        sample.run(str(model_dir), 1, 1, 0, 1.0, None, str(tmp_path / "missing.png"), "auto",
                    str(tmp_path / "x.png"))
 
 
 def test_out_format_follows_the_extension_or_is_refused(model_dir, tmp_path):
-    args = (str(model_dir), 2, 2, 0, 1.0, None, None, True)
+    args = (str(model_dir), 2, 2, 0, 1.0, None, None, "auto")
     images = sample.run(*args, str(tmp_path / "grid.jpg"))
     data = (tmp_path / "grid.jpg").read_bytes()
     assert data[:3] == b"\xff\xd8\xff"  # JPEG, not PNG bytes under a .jpg name
@@ -94,4 +94,13 @@ def test_out_format_follows_the_extension_or_is_refused(model_dir, tmp_path):
 
 def test_an_empty_model_dir_says_there_is_no_checkpoint(tmp_path):
     with pytest.raises(ValueError, match=f"no checkpoint in {tmp_path}"):
-        sample.run(str(tmp_path), 1, 1, 0, 1.0, None, None, True, str(tmp_path / "x.png"))
+        sample.run(str(tmp_path), 1, 1, 0, 1.0, None, None, "auto", str(tmp_path / "x.png"))
+
+
+def test_auto_sampler_skips_the_compile_only_for_short_multiscale_runs():
+    multiscale = models.build("multiscale", 4, channels=1, bits=2, preset="tiny", base_size=2)
+    raster = models.build("raster", 4, channels=1, bits=2, preset="tiny")
+    assert sample.pick_sampler(multiscale, 1) == "reference"
+    assert sample.pick_sampler(multiscale, sample.MULTISCALE_REFERENCE_CALLS) == "compiled"
+    assert sample.pick_sampler(raster, 1) == "compiled"
+    assert sample.pick_sampler(multiscale, 1, "compiled") == "compiled"
