@@ -120,7 +120,7 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
     given, given_cond = (None, {}) if given_path is None else given_for(
         model, read_image(given_path, "--given"), num)
     cond.update(given_cond)
-    chunks, start = [], time.time()
+    chunks, start, first = [], time.time(), 0.0
     for begin in range(0, num, batch_size):
         end = min(num, begin + batch_size)
         cut = lambda tree: None if tree is None else {k: v[begin:end] if k != "num_slices"
@@ -128,7 +128,12 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
         # One seed per batch, derived from --seed, so that every batch differs.
         chunks.append(model.sample(end - begin, [seed, begin], temperature, cut(cond) or None,
                                    cut(given), compiled=sampler == "compiled").numpy())
-        logging.info("sampled %d/%d images (%.1f s)", end, num, time.time() - start)
+        elapsed = time.time() - start
+        # From the batches after the first when there are some (the first one compiles).
+        rate = (elapsed - first) / (end - batch_size) if end > batch_size else elapsed / end
+        first = first or elapsed
+        logging.info("sampled %d/%d images (%.1f s, about %.0f s left)", end, num, elapsed,
+                     rate * (num - end))
     images = np.concatenate(chunks)
     write_grid(images, model.bits, out)
     logging.info("wrote %s", out)
