@@ -1,0 +1,81 @@
+"""`python -m spn_tf.check`: audit a configuration, a trained checkpoint or an export.
+
+  python -m spn_tf.check --model=spn --preset=small --image_size=32 --bits=5 [--hparams=k=v]
+  python -m spn_tf.check --model_dir=runs/quickstart
+  python -m spn_tf.check --saved_model=exports/quickstart/1 [--json]
+
+Prints a verdict table (or JSON with `--json`) and exits 1 if any check fails, 2 on a usage
+error (a missing or corrupt checkpoint or export). See `spn_tf/check/model_checks.py` and
+`export_checks.py` for what each line measures.
+"""
+
+import dataclasses
+import json
+import os
+import sys
+
+from absl import app, flags
+
+from spn_tf import cli, models
+from spn_tf.check import export_checks, format_table, model_checks
+from spn_tf.train import parse_hparams
+from spn_tf.trainer import load_checkpoint
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    flags.DEFINE_enum("model", None, sorted(models.MODELS), "A configuration to check.")
+    flags.DEFINE_enum("preset", "small", list(models.PRESET_NAMES), "Its preset.")
+    flags.DEFINE_integer("image_size", 16, "Its image size.", lower_bound=1)
+    flags.DEFINE_enum("channels", "3", ["1", "3"], "Its channels.")
+    flags.DEFINE_integer("bits", 5, "Its bits per sub-pixel.", lower_bound=1, upper_bound=8)
+    flags.DEFINE_integer("num_classes", 0, "Class-conditional with this many classes.",
+                         lower_bound=0)
+    flags.DEFINE_multi_string("hparams", [], "Hyperparameter override key=value, repeatable.")
+    flags.DEFINE_string("model_dir", None, "A training run (its model.keras) to check.")
+    flags.DEFINE_string("saved_model", None, "An exported SavedModel version folder to check.")
+    flags.DEFINE_integer("seed", 0, "Seed of the random probes.")
+    flags.DEFINE_integer("agreement_seeds", 2, "Seeds of the compiled vs reference check.",
+                         lower_bound=1)
+    flags.DEFINE_integer("max_positions", 64, "Sub-pixels changed per causality probe (all "
+                         "of them on smaller images).", lower_bound=1)
+    flags.DEFINE_bool("json", False, "Print the verdicts as JSON.")
+
+
+def verdicts_for(flag_values):
+    """The verdicts of what the flags name (exactly one of model / model_dir / saved_model)."""
+    named = [f for f in ("model", "model_dir", "saved_model") if flag_values[f].value]
+    if len(named) != 1:
+        raise app.UsageError(f"pass exactly one of --model, --model_dir, --saved_model; got "
+                             f"{named or 'none'}.")
+    if flag_values.saved_model:
+        return export_checks.audit_export(flag_values.saved_model)
+    if flag_values.model_dir:
+        model = load_checkpoint(os.path.join(flag_values.model_dir, "model.keras"))
+    else:
+        cond = {"label": flag_values.num_classes} if flag_values.num_classes else None
+        model = models.build(flag_values.model, flag_values.image_size,
+                             int(flag_values.channels), flag_values.bits, flag_values.preset,
+                             cond, **parse_hparams(flag_values.hparams))
+    return model_checks.audit_model(model, flag_values.seed, flag_values.agreement_seeds,
+                                    flag_values.max_positions)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
+    try:
+        verdicts = verdicts_for(FLAGS)
+    except (ValueError, app.UsageError, flags.Error) as error:
+        print(f"spn_tf.check: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    if FLAGS.json:
+        print(json.dumps([dataclasses.asdict(v) for v in verdicts], indent=2))
+    else:
+        print(format_table(verdicts))
+    sys.exit(1 if any(v.failed for v in verdicts) else 0)
+
+
+if __name__ == "__main__":
+    cli.run(main, define_flags)
