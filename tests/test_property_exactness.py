@@ -187,7 +187,7 @@ def test_checks_catch_an_even_kernel_when_validation_is_bypassed(kind, overrides
     ("spn", 1, dict(depth_condition_bits=7), "depth_condition_bits=7"),
     ("upscaling", 1, dict(part_overrides={"first": {"bits": 3}}), r"part_overrides\['first'\]"),
     ("upscaling", 1, dict(part_overrides={"size": {"kernel_size": 2}}), "kernel_size=2"),
-    ("upscaling", 1, dict(depth_bits=2), "msb_bits=2"),
+    ("upscaling", 1, dict(depth_bits=2), "depth_bits=2"),
     ("multiscale", 1, dict(base_first_kernel_size=2), "base_first_kernel_size=2"),
     ("multiscale", 1, dict(kernel_size=2), "kernel_size=2"),
     ("multiscale", 3, dict(base_filters=4), "base_filters=4 must be a multiple of 3"),

@@ -25,6 +25,12 @@ from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
 
 
+def _keras_shape_inference():
+    """Inside Keras's `compute_output_spec` (a scratch `FuncGraph` that only infers shapes)."""
+    graph = tf.compat.v1.get_default_graph()
+    return not tf.executing_eagerly() and graph.name.startswith("scratch_graph")
+
+
 class DensityModel(keras.Model):
     """Base of the spn_tf models: image geometry, conditioning, loss, validation.
 
@@ -92,7 +98,12 @@ class DensityModel(keras.Model):
         """`model(x)`, and so `fit`, `evaluate` and `predict`: the inputs are checked as
         `log_prob` checks them, before Keras wraps the call (so the message reaches the user
         as written)."""
-        images, cond = self.check_inputs(*inputs_lib.split_inputs(inputs, cond))
+        images, cond = inputs_lib.split_inputs(inputs, cond)
+        if _keras_shape_inference():
+            # `fit` under a strategy builds its state from the MEAN of a distributed batch
+            # (floats) in a scratch graph that never runs: only shapes matter there.
+            images = tf.cast(images, tf.int32)
+        images, cond = self.check_inputs(images, cond)
         return super().__call__(images, cond, training=training, **kwargs)
 
     def fit(self, x=None, *args, **kwargs):
