@@ -169,9 +169,7 @@ class MultiscalePixelCNN(DensityModel):
         self.group_pixelcnn_patch = group_pixelcnn_patch
         self.group_pixelcnn_layers = group_pixelcnn_layers
         self.group_pixelcnn_filters = group_pixelcnn_filters
-        self.condition = (ConditionEmbedding(filters, self.cond_spec.get("label"),
-                                             self.cond_spec.get("embedding"))
-                          if self.cond_spec else None)
+        self.condition = ConditionEmbedding.for_cond(filters, self.cond_spec)
         self.base_decoder = None if self.condition_on_base else MaskedDecoder(
             base_filters, base_layers, self.num_values, channels, kernel_size,
             base_first_kernel_size)
