@@ -32,7 +32,10 @@ def text_to_bytes(text, max_length):
             length, max_length,
             message=f"text: captions must be at most {max_length} UTF-8 bytes (the model's "
                     f"cond['text']); shorten them"),
-        tf.debugging.assert_equal(valid, text, message="text: captions must be valid UTF-8"),
+        # Not `assert_equal`: its message would quote the invalid bytes, and no client could
+        # decode that message.
+        tf.debugging.Assert(tf.reduce_all(tf.equal(valid, text)),
+                            ["text: captions must be valid UTF-8"]),
     ]
     with tf.control_dependencies(checks):
         raw = tf.io.decode_raw(text, tf.uint8, fixed_length=max_length)

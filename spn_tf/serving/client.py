@@ -66,12 +66,20 @@ def row_seeds(num, seed):
     return seeds.astype(np.int32)
 
 
+def _text_array(captions):
+    """Captions (str or bytes) → a numpy object array of UTF-8 bytes (sent as DT_STRING)."""
+    return np.array([c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in captions],
+                    object)
+
+
 def _cond_arrays(cond):
     dtypes = {"label": np.int32, "embedding": np.float32, "low_res": np.int32}
-    unknown = set(cond or {}) - set(dtypes)
+    unknown = set(cond or {}) - set(dtypes) - {"text"}
     if unknown:
-        raise ValueError(f"unknown conditioning {sorted(unknown)}; allowed: {sorted(dtypes)}.")
-    return {k: np.asarray(v, dtypes[k]) for k, v in (cond or {}).items()}
+        raise ValueError(f"unknown conditioning {sorted(unknown)}; allowed: "
+                         f"{sorted([*dtypes, 'text'])}.")
+    return {k: _text_array(v) if k == "text" else np.asarray(v, dtypes[k])
+            for k, v in (cond or {}).items()}
 
 
 class Client:

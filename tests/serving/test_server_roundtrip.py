@@ -21,10 +21,10 @@ from conftest import (export_version, free_port, start_server, stop_server,
 from spn_tf import models
 from spn_tf.serving.client import Client, ServingError, run
 
-# name → build arguments: conditional and not, every conditioning input.
+# name → build arguments: conditional and not, every conditioning input (text included).
 MODELS = {
     "raster": dict(name="raster", image_size=4, channels=1, bits=2, cond={"label": 3}),
-    "spn": dict(name="spn", image_size=4, channels=1, bits=2),
+    "spn": dict(name="spn", image_size=4, channels=1, bits=2, cond={"text": 16}),
     "multiscale": dict(name="multiscale", image_size=8, channels=1, bits=1,
                        cond={"embedding": 3}),
 }
@@ -37,6 +37,8 @@ def _cond(model, rows, rng):
         cond["label"] = rng.integers(0, spec["label"], rows).astype(np.int32)
     if "embedding" in spec:
         cond["embedding"] = rng.normal(size=(rows, spec["embedding"])).astype(np.float32)
+    if "text" in spec:  # sent as DT_STRING; one caption with a multi-byte character
+        cond["text"] = rng.choice(np.array(["a red square", "ciel bleu", "café"], object), rows)
     return cond or None
 
 
