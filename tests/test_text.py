@@ -173,3 +173,40 @@ def test_exported_signatures_check_captions(exported_text, text, message):
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         loaded.signatures["sample"](seed=tf.zeros([2, 2], tf.int32),
                                     temperature=tf.ones([2]), text=tf.constant(text))
+
+
+def test_captions_cover_every_embedded_photo():
+    captions = data.embedded_captions()
+    with np.load(data.__file__.replace("data.py", "data_files/photos.npz")) as photos:
+        assert sorted(captions) == sorted(photos.files)
+    for name, texts in captions.items():
+        assert texts, name
+        for text in texts:
+            assert 0 < len(text.encode("utf-8")) <= data.CAPTION_LENGTH, (name, text)
+
+
+def test_embedded_dataset_yields_each_crops_photo_captions():
+    captions = data.embedded_captions()
+    names = sorted(captions)
+    batch = next(iter(data.load(data.EMBEDDED, "test", image_size=4, bits=2, batch_size=1000,
+                                shuffle=False, with_labels=True, with_text=True)))
+    texts = [t.decode("utf-8") for t in batch["text"].numpy()]
+    for label, text in zip(batch["label"].numpy(), texts):
+        assert text in captions[names[label]]
+    assert set(texts) == {text for name in names for text in captions[name]}  # all are used
+    with pytest.raises(ValueError, match="captions ship only with the embedded photos"):
+        data.load("mnist", with_text=True)
+
+
+def test_text_conditional_training_run(tmp_path):
+    from spn_tf.trainer import TrainConfig, train_and_evaluate
+    config = TrainConfig(model="multiscale", preset="tiny", image_size=4, bits=2,
+                         text_conditional=True, steps=2, batch_size=8, num_samples=2,
+                         eval_batches=1, checkpoint_every=2, hparams={"base_size": 2},
+                         model_dir=str(tmp_path / "run"))
+    train_and_evaluate(config)
+    model = keras.saving.load_model(str(tmp_path / "run" / "model.keras"))
+    assert model.cond_spec == {"text": data.CAPTION_LENGTH}
+    with pytest.raises(ValueError, match="--text_conditional needs captions"):
+        train_and_evaluate(TrainConfig(dataset="mnist", text_conditional=True,
+                                       model_dir=str(tmp_path / "other")))
