@@ -35,6 +35,9 @@ def define_flags():
                        lower_bound=0.0)
     flags.DEFINE_list("labels", None, "Class labels for a class-conditional model, one per "
                       "image or cycled (default: 0, 1, 2, ... modulo the classes).")
+    flags.DEFINE_multi_string("captions", None, "Captions for a text-conditional model, one "
+                              "flag each (--captions='a cat' --captions='a red cup'), one per "
+                              "image or cycled.")
     flags.DEFINE_string("given", None, "PNG to complete / upscale (see the module doc).")
     flags.DEFINE_bool("compiled", True, "XLA-compiled sampler (else the reference sampler).")
     flags.DEFINE_string("out", "samples.png", "Output PNG grid.")
@@ -83,10 +86,22 @@ def _labels(model, num, labels):
     return {"label": np.resize(values, num).astype(np.int32)}
 
 
-def run(model_dir, num, batch_size, seed, temperature, labels, given_path, compiled, out):
+def _captions(model, num, captions):
+    if "text" not in model.cond_spec:
+        if captions:
+            raise ValueError("--captions given, but the model is not text-conditional.")
+        return {}
+    if not captions:
+        raise ValueError("this model is text-conditional: pass --captions='a caption' (one flag "
+                         "per caption, cycled over the images).")
+    return {"text": np.resize(np.array(captions, object), num)}  # the model checks them
+
+
+def run(model_dir, num, batch_size, seed, temperature, labels, given_path, compiled, out,
+        captions=None):
     """Draws `num` images from `model_dir/model.keras` into the PNG `out`; returns them."""
     model = load_checkpoint(f"{model_dir}/model.keras")
-    cond = _labels(model, num, labels)
+    cond = {**_labels(model, num, labels), **_captions(model, num, captions)}
     given, given_cond = (None, {}) if given_path is None else given_for(
         model, read_png(given_path), num)
     cond.update(given_cond)
@@ -110,7 +125,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
     try:
         run(FLAGS.model_dir, FLAGS.num, FLAGS.batch_size, FLAGS.seed, FLAGS.temperature,
-            FLAGS.labels, FLAGS.given, FLAGS.compiled, FLAGS.out)
+            FLAGS.labels, FLAGS.given, FLAGS.compiled, FLAGS.out, FLAGS.captions)
     except ValueError as error:
         sys.exit(f"spn_tf.sample: error: {error}")
 

@@ -210,3 +210,19 @@ def test_text_conditional_training_run(tmp_path):
     with pytest.raises(ValueError, match="--text_conditional needs captions"):
         train_and_evaluate(TrainConfig(dataset="mnist", text_conditional=True,
                                        model_dir=str(tmp_path / "other")))
+
+
+def test_sample_cli_takes_captions(tmp_path):
+    from spn_tf import sample
+    model = _text_model("raster")
+    model.build()
+    model.save(str(tmp_path / "model.keras"))
+    args = dict(model_dir=str(tmp_path), num=3, batch_size=3, seed=5, temperature=1.0,
+                labels=None, given_path=None, compiled=True, out=str(tmp_path / "s.png"))
+    images = sample.run(captions=CAPTIONS, **args)
+    want = model.sample(3, [5, 0], 1.0, {"text": [CAPTIONS[0], CAPTIONS[1], CAPTIONS[0]]})
+    np.testing.assert_array_equal(images, want)
+    with pytest.raises(ValueError, match="this model is text-conditional: pass --captions"):
+        sample.run(**args)
+    with pytest.raises(ValueError, match="more than this model's max_length=16"):
+        sample.run(captions=["x" * 20], **args)
