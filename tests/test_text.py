@@ -203,6 +203,7 @@ def test_text_conditional_training_run(tmp_path):
     config = TrainConfig(model="multiscale", preset="tiny", image_size=4, bits=2,
                          text_conditional=True, steps=2, batch_size=8, num_samples=2,
                          eval_batches=1, checkpoint_every=2, hparams={"base_size": 2},
+                         jit_compile=True,
                          model_dir=str(tmp_path / "run"))
     train_and_evaluate(config)
     model = keras.saving.load_model(str(tmp_path / "run" / "model.keras"))
