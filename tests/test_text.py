@@ -60,6 +60,14 @@ def test_normalized_per_caption_and_captions_change_log_prob(text_model):
     assert np.max(np.abs(first - second)) > 1e-4
 
 
+def test_upscaling_composite_is_normalized_per_caption():
+    """The composite's three SPNs each encode the caption (the shared embedding path)."""
+    model = models.build("upscaling", 2, channels=1, bits=2, preset="tiny", subscale_factor=2,
+                         depth_bits=1, cond={"text": 16})
+    for caption in CAPTIONS:
+        testing.assert_normalized(model, {"text": np.array([caption], object)})
+
+
 def test_caption_forms_agree_and_sample_takes_captions(text_model):
     images = np.zeros([2, text_model.image_size, text_model.image_size, 1], np.int32)
     forms = [CAPTIONS, np.array(CAPTIONS), np.array([c.encode() for c in CAPTIONS]),
