@@ -5,16 +5,17 @@ toy caption → colour task), checked strings in process and through a SavedMode
 trip, and the captions shipped for the embedded photos.
 """
 
-import json
+import importlib.resources
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import data, export, models, testing
+from spn_tf import data, export, models, sample, testing
 from spn_tf.layers import TextEncoder
 from spn_tf.layers.text_encoder import text_to_bytes
+from spn_tf.trainer import TrainConfig, train_and_evaluate
 
 CAPTIONS = ["a red square", "ciel bleu, café"]  # the second has multi-byte characters
 TINY = {
@@ -115,21 +116,12 @@ def test_keras_round_trip(tmp_path):
     np.testing.assert_array_equal(restored.log_prob(images, cond), want)
 
 
-def _toy_colours(bits=1):
-    """Two 2x2 RGB images: all red and all blue, at the top value of `bits`."""
-    top = 2 ** bits - 1
-    red = np.zeros([2, 2, 3], np.int32)
-    red[..., 0] = top
-    blue = np.zeros([2, 2, 3], np.int32)
-    blue[..., 2] = top
-    return red, blue
-
-
 def test_training_on_captions_learns_the_colour():
     """'a red square' / 'a blue square' → images of that colour: after a few `fit` steps
     (strings through the data pipeline) each caption gives its own colour the higher
     likelihood; untrained, the captions barely matter and this fails."""
-    red, blue = _toy_colours()
+    red, blue = np.zeros([2, 2, 2, 3], np.int32)  # 2x2 RGB at 1 bit: all red, all blue
+    red[..., 0] = blue[..., 2] = 1
     captions = np.array(["a red square", "a blue square"] * 8, object)
     images = np.stack([red, blue] * 8)
     dataset = tf.data.Dataset.from_tensor_slices(
@@ -185,7 +177,8 @@ def test_exported_signatures_check_captions(exported_text, text, message):
 
 def test_captions_cover_every_embedded_photo():
     captions = data.embedded_captions()
-    with np.load(data.__file__.replace("data.py", "data_files/photos.npz")) as photos:
+    path = importlib.resources.files("spn_tf") / "data_files" / "photos.npz"
+    with importlib.resources.as_file(path) as file, np.load(file) as photos:
         assert sorted(captions) == sorted(photos.files)
     for name, texts in captions.items():
         assert texts, name
@@ -207,7 +200,7 @@ def test_embedded_dataset_yields_each_crops_photo_captions():
 
 
 def test_text_conditional_training_run(tmp_path):
-    from spn_tf.trainer import TrainConfig, train_and_evaluate
+    """The train CLI's path: embedded captions, an XLA-compiled step, evaluation, samples."""
     config = TrainConfig(model="multiscale", preset="tiny", image_size=4, bits=2,
                          text_conditional=True, steps=2, batch_size=8, num_samples=2,
                          eval_batches=1, checkpoint_every=2, hparams={"base_size": 2},
@@ -222,7 +215,6 @@ def test_text_conditional_training_run(tmp_path):
 
 
 def test_sample_cli_takes_captions(tmp_path):
-    from spn_tf import sample
     model = _text_model("raster")
     model.build()
     model.save(str(tmp_path / "model.keras"))
