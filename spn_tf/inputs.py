@@ -83,7 +83,7 @@ def check_cond(cond, cond_spec, batch_size=None):
       cond: `None` or a dict with keys in `COND_KEYS`.
       cond_spec: the model's `cond` argument, e.g. `{"label": 10}` (number of classes) or
         `{"embedding": 384}` (vector size) or `{"text": 64}` (longest caption in UTF-8 bytes);
-      empty for an unconditional model.
+        empty for an unconditional model.
 
     Returns:
       A dict with `label` as int32, `embedding` as float32 and `text` as tf.string.

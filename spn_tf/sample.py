@@ -10,7 +10,8 @@ model's size and reduced to its bits:
     upscaling does this approximately (`given["approximate"]`, `MultidimensionalUpscaling`);
   * multiscale: an image at a lower resolution `r` is super-resolved; a full size image is
     sub-sampled to `N/2` first.
-Progress is logged per batch of `--batch_size` images.
+A class-conditional model takes `--labels`, a text-conditional one `--captions` (one flag per
+caption, cycled over the images). Progress is logged per batch of `--batch_size` images.
 """
 
 import sys

@@ -13,6 +13,10 @@ once as `ServingError`.
         --signature=sample --num=4 --seed=0 --out=samples.png
     python -m spn_tf.serving.client --server=localhost:8500 --model=quickstart \
         --signature=log_prob --images=a.png,b.png
+    python -m spn_tf.serving.client --server=localhost:8500 --model=captioned \
+        --signature=sample --captions="A red retina with dark veins." --num=2
+
+Captions (`cond={"text": [...]}`, `--captions`) travel as DT_STRING, UTF-8 bytes.
 
 Seeds: `sample(num, seed)` asks for `num` rows, row i with the stateless seed
 `(seed0, seed1 + i)`, where an int `seed` means `(0, seed)`. The exported `sample` signature
