@@ -129,7 +129,8 @@ def test_training_on_captions_learns_the_colour():
         {"images": images, "text": captions}).batch(16).repeat()
     keras.utils.set_random_seed(0)
     model = models.build("raster", 2, channels=3, bits=1, preset="tiny", cond={"text": 16})
-    model.compile(optimizer=keras.optimizers.Adam(0.03))
+    # Keras's "auto" would XLA-compile `fit` on a GPU, and XLA has no strings.
+    model.compile(optimizer=keras.optimizers.Adam(0.03), jit_compile=False)
     model.fit(dataset, steps_per_epoch=40, epochs=1, verbose=0)
     both = np.stack([red, blue])
     for caption, matching in (("a red square", 0), ("a blue square", 1)):
