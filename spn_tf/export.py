@@ -19,8 +19,8 @@ string):
     `msb` int32 `(B, H, W, C)` (the most significant bits) + seed + temperature;
   * multiscale: `super_resolve` — `low_res` int32 `(B, H/2, W/2, C)` + seed + temperature.
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
-`(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a depth-conditioned SPN's most significant bits; a `condition_on_base`
-multiscale model's `(B, H/2, W/2, C)` image). Inputs are checked in the graph
+`(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a
+depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's `(B, H/2, W/2, C)` image). Inputs are checked in the graph
 (`tf.debugging` asserts that survive export): an out-of-range pixel, label or temperature, or
 inputs with different batch sizes, an empty, too long or non-UTF-8 caption raise
 `InvalidArgumentError` naming the input (TF Serving
