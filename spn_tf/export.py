@@ -20,10 +20,10 @@ string):
   * multiscale: `super_resolve` — `low_res` int32 `(B, H/2, W/2, C)` + seed + temperature.
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
 `(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a
-depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's `(B, H/2, W/2, C)` image). Inputs are checked in the graph
-(`tf.debugging` asserts that survive export): an out-of-range pixel, label or temperature, or
-inputs with different batch sizes, an empty, too long or non-UTF-8 caption raise
-`InvalidArgumentError` naming the input (TF Serving
+depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's
+`(B, H/2, W/2, C)` image). Inputs are checked in the graph (`tf.debugging` asserts that survive
+export): an out-of-range pixel, label or temperature, inputs with different batch sizes, or an
+empty, too long or non-UTF-8 caption raise `InvalidArgumentError` naming the input (TF Serving
 answers INVALID_ARGUMENT). `assets.extra/spn_tf.json` describes the model (kind, geometry,
 bits, conditioning, signatures) for clients that do not have spn_tf.
 """
