@@ -12,7 +12,8 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["spn_tf", "spn_tf.*"]),
-    package_data={"spn_tf": ["data_files/*.npz", "data_files/LICENSE*", "configs/*.cfg"]},
+    package_data={"spn_tf": ["data_files/*.npz", "data_files/*.json", "data_files/LICENSE*",
+                            "configs/*.cfg"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.10,<4",

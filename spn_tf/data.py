@@ -1,11 +1,15 @@
-"""Datasets as `tf.data` pipelines of `{"images": int32 (B, H, W, C)[, "label": int32 (B,)]}`.
+"""Datasets as `tf.data` pipelines of `{"images": int32 (B, H, W, C)[, "label": int32 (B,)]
+[, "text": string (B,)]}`.
 
 Names:
   * `embedded` — real photographs shipped in the package (`data_files/photos.npz`: ten public
     domain / CC0 photos from scikit-image, 128 pixels on the short side). Crops are cut
     deterministically: training crops from the left part of each photo, held-out crops from a
     disjoint strip on the right, so held-out bits/dim are measured on unseen pixels. The label
-    is the source photo (10 classes). Loads offline; serves the quickstart and the tests.
+    is the source photo (10 classes); the text is one of that photo's captions
+    (`data_files/captions.json`, short sentences written for spn_tf, each at most
+    `CAPTION_LENGTH` UTF-8 bytes), taken in turn. Loads offline; serves the quickstart and the
+    tests.
   * `folder:/path` — a user's images (PNG, JPEG, GIF, BMP): `/path/train` and `/path/test`
     when both exist, otherwise every tenth file (sorted by name) is held out. No labels.
   * TFDS names (`imagenet_resized/32x32`, `imagenet_resized/64x64`, `celeb_a_hq/256`,
@@ -17,6 +21,7 @@ horizontal flip → shuffle → repeat → batch → prefetch.
 """
 
 import importlib.resources
+import json
 import os
 
 import numpy as np
@@ -26,6 +31,9 @@ from spn_tf.orderings import reduce_bits
 
 EMBEDDED = "embedded"
 EMBEDDED_CROP = 32
+# The longest embedded caption in UTF-8 bytes: a text model of the embedded photos is built
+# with cond={"text": CAPTION_LENGTH}.
+CAPTION_LENGTH = 64
 NUM_CLASSES = {
     EMBEDDED: 10, "imagenet_resized/32x32": 1000, "imagenet_resized/64x64": 1000,
     "imagenet_resized/16x16": 1000, "imagenet_resized/8x8": 1000, "cifar10": 10, "mnist": 10,
@@ -61,6 +69,22 @@ def _photo_crops(split, crop, seed, crops_per_photo):
             images += [photo[r:r + crop, c:c + crop] for r, c in zip(rows, cols)]
             labels += [label] * crops_per_photo
     return np.stack(images), np.asarray(labels, np.int32)
+
+
+def embedded_captions():
+    """`{photo name: [captions]}` of the embedded photos (`data_files/captions.json`)."""
+    path = importlib.resources.files("spn_tf") / "data_files" / "captions.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _caption_table():
+    """Every caption in photo (label) order, and each photo's first index and count."""
+    captions = embedded_captions()
+    names = sorted(captions)
+    counts = [len(captions[name]) for name in names]
+    flat = [caption for name in names for caption in captions[name]]
+    return (tf.constant(flat), tf.constant(np.cumsum([0] + counts[:-1]), tf.int64),
+            tf.constant(counts, tf.int64))
 
 
 def embedded_arrays(split="train", image_size=32, seed=0):
@@ -159,7 +183,7 @@ def num_classes(name):
 
 def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_size=16,
          shuffle=True, repeat=False, with_labels=False, flip=False, data_dir=None, seed=0,
-         drop_remainder=None, shard=(1, 0), skip=0):
+         drop_remainder=None, shard=(1, 0), skip=0, with_text=False):
     """A batched pipeline of images (and labels).
 
     Args:
@@ -171,6 +195,8 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
       batch_size: examples per batch.
       shuffle, repeat: for training.
       with_labels: add `"label"` int32 `(B,)` (class-conditional models).
+      with_text: add `"text"` string `(B,)`, a caption of each crop's photo (text-conditional
+        models; `embedded` only).
       flip: random horizontal flips (augmentation).
       data_dir: where prepared TFDS data lives.
       seed: shuffle order and flips (stateless: the same seed gives the same stream).
@@ -181,7 +207,8 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
         a resumed run continues where it stopped.
 
     Returns:
-      `tf.data.Dataset` of dicts `{"images": int32 (B, H, W, C)[, "label": int32 (B,)]}`.
+      `tf.data.Dataset` of dicts `{"images": int32 (B, H, W, C)[, "label": int32 (B,)]
+      [, "text": string (B,)]}`.
 
     Raises:
       DatasetNotPreparedError: a TFDS dataset that is not prepared (message says how).
@@ -190,6 +217,11 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}.")
     num_shards, shard_index = shard
+    if with_text and name != EMBEDDED:
+        raise ValueError(f"captions ship only with the embedded photos: with_text needs "
+                         f"name={EMBEDDED!r}, got {name!r}.")
+    if with_text:
+        captions, first, count = _caption_table()
     if name == EMBEDDED:
         images, labels = embedded_arrays(split, image_size, seed)
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -219,6 +251,9 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
         example = {"images": image}
         if with_labels:
             example["label"] = tf.cast(label, tf.int32)
+        if with_text:  # the photo's captions in turn, by position in the stream
+            label = tf.cast(label, tf.int64)
+            example["text"] = tf.gather(captions, first[label] + index % count[label])
         return example
 
     if num_shards > 1:

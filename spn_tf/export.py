@@ -5,7 +5,8 @@
 `<export_base>/<name>/<N>/` (the next free version by default; an existing version is never
 overwritten), the layout TF Serving's `--model_base_path` expects.
 
-Signatures (every input and output batched on dimension 0; dtypes int32, uint8, float32):
+Signatures (every input and output batched on dimension 0; dtypes int32, uint8, float32,
+string):
   * `log_prob` (also `serving_default`): `images` int32 `(B, H, W, C)` (+ conditioning) →
     `log_prob` float32 `(B,)` (nats), `bits_per_dim` float32 `(B,)`;
     `log_prob_uint8`: the same with `images` uint8 (a signature input has one dtype);
@@ -18,10 +19,11 @@ Signatures (every input and output batched on dimension 0; dtypes int32, uint8, 
     `msb` int32 `(B, H, W, C)` (the most significant bits) + seed + temperature;
   * multiscale: `super_resolve` — `low_res` int32 `(B, H/2, W/2, C)` + seed + temperature.
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
-`(B, D)`, `low_res` (a depth-conditioned SPN's most significant bits; a `condition_on_base`
-multiscale model's `(B, H/2, W/2, C)` image). Inputs are checked in the graph
-(`tf.debugging` asserts that survive export): an out-of-range pixel, label or temperature, or
-inputs with different batch sizes raise `InvalidArgumentError` naming the input (TF Serving
+`(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a
+depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's
+`(B, H/2, W/2, C)` image). Inputs are checked in the graph (`tf.debugging` asserts that survive
+export): an out-of-range pixel, label or temperature, inputs with different batch sizes, or an
+empty, too long or non-UTF-8 caption raise `InvalidArgumentError` naming the input (TF Serving
 answers INVALID_ARGUMENT). `assets.extra/spn_tf.json` describes the model (kind, geometry,
 bits, conditioning, signatures) for clients that do not have spn_tf.
 """
@@ -65,6 +67,8 @@ def _cond_specs(model):
     if "embedding" in model.cond_spec:
         specs.append(tf.TensorSpec([None, model.cond_spec["embedding"]], tf.float32,
                                    name="embedding"))
+    if "text" in model.cond_spec:
+        specs.append(tf.TensorSpec([None], tf.string, name="text"))
     if getattr(model, "depth_condition_bits", None):
         specs.append(_image_spec("low_res", model))
     if getattr(model, "condition_on_base", False):
@@ -124,7 +128,7 @@ def _checks(model, inputs):
 
 def _cond(inputs, given=()):
     """The conditioning inputs of a signature, less those that are `given` content."""
-    return {key: inputs[key] for key in ("label", "embedding", "low_res")
+    return {key: inputs[key] for key in ("label", "embedding", "text", "low_res")
             if key in inputs and key not in given}
 
 

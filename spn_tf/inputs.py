@@ -2,14 +2,15 @@
 
 Contract (DESIGN.md): images are int32 or uint8 `(batch, height, width, channels)` with values
 in `[0, 2**bits)`; conditioning is `None` or a dict with any of `"label"` (int32 `(batch,)`),
-`"embedding"` (float32 `(batch, dim)`), `"low_res"` (an image at lower resolution).
+`"embedding"` (float32 `(batch, dim)`), `"low_res"` (an image at lower resolution), `"text"`
+(captions: strings `(batch,)`, encoded inside the model).
 Every error a user can cause here is a `ValueError` naming the bad value and what is allowed.
 """
 
 import numpy as np
 import tensorflow as tf
 
-COND_KEYS = ("label", "embedding", "low_res")
+COND_KEYS = ("label", "embedding", "low_res", "text")
 
 
 def split_inputs(inputs, cond=None):
@@ -98,10 +99,11 @@ def check_cond(cond, cond_spec, batch_size=None):
     Args:
       cond: `None` or a dict with keys in `COND_KEYS`.
       cond_spec: the model's `cond` argument, e.g. `{"label": 10}` (number of classes) or
-        `{"embedding": 384}` (vector size); empty for an unconditional model.
+        `{"embedding": 384}` (vector size) or `{"text": 64}` (longest caption in UTF-8 bytes);
+        empty for an unconditional model.
 
     Returns:
-      A dict with `label` as int32 and `embedding` as float32.
+      A dict with `label` as int32, `embedding` as float32 and `text` as tf.string.
     """
     if cond is not None and not isinstance(cond, dict):
         raise ValueError(
@@ -142,6 +144,8 @@ def check_cond(cond, cond_spec, batch_size=None):
         out["embedding"] = embedding
     if "low_res" in cond:
         out["low_res"] = cond["low_res"]
+    if "text" in cond:
+        out["text"] = check_text(cond["text"], cond_spec["text"])
     if batch_size is not None:
         for key, value in out.items():
             if tf.is_tensor(value) and value.shape[0] is not None and isinstance(
@@ -149,6 +153,51 @@ def check_cond(cond, cond_spec, batch_size=None):
                 raise ValueError(
                     f"cond['{key}'] has batch {value.shape[0]} but the images have {batch_size}.")
     return out
+
+
+def check_text(text, max_length):
+    """Validates captions: strings `(batch,)`, each non-empty valid UTF-8 of at most
+    `max_length` bytes (a longer caption is refused, not truncated).
+
+    Args:
+      text: a list of str/bytes, a numpy array of str/bytes, or a tf.string tensor `(batch,)`.
+      max_length: the model's `cond["text"]`.
+
+    Returns:
+      tf.string `(batch,)`. Symbolic tensors are checked in the graph by
+      `spn_tf.layers.text_encoder.text_to_bytes` when the model encodes them.
+    """
+    if not tf.is_tensor(text):
+        array = np.asarray(text, dtype=object if isinstance(text, (list, tuple)) else None)
+        if array.dtype.kind == "O" and all(isinstance(t, (str, bytes)) for t in array.flat):
+            array = np.array([t.encode("utf-8") if isinstance(t, str) else t
+                              for t in array.flat], object).reshape(array.shape)
+        elif array.dtype.kind not in "US":
+            raise ValueError(
+                f"cond['text'] must be captions (str or bytes), got {array.dtype} values; pass "
+                f"e.g. ['a red square', 'a blue square'].")
+        text = tf.convert_to_tensor(array, tf.string)
+    if text.dtype != tf.string:
+        raise ValueError(f"cond['text'] must be tf.string captions, got {text.dtype.name}.")
+    if text.shape.rank != 1:
+        raise ValueError(
+            f"cond['text'] must have shape (batch,), one caption per image, got {text.shape}; "
+            f"for one caption pass [caption].")
+    if _is_concrete(text):
+        for index, caption in enumerate(text.numpy()):
+            if not caption:
+                raise ValueError(f"cond['text'][{index}] is empty; give every image a caption.")
+            if len(caption) > max_length:
+                raise ValueError(
+                    f"cond['text'][{index}] is {len(caption)} UTF-8 bytes, more than this "
+                    f"model's max_length={max_length} (cond={{'text': {max_length}}}); shorten "
+                    f"it (captions are never truncated): {caption[:max_length]!r}...")
+            try:
+                caption.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise ValueError(f"cond['text'][{index}] is not valid UTF-8 ({error}): "
+                                 f"{caption!r}.") from None
+    return text
 
 
 def check_seed(seed):

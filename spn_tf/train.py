@@ -29,6 +29,9 @@ def define_flags():
     flags.DEFINE_integer("subscale_factor", None, "SPN subscale factor S (slices of H/S).",
                          lower_bound=1)
     flags.DEFINE_bool("conditional", False, "Class-conditional on the dataset's labels.")
+    flags.DEFINE_bool("text_conditional", False, "Conditional on captions (cond['text']): the "
+                      "embedded photos' captions, encoded by a text encoder trained with the "
+                      "model.")
     flags.DEFINE_multi_string("hparams", [], "Model hyperparameter override key=value (Python "
                               "literal), repeatable: --hparams=filters=64 "
                               "--hparams=attention_layers=(3,7).")
@@ -104,7 +107,8 @@ def config_from_flags():
     return TrainConfig(
         model=FLAGS.model, preset=FLAGS.preset, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         image_size=FLAGS.image_size, channels=int(FLAGS.channels), bits=FLAGS.bits,
-        conditional=FLAGS.conditional, hparams=hparams, batch_size=FLAGS.batch_size,
+        conditional=FLAGS.conditional, text_conditional=FLAGS.text_conditional,
+        hparams=hparams, batch_size=FLAGS.batch_size,
         steps=FLAGS.steps, checkpoint_every=FLAGS.checkpoint_every,
         keep_checkpoints=FLAGS.keep_checkpoints, log_every=FLAGS.log_every,
         optimizer=FLAGS.optimizer, learning_rate=FLAGS.learning_rate,

@@ -39,6 +39,8 @@ class TrainConfig:
       dataset: `embedded` or a TFDS name; data_dir: prepared TFDS data.
       image_size, channels, bits: the image space.
       conditional: class-conditional on the dataset's labels.
+      text_conditional: conditional on captions (`cond["text"]`, the embedded photos'
+        captions; a `spn_tf.layers.TextEncoder` trained with the model).
       hparams: model hyperparameter overrides (e.g. `{"subscale_factor": 4}`).
       batch_size: global batch (a multiple of the replica count); steps: optimizer steps.
       checkpoint_every: steps between checkpoints; keep_checkpoints: how many are kept.
@@ -69,6 +71,7 @@ class TrainConfig:
     channels: int = 3
     bits: int = 5
     conditional: bool = False
+    text_conditional: bool = False
     hparams: dict = dataclasses.field(default_factory=dict)
     batch_size: int = 32
     steps: int = 600
@@ -102,12 +105,18 @@ class TrainConfig:
 
 
 def _cond_spec(config):
-    if not config.conditional:
-        return None
-    classes = data.num_classes(config.dataset)
-    if not classes:
-        raise ValueError(f"--conditional needs labels, and {config.dataset!r} has none.")
-    return {"label": classes}
+    cond = {}
+    if config.conditional:
+        classes = data.num_classes(config.dataset)
+        if not classes:
+            raise ValueError(f"--conditional needs labels, and {config.dataset!r} has none.")
+        cond["label"] = classes
+    if config.text_conditional:
+        if config.dataset != data.EMBEDDED:
+            raise ValueError(f"--text_conditional needs captions, which ship only with "
+                             f"--dataset={data.EMBEDDED}; got {config.dataset!r}.")
+        cond["text"] = data.CAPTION_LENGTH
+    return cond or None
 
 
 def build_model(config):
@@ -153,7 +162,8 @@ class TrainingDivergedError(ValueError):
 
 def data_args(config):
     return dict(image_size=config.image_size, bits=config.bits, channels=config.channels,
-                with_labels=config.conditional, data_dir=config.data_dir or None,
+                with_labels=config.conditional, with_text=config.text_conditional,
+                data_dir=config.data_dir or None,
                 seed=config.seed)
 
 
@@ -205,11 +215,16 @@ def _evaluate(config, model, optimizer, dataset=None):
 
 
 def _draw_samples(config, model):
-    """The sample grid's images (int numpy), labels cycling over the classes if conditional."""
-    cond = None
+    """The sample grid's images (int numpy), labels cycling over the classes if conditional,
+    captions cycling over the photos' first captions if text-conditional."""
+    cond = {}
     if config.conditional:
-        cond = {"label": np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]}
-    return model.sample(config.num_samples, config.seed, config.temperature, cond=cond).numpy()
+        cond["label"] = np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]
+    if config.text_conditional:
+        firsts = [captions[0] for _, captions in sorted(data.embedded_captions().items())]
+        cond["text"] = [firsts[i % len(firsts)] for i in range(config.num_samples)]
+    return model.sample(config.num_samples, config.seed, config.temperature,
+                        cond=cond or None).numpy()
 
 
 def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):

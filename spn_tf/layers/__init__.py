@@ -7,6 +7,7 @@ from spn_tf.layers.group_predictor import GroupPredictor
 from spn_tf.layers.masked_conv2d import MaskedConv2D
 from spn_tf.layers.masked_decoder import MaskedDecoder
 from spn_tf.layers.slice_embedder import SliceEmbedder
+from spn_tf.layers.text_encoder import TextEncoder
 
 __all__ = ["CausalSelfAttention", "ConditionEmbedding", "GatedResidualBlock", "GroupPredictor",
-           "MaskedConv2D", "MaskedDecoder", "SliceEmbedder"]
+           "MaskedConv2D", "MaskedDecoder", "SliceEmbedder", "TextEncoder"]

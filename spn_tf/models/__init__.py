@@ -37,7 +37,8 @@ def build(name, image_size, channels=3, bits=8, preset="small", cond=None, **ove
       bits: bits per sub-pixel.
       preset: `tiny` (tests: a few thousand parameters), `small` (the quickstart) or `paper`
         (the published sizes, where known).
-      cond: conditioning the model takes, e.g. `{"label": 10}` or `{"embedding": 384}`.
+      cond: conditioning the model takes, e.g. `{"label": 10}`, `{"embedding": 384}` or
+        `{"text": 64}` (captions of at most 64 UTF-8 bytes).
       **overrides: any hyperparameter of the preset, by keyword.
 
     Returns:

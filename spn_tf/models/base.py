@@ -38,8 +38,10 @@ class DensityModel(keras.Model):
       image_size: height and width of the (square) images.
       channels: 1 or 3.
       bits: bits per sub-pixel; values in `[0, 2**bits)`.
-      cond: which conditioning the model takes: `{"label": num_classes}` and/or
-        `{"embedding": dim}`; `None` for an unconditional model.
+      cond: which conditioning the model takes: `{"label": num_classes}`,
+        `{"embedding": dim}` and/or `{"text": max_length}` (captions of at most `max_length`
+        UTF-8 bytes, encoded by a trained `spn_tf.layers.TextEncoder`); `None` for an
+        unconditional model.
     """
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, **kwargs):
@@ -48,11 +50,11 @@ class DensityModel(keras.Model):
             raise ValueError(f"channels must be 1 or 3, got {channels}.")
         if not hparams.is_int(bits) or not 1 <= bits <= 8:
             raise ValueError(f"bits must be in [1, 8], got {bits}.")
-        unknown = set(cond or {}) - {"label", "embedding"}
+        unknown = set(cond or {}) - {"label", "embedding", "text"}
         if unknown:
             raise ValueError(
-                f"cond keys must be 'label' (number of classes) or 'embedding' (vector size); "
-                f"got {sorted(unknown)}.")
+                f"cond keys must be 'label' (number of classes), 'embedding' (vector size) or "
+                f"'text' (longest caption in UTF-8 bytes); got {sorted(unknown)}.")
         hparams.check_positive("image_size", image_size)
         for key, size in (cond or {}).items():
             hparams.check_positive(f"cond[{key!r}]", size)
@@ -82,6 +84,8 @@ class DensityModel(keras.Model):
             cond["label"] = tf.zeros([batch_size], tf.int32)
         if "embedding" in self.cond_spec:
             cond["embedding"] = tf.zeros([batch_size, self.cond_spec["embedding"]], tf.float32)
+        if "text" in self.cond_spec:
+            cond["text"] = tf.fill([batch_size], "a")
         return images, cond
 
     def build(self, input_shape=None):

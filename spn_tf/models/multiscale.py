@@ -93,9 +93,11 @@ class MultiscalePixelCNN(DensityModel):
     times type A's.
 
     Conditioning:
-      * `cond["label"]`, `cond["embedding"]` (as built with `cond={"label": n}` /
-        `{"embedding": d}`): a context vector (`spn_tf.layers.ConditionEmbedding`) that biases
-        the base decoder and every group predictor (the paper's class and text conditioning).
+      * `cond["label"]`, `cond["embedding"]`, `cond["text"]` (as built with
+        `cond={"label": n}` / `{"embedding": d}` / `{"text": max_length}`, captions encoded by
+        a trained `spn_tf.layers.TextEncoder`): a context vector
+        (`spn_tf.layers.ConditionEmbedding`) that biases the base decoder and every group
+        predictor (the paper's class and text conditioning).
       * `cond["low_res"]`, int `(B, r, r, C)` with `r = base_size * 2**k < image_size`:
         super-resolution. `log_prob(x, {"low_res": y})` is the exact `log p(x | x_r = y)`:
         the terms of the scales above `r` (and `-inf` where the image's resolution-`r`
@@ -170,9 +172,7 @@ class MultiscalePixelCNN(DensityModel):
         self.group_pixelcnn_patch = group_pixelcnn_patch
         self.group_pixelcnn_layers = group_pixelcnn_layers
         self.group_pixelcnn_filters = group_pixelcnn_filters
-        self.condition = (ConditionEmbedding(filters, self.cond_spec.get("label"),
-                                             self.cond_spec.get("embedding"))
-                          if self.cond_spec else None)
+        self.condition = ConditionEmbedding.for_cond(filters, self.cond_spec)
         self.base_decoder = None if self.condition_on_base else MaskedDecoder(
             base_filters, base_layers, self.num_values, channels, kernel_size,
             base_first_kernel_size)

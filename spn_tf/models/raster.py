@@ -59,9 +59,7 @@ class GatedPixelCNN(DensityModel):
         self.kernel_size = kernel_size
         self.first_kernel_size = first_kernel_size
         self.attention_layers = tuple(attention_layers)
-        self.condition = (ConditionEmbedding(filters, self.cond_spec.get("label"),
-                                             self.cond_spec.get("embedding"))
-                          if self.cond_spec else None)
+        self.condition = ConditionEmbedding.for_cond(filters, self.cond_spec)
         self.decoder = MaskedDecoder(filters, num_layers, self.num_values, channels, kernel_size,
                                      first_kernel_size, attention_layers)
 
@@ -84,8 +82,10 @@ class GatedPixelCNN(DensityModel):
         if loop == "reference":
             return sampling.raster_sample(self.reference_logits, images, known, uniform,
                                           temperature, context=self._context(cond))
+        # The context enters the loop as a tensor: captions (tf.string) never reach XLA.
         return self.sample_loop("raster", loop, self._raster_loop)(images, known, uniform,
-                                                                    temperature, cond)
+                                                                    temperature,
+                                                                    self._context(cond))
 
     @functools.cached_property
     def reference_logits(self):
@@ -94,11 +94,11 @@ class GatedPixelCNN(DensityModel):
         return sampling.reference_network(
             lambda images, context: self.decoder(self.scale(images), context=context))
 
-    def _raster_loop(self, images, known, uniform, temperature, cond):
+    def _raster_loop(self, images, known, uniform, temperature, context):
         """`sampling.raster_loop` over this decoder: `(images, known, uniform, temperature,
-        cond)` → images."""
+        context)` → images."""
         return sampling.raster_loop(self.decoder, self.scale, images, known, uniform,
-                                    temperature, self._context(cond))
+                                    temperature, context)
 
     @property
     def compiled_raster_loop(self):

@@ -183,9 +183,7 @@ class SubscalePixelNetwork(DensityModel):
         self.embedder_layers = embedder_layers
         self.embedder_kernel_size = embedder_kernel_size
         self.seed = seed
-        self.condition = (ConditionEmbedding(embedder_filters, self.cond_spec.get("label"),
-                                             self.cond_spec.get("embedding"))
-                          if self.cond_spec else None)
+        self.condition = ConditionEmbedding.for_cond(embedder_filters, self.cond_spec)
         self.embedder = SliceEmbedder(embedder_filters, embedder_layers, num_slices,
                                       embedder_kernel_size)
         self.decoder = MaskedDecoder(filters, num_layers, self.num_values, channels, kernel_size,

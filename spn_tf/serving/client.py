@@ -13,6 +13,10 @@ once as `ServingError`.
         --signature=sample --num=4 --seed=0 --out=samples.png
     python -m spn_tf.serving.client --server=localhost:8500 --model=quickstart \
         --signature=log_prob --images=a.png,b.png
+    python -m spn_tf.serving.client --server=localhost:8500 --model=captioned \
+        --signature=sample --captions="A red retina with dark veins." --num=2
+
+Captions (`cond={"text": [...]}`, `--captions`) travel as DT_STRING, UTF-8 bytes.
 
 Seeds: `sample(num, seed)` asks for `num` rows, row i with the stateless seed
 `(seed0, seed1 + i)`, where an int `seed` means `(0, seed)`. The exported `sample` signature
@@ -67,12 +71,20 @@ def row_seeds(num, seed):
     return seeds.astype(np.int32)
 
 
+def _text_array(captions):
+    """Captions (str or bytes) → a numpy object array of UTF-8 bytes (sent as DT_STRING)."""
+    return np.array([c.encode("utf-8") if isinstance(c, str) else bytes(c) for c in captions],
+                    object)
+
+
 def _cond_arrays(cond):
     dtypes = {"label": np.int32, "embedding": np.float32, "low_res": np.int32}
-    unknown = set(cond or {}) - set(dtypes)
+    unknown = set(cond or {}) - set(dtypes) - {"text"}
     if unknown:
-        raise ValueError(f"unknown conditioning {sorted(unknown)}; allowed: {sorted(dtypes)}.")
-    return {k: np.asarray(v, dtypes[k]) for k, v in (cond or {}).items()}
+        raise ValueError(f"unknown conditioning {sorted(unknown)}; allowed: "
+                         f"{sorted([*dtypes, 'text'])}.")
+    return {k: _text_array(v) if k == "text" else np.asarray(v, dtypes[k])
+            for k, v in (cond or {}).items()}
 
 
 class Client:
@@ -234,6 +246,8 @@ def define_flags():
     flags.DEFINE_float("temperature", 1.0, "sample: temperature.", lower_bound=0.0)
     flags.DEFINE_list("labels", None, "Class labels for a class-conditional model, one per "
                       "image or cycled.")
+    flags.DEFINE_multi_string("captions", None, "Captions for a text-conditional model, one "
+                              "flag each, one per image or cycled (sent as DT_STRING).")
     flags.DEFINE_string("out", "samples.png", "sample: output PNG grid.")
     flags.DEFINE_list("images", None, "log_prob: 8-bit PNG files at the model's size.")
     flags.DEFINE_integer("bits", None, "Bits per sub-pixel of the model (to scale PNGs).",
@@ -242,18 +256,28 @@ def define_flags():
     flags.mark_flags_as_required(["model", "bits"])
 
 
-def run(client, signature, num, seed, temperature, labels, out, image_paths, bits):
+def _cli_cond(labels, captions, rows):
+    """The CLI's conditioning for `rows` images: labels and captions cycled, or None."""
+    cond = {}
+    if labels:
+        cond["label"] = np.resize(np.array(labels, np.int32), rows)
+    if captions:
+        cond["text"] = np.resize(np.array(captions, object), rows)
+    return cond or None
+
+
+def run(client, signature, num, seed, temperature, labels, out, image_paths, bits,
+        captions=None):
     """Runs the CLI's call with `client`; returns the lines it prints."""
     if signature == "sample":
-        cond = {"label": np.resize(np.array(labels, np.int32), num)} if labels else None
-        images = client.sample(num, seed, temperature, cond)
+        images = client.sample(num, seed, temperature, _cli_cond(labels, captions, num))
         write_grid(images, bits, out)
         return [f"wrote {num} samples {'x'.join(map(str, images.shape[1:]))} to {out}"]
     if not image_paths:
         raise ValueError("--signature=log_prob needs --images=a.png,b.png,...")
     images = read_images(image_paths, client.image_shape(), bits)
-    cond = {"label": np.resize(np.array(labels, np.int32), len(images))} if labels else None
-    bits_per_dim = client.log_prob(images, cond)["bits_per_dim"]
+    bits_per_dim = client.log_prob(images, _cli_cond(labels, captions, len(images)))[
+        "bits_per_dim"]
     return [f"{path}: {value:.4f} bits/dim" for path, value in zip(image_paths, bits_per_dim)]
 
 
@@ -264,7 +288,7 @@ def main(argv):
     try:
         with Client(FLAGS.server, FLAGS.model, FLAGS.version, timeout=FLAGS.timeout) as client:
             for line in run(client, FLAGS.signature, FLAGS.num, FLAGS.seed, FLAGS.temperature,
-                            labels, FLAGS.out, FLAGS.images, FLAGS.bits):
+                            labels, FLAGS.out, FLAGS.images, FLAGS.bits, FLAGS.captions):
                 print(line)
     except (ServingError, ValueError) as error:
         sys.exit(f"spn_tf.serving.client: error: {error}")

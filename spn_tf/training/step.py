@@ -14,6 +14,8 @@ iterators and collectives.
 
 import tensorflow as tf
 
+from spn_tf.layers.text_encoder import text_to_bytes
+
 
 class TrainStep:
     """Callable `step(iterator)` → `(loss, gradient_norm)`, float32 scalars.
@@ -60,6 +62,9 @@ class TrainStep:
                       for gradient in gradients]
 
     def _replica_step(self, batch):
+        if isinstance(batch, dict) and "text" in batch:
+            # Captions become byte ids (checked) here: XLA has no strings.
+            batch = {**batch, "text": text_to_bytes(batch["text"], self.model.cond_spec["text"])}
         loss, gradients = self._loss_and_gradients(batch)
         context = tf.distribute.get_replica_context()
         gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)

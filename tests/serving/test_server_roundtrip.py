@@ -21,10 +21,10 @@ from conftest import (export_version, free_port, start_server, stop_server,
 from spn_tf import models
 from spn_tf.serving.client import Client, ServingError, run
 
-# name → build arguments: conditional and not, every conditioning input.
+# name → build arguments: conditional and not, every conditioning input (text included).
 MODELS = {
     "raster": dict(name="raster", image_size=4, channels=1, bits=2, cond={"label": 3}),
-    "spn": dict(name="spn", image_size=4, channels=1, bits=2),
+    "spn": dict(name="spn", image_size=4, channels=1, bits=2, cond={"text": 16}),
     "multiscale": dict(name="multiscale", image_size=8, channels=1, bits=1,
                        cond={"embedding": 3}),
 }
@@ -37,6 +37,8 @@ def _cond(model, rows, rng):
         cond["label"] = rng.integers(0, spec["label"], rows).astype(np.int32)
     if "embedding" in spec:
         cond["embedding"] = rng.normal(size=(rows, spec["embedding"])).astype(np.float32)
+    if "text" in spec:  # sent as DT_STRING; one caption with a multi-byte character
+        cond["text"] = rng.choice(np.array(["a red square", "ciel bleu", "café"], object), rows)
     return cond or None
 
 
@@ -256,3 +258,19 @@ def test_client_cli_errors_name_the_problem(raster, tmp_path):
     assert result.returncode == 1
     assert "spn_tf.serving.client: error: server 127.0.0.1:" in result.stderr
     assert "unavailable after" in result.stderr
+
+
+def test_captions_through_the_client_and_bad_captions_are_invalid_argument(served, tmp_path):
+    built, port = served
+    model = built["spn"]
+    captions = ["a red square", "café"]
+    with Client(f"127.0.0.1:{port}", "spn", timeout=60) as client:
+        run(client, "sample", 3, 0, 1.0, None, str(tmp_path / "s.png"), None, 2,
+            captions=captions)
+        got = client.sample(3, seed=0, cond={"text": captions + captions[:1]})
+        with pytest.raises(ServingError, match="captions must be at most 16 UTF-8 bytes") as error:
+            client.log_prob(np.zeros([1, 4, 4, 1], np.int32), {"text": ["x" * 17]})
+    assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    np.testing.assert_array_equal(got, expected_samples(
+        model, 3, [0, 0], 1.0, {"text": np.array(captions + captions[:1], object)}))
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
