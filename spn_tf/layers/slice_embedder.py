@@ -20,11 +20,20 @@ class SliceEmbedder(keras.layers.Layer):
     reads the embedding of everything around `p` in the earlier slices. A global conditioning
     vector (class, embedding) is added after the first convolution.
 
+    Convolutions alone reach `1 + 2L` slice pixels (`L` layers of 3x3): too little for the
+    paper's "context of preceding slices in a single slice-shaped tensor". With
+    `attention_heads > 0`, an unmasked multi-head self-attention block over the `h*w` slice
+    positions follows the convolutions (PixelSNAIL's attention, Chen et al. 2018, without the
+    causal mask: nothing the embedder sees is generated at or after the target slice), so
+    every position of the embedding depends on every pixel of every earlier slice.
+
     Args:
       filters: features of the network and of the output context.
       num_layers: residual blocks (two `kernel_size` convolutions each).
       num_slices: `S*S`, the slices of an image.
       kernel_size: odd kernel size of the convolutions.
+      attention_heads: heads of the slice-wide self-attention block (0: none; `filters`
+        must be a multiple), each of `filters / attention_heads` features.
 
     Call: `(slices, slice_index, context=None, visible=None)`:
       slices: float `(B, S*S, h, w, C)` (scaled pixels of all slices; later ones are hidden);
@@ -34,7 +43,8 @@ class SliceEmbedder(keras.layers.Layer):
     → float `(B, h, w, filters)`.
     """
 
-    def __init__(self, filters, num_layers, num_slices, kernel_size=3, **kwargs):
+    def __init__(self, filters, num_layers, num_slices, kernel_size=3, attention_heads=0,
+                 **kwargs):
         super().__init__(**kwargs)
         hparams.check_positive("filters", filters)
         hparams.check_non_negative("num_layers", num_layers)
@@ -45,6 +55,15 @@ class SliceEmbedder(keras.layers.Layer):
         self.num_layers = num_layers
         self.num_slices = num_slices
         self.kernel_size = kernel_size
+        hparams.check_non_negative("attention_heads", attention_heads)
+        if attention_heads and filters % attention_heads:
+            raise ValueError(f"filters={filters} must be a multiple of attention_heads="
+                             f"{attention_heads} (each head takes filters / heads features).")
+        self.attention_heads = attention_heads
+        self.attention_norm = keras.layers.LayerNormalization(name="attention_norm")
+        self.attention = keras.layers.MultiHeadAttention(
+            attention_heads, filters // attention_heads, name="attention") if (
+                attention_heads) else None
         conv = lambda name: keras.layers.Conv2D(filters, kernel_size, padding="same", name=name)
         self.input_conv = conv("input_conv")
         self.context_projection = keras.layers.Dense(filters, name="context_projection")
@@ -61,6 +80,9 @@ class SliceEmbedder(keras.layers.Layer):
         for conv_a, conv_b in self.block_convs:
             conv_a.build((None, h, w, self.filters))
             conv_b.build((None, h, w, self.filters))
+        if self.attention is not None:
+            self.attention_norm.build((None, h * w, self.filters))
+            self.attention.build((None, h * w, self.filters), (None, h * w, self.filters))
 
     def call(self, slices, slice_index, context=None, visible=None):
         n = self.num_slices
@@ -80,6 +102,11 @@ class SliceEmbedder(keras.layers.Layer):
             h = h + self.context_projection(context)
         for conv_a, conv_b in self.block_convs:
             h = h + conv_b(ops.relu(conv_a(ops.relu(h))))
+        if self.attention is not None:  # every position reads every earlier-slice pixel
+            seq = ops.reshape(h, (shape[0], shape[2] * shape[3], self.filters))
+            normed = self.attention_norm(seq)
+            seq = seq + self.attention(normed, normed)
+            h = ops.reshape(seq, (shape[0], shape[2], shape[3], self.filters))
         return h
 
     def compute_output_shape(self, slices_shape, slice_index_shape=None, context_shape=None,
@@ -88,4 +115,5 @@ class SliceEmbedder(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,
-                "num_slices": self.num_slices, "kernel_size": self.kernel_size}
+                "num_slices": self.num_slices, "kernel_size": self.kernel_size,
+                "attention_heads": self.attention_heads}

@@ -20,13 +20,15 @@ _DEFAULTS = dict(slice_range=None, depth_condition_bits=None, num_heads=4, key_d
 _PRESETS = {
     # A few thousand parameters: seconds to train, for tests.
     "tiny": dict(filters=6, num_layers=1, kernel_size=3, first_kernel_size=3,
-                 attention_layers=(), embedder_filters=8, embedder_layers=1),
+                 attention_layers=(0,), num_heads=1, key_dim=4, embedder_filters=8,
+                 embedder_layers=1, embedder_attention_heads=1),
     # The quickstart on 2 CPU cores (embedded 32x32 photos, 16x16 slices).
     "small": dict(filters=48, num_layers=4, kernel_size=3, first_kernel_size=5,
-                  attention_layers=(3,), embedder_filters=48, embedder_layers=2),
+                  attention_layers=(3,), embedder_filters=48, embedder_layers=2,
+                  embedder_attention_heads=4),
     "paper": dict(filters=384, num_layers=16, kernel_size=3, first_kernel_size=7,
                   attention_layers=(3, 7, 11, 15), num_heads=8, key_dim=48,
-                  embedder_filters=256, embedder_layers=6),
+                  embedder_filters=256, embedder_layers=6, embedder_attention_heads=8),
 }
 
 
@@ -130,8 +132,10 @@ class SubscalePixelNetwork(DensityModel):
         None.
       filters, num_layers, kernel_size, first_kernel_size, attention_layers, num_heads,
         key_dim: the decoder, see `spn_tf.layers.MaskedDecoder`.
-      embedder_filters, embedder_layers, embedder_kernel_size: see
-        `spn_tf.layers.SliceEmbedder`.
+      embedder_filters, embedder_layers, embedder_kernel_size, embedder_attention_heads: see
+        `spn_tf.layers.SliceEmbedder` (the heads of its slice-wide attention, which gives
+        every embedding position the whole of the earlier slices; 0 = convolutions only, as
+        in files saved before it existed; every preset sets it).
 
     Call: images int `(B, H, W, C)` (+ cond) → dict `{"logits": (B, m, h, w, C, 2**bits),
     "slice_index": int (B, m)}`: `m = 1` random slice per example when training, all
@@ -151,7 +155,7 @@ class SubscalePixelNetwork(DensityModel):
                  slice_range=None, depth_condition_bits=None, filters=48, num_layers=4,
                  kernel_size=3, first_kernel_size=5, attention_layers=(), num_heads=4,
                  key_dim=16, embedder_filters=48, embedder_layers=2, embedder_kernel_size=3,
-                 seed=None, **kwargs):
+                 embedder_attention_heads=0, seed=None, **kwargs):
         super().__init__(image_size, channels, bits, cond, **kwargs)
         hparams.check_positive("subscale_factor", subscale_factor)
         orderings.check_subscale_factor(self.image_size, self.image_size, subscale_factor)
@@ -182,10 +186,11 @@ class SubscalePixelNetwork(DensityModel):
         self.embedder_filters = embedder_filters
         self.embedder_layers = embedder_layers
         self.embedder_kernel_size = embedder_kernel_size
+        self.embedder_attention_heads = embedder_attention_heads
         self.seed = seed
         self.condition = ConditionEmbedding.for_cond(embedder_filters, self.cond_spec)
         self.embedder = SliceEmbedder(embedder_filters, embedder_layers, num_slices,
-                                      embedder_kernel_size)
+                                      embedder_kernel_size, embedder_attention_heads)
         self.decoder = MaskedDecoder(filters, num_layers, self.num_values, channels, kernel_size,
                                      first_kernel_size, attention_layers, num_heads, key_dim)
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -378,7 +383,8 @@ class SubscalePixelNetwork(DensityModel):
                 "attention_layers": list(self.attention_layers), "num_heads": self.num_heads,
                 "key_dim": self.key_dim, "embedder_filters": self.embedder_filters,
                 "embedder_layers": self.embedder_layers,
-                "embedder_kernel_size": self.embedder_kernel_size, "seed": self.seed}
+                "embedder_kernel_size": self.embedder_kernel_size,
+                "embedder_attention_heads": self.embedder_attention_heads, "seed": self.seed}
 
 
 def _replica_seed(seed):

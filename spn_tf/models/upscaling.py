@@ -16,7 +16,7 @@ TRAIN_PARTS = ("all",) + PARTS
 # per part.
 NETWORK_HPARAMS = ("filters", "num_layers", "kernel_size", "first_kernel_size",
                    "attention_layers", "num_heads", "key_dim", "embedder_filters",
-                   "embedder_layers", "embedder_kernel_size")
+                   "embedder_layers", "embedder_kernel_size", "embedder_attention_heads")
 
 
 def preset(name, image_size):
@@ -81,7 +81,8 @@ class MultidimensionalUpscaling(DensityModel):
       part_overrides: optional `{part: {hyperparameter: value}}`, e.g. a smaller `first`.
       seed: int seed of the training slice draws, or None.
       filters, num_layers, kernel_size, first_kernel_size, attention_layers, num_heads,
-        key_dim, embedder_filters, embedder_layers, embedder_kernel_size: every part's
+        key_dim, embedder_filters, embedder_layers, embedder_kernel_size,
+        embedder_attention_heads: every part's
         `SubscalePixelNetwork` hyperparameters.
 
     Call: images int `(B, H, W, C)` (+ cond) → `{part: that SPN's outputs}`.

@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from spn_tf import testing
+from spn_tf import models, testing
+from spn_tf.models import subscale
 from spn_tf.layers import SliceEmbedder
 
 
@@ -31,3 +33,30 @@ def test_sees_earlier_slices_only_and_its_meta_position():
     zeros = tf.zeros_like(slices)
     assert not np.allclose(layer(zeros, tf.constant([1, 1, 1])),
                            layer(zeros, tf.constant([2, 2, 2])))
+
+
+def test_layer_contract_with_slice_wide_attention():
+    testing.run_layer_test(
+        SliceEmbedder, dict(filters=4, num_layers=1, num_slices=4, attention_heads=2),
+        _slices(), (3, 2, 2, 4), call_kwargs=dict(slice_index=tf.constant([0, 1, 3])))
+
+
+@pytest.mark.parametrize("preset", models.PRESET_NAMES)
+def test_every_preset_embeds_the_whole_of_the_earlier_slices(preset):
+    """The first position of slice k depends on the last pixel of slice k-1 (32x32 slices, the
+    paper's: beyond the convolutions' reach in every preset), and not at all on slices k and
+    later."""
+    pattern = subscale.preset(preset, 32)
+    heads = pattern["embedder_attention_heads"]
+    layer = SliceEmbedder(4 * heads, pattern["embedder_layers"], num_slices=4,
+                          kernel_size=pattern["embedder_kernel_size"], attention_heads=heads)
+    slices = tf.constant(np.random.default_rng(1).normal(size=(1, 4, 32, 32, 3)), tf.float32)
+    k = 2
+    with tf.GradientTape() as tape:
+        tape.watch(slices)
+        first = tf.reduce_sum(layer(slices, tf.constant([k]))[:, 0, 0, :] ** 2)
+    grad = np.abs(tape.gradient(first, slices).numpy()[0])
+    assert grad[k - 1, -1, -1].sum() > 0
+    assert (grad[k:] == 0).all()
+    # The decoder's own causal attention spans the current slice in every preset.
+    assert pattern["attention_layers"], preset
