@@ -88,6 +88,6 @@ def read_image(path, name="image file"):
     try:
         return tf.io.decode_image(tf.io.read_file(path), expand_animations=False).numpy()
     except (tf.errors.InvalidArgumentError, tf.errors.OpError) as error:
-        reason = error.message.strip().splitlines()[0]
+        reason = error.message.strip().splitlines()[0].split("}} ")[-1].split(" [Op:")[0]
         raise ValueError(f"{name} {path!r} could not be read as a PNG, JPEG, GIF or BMP image "
                          f"({reason}).") from None

@@ -165,8 +165,13 @@ def check_text(text, max_length):
 
     Returns:
       tf.string `(batch,)`. Symbolic tensors are checked in the graph by
-      `spn_tf.layers.text_encoder.text_to_bytes` when the model encodes them.
+      `spn_tf.layers.text_encoder.text_to_bytes` when the model encodes them. Captions that
+      `text_to_bytes` already encoded (int32 byte ids `(batch, max_length)`, what the training
+      step feeds: XLA has no strings) pass through; it checked them.
     """
+    if (tf.is_tensor(text) and text.dtype == tf.int32 and text.shape.rank == 2
+            and text.shape[1] == max_length):
+        return text
     if not tf.is_tensor(text):
         array = np.asarray(text, dtype=object if isinstance(text, (list, tuple)) else None)
         if array.dtype.kind == "O" and all(isinstance(t, (str, bytes)) for t in array.flat):

@@ -91,7 +91,7 @@ def test_training_draws_only_modelled_slices():
 
 
 def test_sampler_draws_from_log_prob():
-    model = sharpen(tiny(2, 1, 2, subscale_factor=2, attention_layers=(0,)))
+    model = sharpen(tiny(2, 1, 2, subscale_factor=2, attention_layers=(0,)), 2.0)
     samples = model.sample(3000, seed=[1, 2]).numpy()
     testing.assert_samples_follow(model, samples)
     np.testing.assert_array_equal(model.sample(8, seed=[1, 2]), samples[:8])

@@ -231,7 +231,7 @@ def normalization(name, model, rng):
 def samples_follow(name, model, rng, num_samples=3000):
     """Verdict: the tiny copy's compiled samples follow its `log_prob` (G-test)."""
     try:
-        tiny = testing.sharpen(tiny_copy(model))
+        tiny = testing.sharpen(tiny_copy(model), 2.0)
     except ValueError as error:
         return [Verdict(f"samples follow log_prob [{name}]", NA, f"no tiny copy: {error}")]
     cond = random_cond(tiny, 1, rng)

@@ -244,7 +244,7 @@ def test_client_cli_errors_name_the_problem(raster, tmp_path):
     (tmp_path / "bad.png").write_bytes(b"not a png")
     tf.io.write_file(str(tmp_path / "big.png"), tf.io.encode_png(np.zeros([8, 8, 1], np.uint8)))
     log_prob = dict(num=1, seed=0, temperature=1.0, labels=[0], out=None, bits=2)
-    with pytest.raises(ValueError, match="bad.png' is not a PNG"):
+    with pytest.raises(ValueError, match="bad.png' could not be read as a PNG"):
         run(client, "log_prob", image_paths=[str(tmp_path / "bad.png")], **log_prob)
     with pytest.raises(ValueError, match="big.png' is 8x8x1 .*takes 4x4x1"):
         run(client, "log_prob", image_paths=[str(tmp_path / "big.png")], **log_prob)
