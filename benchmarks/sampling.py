@@ -19,13 +19,25 @@ kind of sampler), then cross-kind ratios between different models, labelled so. 
 tables (stdout, and `--out`.md) and a plot (`--out`.png, needs matplotlib:
 `pip install -e .[bench]`).
 
+Large multiscale rows (`--multiscale_sizes=256,512`): one image of N x N x 3 from the
+`small` preset with the paper's 8x8 base (`configs/multiscale_celebahq512.cfg`), compiled;
+each size in a fresh process, which reports its cold call (incl. the XLA compile), its warm
+call, the sequential network calls (`8*8*3 + 3*3*log2(N/8)`) and the process's peak resident
+memory (`resource.getrusage`: on a CPU TF's allocator stats are not available).
+
 Usage:
   python benchmarks/sampling.py --sizes=8,16,32 --batch_size=4 --out=runs/benchmarks/sampling
+  python benchmarks/sampling.py --sizes= --multiscale_sizes=256,512
 """
 
 import functools
+import json
 import math
 import os
+import resource
+import subprocess
+import sys
+import time
 
 import tensorflow as tf
 from absl import app, flags
@@ -43,6 +55,39 @@ flags.DEFINE_integer("naive_full_max", 8, "Largest size the naive reference runs
 flags.DEFINE_integer("repeats", 3, "Warm calls per variant (the fastest is reported).")
 flags.DEFINE_list("models", ["raster", "spn", "multiscale"], "Model families to time.")
 flags.DEFINE_string("out", "runs/benchmarks/sampling", "Prefix of the .md table and .png plot.")
+flags.DEFINE_list("multiscale_sizes", [], "Large multiscale rows (e.g. 256,512), 8x8 base.")
+flags.DEFINE_integer("one_multiscale", 0, "Internal: time one large multiscale size, print JSON.")
+
+
+def one_large_multiscale(size):
+    """Cold and warm seconds of one compiled N x N sample, its sequential calls, peak RSS."""
+    model = models.build("multiscale", size, channels=3, bits=FLAGS.bits, preset="small",
+                         base_size=8)
+    model.build()
+    times = []
+    for seed in range(2):
+        start = time.perf_counter()
+        model.sample(1, seed).numpy()
+        times.append(time.perf_counter() - start)
+    calls = 8 * 8 * 3 + 3 * 3 * int(math.log2(size // 8))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"size": size, "cold_s": times[0], "warm_s": times[1], "calls": calls,
+            "peak_rss_mib": peak_mib, "parameters": model.count_params()}
+
+
+def large_multiscale_table(sizes):
+    """Markdown rows of `one_large_multiscale`, each size in its own process."""
+    lines = ["| size | model | compiled, cold (incl. compile) s | warm s | sequential calls | "
+             "peak RSS MiB |", "|---|---|---|---|---|---|"]
+    for size in sizes:
+        result = subprocess.run([sys.executable, __file__, "--sizes=", f"--bits={FLAGS.bits}",
+                                 f"--one_multiscale={size}"], capture_output=True, text=True,
+                                check=True)
+        row = json.loads(result.stdout.strip().splitlines()[-1])
+        lines.append(f"| {size}x{size} | multiscale small, base 8 ({row['parameters']:,} "
+                     f"params) | {row['cold_s']:.1f} | {row['warm_s']:.1f} | {row['calls']} | "
+                     f"{row['peak_rss_mib']:.0f} |")
+    return lines
 
 
 def raster_timers(size, batch):
@@ -142,6 +187,13 @@ def _ratio_tables(seconds, sizes):
 
 def main(argv):
     del argv
+    if FLAGS.one_multiscale:
+        print(json.dumps(one_large_multiscale(FLAGS.one_multiscale)))
+        return
+    if FLAGS.multiscale_sizes:
+        print("\n".join(large_multiscale_table([int(s) for s in FLAGS.multiscale_sizes])))
+        if not FLAGS.sizes:
+            return
     table, params, sizes = [], {}, [int(s) for s in FLAGS.sizes]
     for size in sizes:
         timers, evals = {}, {}

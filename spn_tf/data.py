@@ -37,7 +37,7 @@ CAPTION_LENGTH = 64
 NUM_CLASSES = {
     EMBEDDED: 10, "imagenet_resized/32x32": 1000, "imagenet_resized/64x64": 1000,
     "imagenet_resized/16x16": 1000, "imagenet_resized/8x8": 1000, "cifar10": 10, "mnist": 10,
-    "celeb_a_hq/256": 0, "celeb_a_hq/128": 0,
+    "celeb_a_hq/256": 0, "celeb_a_hq/128": 0, "celeb_a_hq/512": 0,
 }
 # How to prepare each TFDS dataset that needs more than `tfds build`.
 PREPARE_HINTS = {

@@ -147,6 +147,29 @@ class TestSampling:
         model.sample(1, seed=1, cond={"low_res": images[:, ::2, ::2]}, compiled=False)
         assert counts() == {"base": 0, "features": 3, **{k: 3 * v for k, v in per_group.items()}}
 
+    def test_512_sampler_makes_the_documented_number_of_sequential_calls(self, monkeypatch):
+        """The 512x512 config's geometry (base 8, type A) at the tiny preset: 8*8*3 base calls,
+        then 3 groups x 3 channels per doubling (6 doublings): 246 sequential calls."""
+        counters = {key: tf.Variable(0) for key in ("base", "head", "features")}
+        for key, cls, name in (("base", MaskedDecoder, "call"), ("head", GroupPredictor, "head"),
+                               ("features", GroupPredictor, "features")):
+            method = getattr(cls, name)
+
+            def wrapped(layer, *args, _key=key, _method=method, **kwargs):
+                counters[_key].assign_add(1)
+                return _method(layer, *args, **kwargs)
+            monkeypatch.setattr(cls, name, functools.wraps(method)(wrapped))
+        model = tiny(512, 3, 5, base_size=8)
+        model.build()
+        for counter in counters.values():
+            counter.assign(0)
+        images = model.sample(1, seed=0, compiled=False)  # the reference: one call per step
+        assert images.shape == (1, 512, 512, 3)
+        scales = 6  # 8 -> 512
+        assert {k: int(v.numpy()) for k, v in counters.items()} == {
+            "base": 8 * 8 * 3, "head": 3 * 3 * scales, "features": 3 * scales}
+        assert expected_calls(512, 3, 8) == 8 * 8 * 3 + 3 * 3 * scales == 246
+
     # Weights N(0, 0.5^2): far from uniform, far from deterministic (largest p(x) 0.003 to
     # 0.19), so that the G-test of `assert_samples_follow` has power (at scale 2 every image
     # but one had an expected count below 5).

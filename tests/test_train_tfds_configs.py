@@ -44,7 +44,7 @@ def parsed_flags():
 
 @pytest.mark.parametrize("config,image_size", [
     ("imagenet32", 8), ("imagenet64", 8), ("multiscale_imagenet32", 16),
-    ("celebahq256_5bit", 16)])
+    ("celebahq256_5bit", 16), ("multiscale_celebahq512", 16)])
 def test_config_trains_evaluates_and_samples_on_mocked_tfds(config, image_size, parsed_flags,
                                                            tmp_path):
     path = os.path.join(ROOT, "configs", f"{config}.cfg")
