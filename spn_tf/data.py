@@ -54,21 +54,31 @@ class DatasetNotPreparedError(ValueError):
 
 def _photo_crops(split, crop, seed, crops_per_photo):
     """Deterministic crops of the embedded photos: (images uint8 (N, crop, crop, 3), labels)."""
+    rng = np.random.default_rng(seed + (0 if split == "train" else 1))
+    images, labels = [], []
+    for label, photo in enumerate(embedded_photos()):
+        height = photo.shape[0]
+        lo, hi = photo_columns(photo, split, crop)
+        rows = rng.integers(0, height - crop + 1, crops_per_photo)
+        cols = rng.integers(lo, hi - crop + 1, crops_per_photo)
+        images += [photo[r:r + crop, c:c + crop] for r, c in zip(rows, cols)]
+        labels += [label] * crops_per_photo
+    return np.stack(images), np.asarray(labels, np.int32)
+
+
+def embedded_photos():
+    """The embedded photos, uint8 `(h, w, 3)` each, in label (file name) order."""
     path = importlib.resources.files("spn_tf") / "data_files" / "photos.npz"
     with importlib.resources.as_file(path) as file, np.load(file) as photos:
-        names = sorted(photos.files)
-        rng = np.random.default_rng(seed + (0 if split == "train" else 1))
-        images, labels = [], []
-        for label, name in enumerate(names):
-            photo = photos[name]
-            height, width = photo.shape[:2]
-            test_width = max(crop, width // 4)
-            lo, hi = (0, width - test_width) if split == "train" else (width - test_width, width)
-            rows = rng.integers(0, height - crop + 1, crops_per_photo)
-            cols = rng.integers(lo, hi - crop + 1, crops_per_photo)
-            images += [photo[r:r + crop, c:c + crop] for r, c in zip(rows, cols)]
-            labels += [label] * crops_per_photo
-    return np.stack(images), np.asarray(labels, np.int32)
+        return [photos[name] for name in sorted(photos.files)]
+
+
+def photo_columns(photo, split, crop):
+    """`[lo, hi)`: the columns of `photo` a split's crops come from; training from the left,
+    held out from a disjoint strip on the right (at least `crop` and a quarter wide)."""
+    width = photo.shape[1]
+    test_width = max(crop, width // 4)
+    return (0, width - test_width) if split == "train" else (width - test_width, width)
 
 
 def embedded_captions():
@@ -123,6 +133,14 @@ def tfds_split(name, split, available):
 
 
 def _tfds_dataset(name, split, data_dir):
+    ds = tfds_examples(name, split, data_dir)
+    return ds.map(lambda ex: (ex["image"], ex.get("label", tf.constant(0, tf.int64))),
+                  num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def tfds_examples(name, split, data_dir):
+    """A prepared TFDS dataset's examples (dicts), or `DatasetNotPreparedError` saying how to
+    prepare it; never downloads."""
     import tensorflow_datasets as tfds
 
     try:
@@ -145,8 +163,7 @@ def _tfds_dataset(name, split, data_dir):
             f"{PREPARE_HINTS.get(family, 'Prepare it with ')}`tfds build {name} "
             f"--data_dir={target}` and pass --data_dir={target} (or use --dataset=embedded)."
         ) from error
-    return ds.map(lambda ex: (ex["image"], ex.get("label", tf.constant(0, tf.int64))),
-                  num_parallel_calls=tf.data.AUTOTUNE)
+    return ds
 
 
 FOLDER = "folder:"

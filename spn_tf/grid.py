@@ -46,10 +46,11 @@ def _write(grid, path, scale):
     tf.io.write_file(path, ENCODERS[check_image_path(path)](grid))
 
 
-def write_grid(images, bits, path, scale=4):
-    """Writes `images` as one grid image, each pixel enlarged `scale` times (nearest); the
-    format (PNG, or JPEG at its default quality) follows the extension of `path`."""
-    _write(image_grid(images, bits), path, scale)
+def write_grid(images, bits, path, scale=4, columns=None):
+    """Writes `images` as one grid image (`columns` per row, default about square), each
+    pixel enlarged `scale` times (nearest); the format (PNG, or JPEG at its default quality)
+    follows the extension of `path`."""
+    _write(image_grid(images, bits, columns), path, scale)
     return path
 
 

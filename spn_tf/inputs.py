@@ -10,7 +10,7 @@ Every error a user can cause here is a `ValueError` naming the bad value and wha
 import numpy as np
 import tensorflow as tf
 
-COND_KEYS = ("label", "embedding", "low_res", "text")
+COND_KEYS = ("label", "embedding", "low_res", "text", "action")
 
 
 def split_inputs(inputs, cond=None):

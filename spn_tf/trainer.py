@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from spn_tf import data, models
+from spn_tf import data, models, video_data
 from spn_tf.grid import write_grid
 from spn_tf.strategies import chief_and_task, make_strategy
 from spn_tf.training.averaging import averaged_weights
@@ -104,7 +104,16 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}.")
 
 
+def _is_video(config):
+    return config.model == "multiscale_video"
+
+
 def _cond_spec(config):
+    if _is_video(config):
+        if config.dataset not in video_data.ACTION_DIMS:
+            raise ValueError(f"--model=multiscale_video trains on clips: --dataset must be one "
+                             f"of {sorted(video_data.ACTION_DIMS)}, got {config.dataset!r}.")
+        return {"action": video_data.ACTION_DIMS[config.dataset]}
     cond = {}
     if config.conditional:
         classes = data.num_classes(config.dataset)
@@ -178,18 +187,30 @@ def _train_dataset(config, strategy, start_step):
     def dataset_fn(context):
         per_replica = context.get_per_replica_batch_size(config.batch_size)
         local_replicas = strategy.num_replicas_in_sync // context.num_input_pipelines
-        return data.load(config.dataset, "train", batch_size=per_replica, shuffle=True,
-                         repeat=True, flip=config.flip,
-                         shard=(context.num_input_pipelines, context.input_pipeline_id),
-                         skip=start_step * per_replica * local_replicas, **data_args(config))
+        return _load(config, "train", batch_size=per_replica, shuffle=True, repeat=True,
+                     flip=config.flip,
+                     shard=(context.num_input_pipelines, context.input_pipeline_id),
+                     skip=start_step * per_replica * local_replicas)
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
+def _load(config, split, **kwargs):
+    """`data.load`, or `video_data.load` for the video model, with the config's data args."""
+    if not _is_video(config):
+        return data.load(config.dataset, split, **kwargs, **data_args(config))
+    if kwargs.pop("flip", False):
+        raise ValueError("--flip would mirror a clip but not its actions: leave it off for "
+                         "--model=multiscale_video.")
+    return video_data.load(config.dataset, split, image_size=config.image_size,
+                           num_frames=config.hparams.get("num_frames", 4), bits=config.bits,
+                           channels=config.channels, data_dir=config.data_dir or None,
+                           seed=config.seed, **kwargs)
+
+
 def held_out_dataset(config):
     """The test split the config names: `eval_batches` batches, or all of it."""
-    test = data.load(config.dataset, "test", batch_size=config.batch_size, shuffle=False,
-                     **data_args(config))
+    test = _load(config, "test", batch_size=config.batch_size, shuffle=False)
     return test.take(config.eval_batches) if config.eval_batches else test
 
 
@@ -201,8 +222,7 @@ TRAIN_SUBSET_BATCHES = 8
 def train_subset(config):
     """A fixed subset of the training split: its first batches in stored order, no flips
     (`eval_batches` of them, or `TRAIN_SUBSET_BATCHES`)."""
-    train = data.load(config.dataset, "train", batch_size=config.batch_size, shuffle=False,
-                      **data_args(config))
+    train = _load(config, "train", batch_size=config.batch_size, shuffle=False)
     return train.take(config.eval_batches or TRAIN_SUBSET_BATCHES)
 
 
@@ -215,8 +235,17 @@ def _evaluate(config, model, optimizer, dataset=None):
 
 
 def _draw_samples(config, model):
-    """The sample grid's images (int numpy), labels cycling over the classes if conditional,
-    captions cycling over the photos' first captions if text-conditional."""
+    """The sample grid's images (int numpy) and its columns: labels cycling over the classes
+    if conditional, captions over the photos' first captions if text-conditional; for video,
+    held-out clips, each row of frames followed by the row the model predicts from its first
+    frame and actions."""
+    if _is_video(config):
+        batch = next(iter(_load(config, "test", batch_size=config.num_samples, shuffle=False)))
+        truth = batch["images"].numpy()
+        predicted = model.sample_video(truth[:, 0], batch["action"], config.seed,
+                                       config.temperature).numpy()
+        rows = np.stack([truth, predicted], axis=1)  # (n, 2, T, H, W, C)
+        return rows.reshape((-1,) + rows.shape[3:]), truth.shape[1]
     cond = {}
     if config.conditional:
         cond["label"] = np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]
@@ -224,7 +253,7 @@ def _draw_samples(config, model):
         firsts = [captions[0] for _, captions in sorted(data.embedded_captions().items())]
         cond["text"] = [firsts[i % len(firsts)] for i in range(config.num_samples)]
     return model.sample(config.num_samples, config.seed, config.temperature,
-                        cond=cond or None).numpy()
+                        cond=cond or None).numpy(), None
 
 
 def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
@@ -274,7 +303,7 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
         if config.sample_every and step % config.sample_every == 0 and step < config.steps:
             if summaries.enabled:
                 with averaged_weights(model, optimizer):
-                    summaries.samples(step, _draw_samples(config, model), config.bits)
+                    summaries.samples(step, _draw_samples(config, model)[0], config.bits)
             tick = time.time()
     images_per_second = (step - start_step) * config.batch_size / (time.time() - start)
     return images_per_second
@@ -377,11 +406,12 @@ def train_and_evaluate(config):
             return metrics
         model.save(keras_path)
         start = time.time()
-        samples = _draw_samples(config, model)
+        samples, columns = _draw_samples(config, model)
     metrics["sample_seconds"] = time.time() - start
     summaries.samples(config.steps, samples, config.bits)
     metrics["samples_png"] = write_grid(samples, config.bits,
-                                        os.path.join(config.model_dir, "samples.png"))
+                                        os.path.join(config.model_dir, "samples.png"),
+                                        columns=columns)
     metrics["checkpoint"] = keras_path
     with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)

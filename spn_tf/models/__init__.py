@@ -9,6 +9,7 @@ from spn_tf.models.multiscale import MultiscalePixelCNN
 from spn_tf.models.raster import GatedPixelCNN
 from spn_tf.models.subscale import SubscalePixelNetwork
 from spn_tf.models.upscaling import MultidimensionalUpscaling
+from spn_tf.models.video import MultiscaleVideoPixelCNN
 
 # name → (module, class) of each model family.
 MODELS = {
@@ -16,6 +17,7 @@ MODELS = {
     "spn": ("spn_tf.models.subscale", "SubscalePixelNetwork"),
     "upscaling": ("spn_tf.models.upscaling", "MultidimensionalUpscaling"),
     "multiscale": ("spn_tf.models.multiscale", "MultiscalePixelCNN"),
+    "multiscale_video": ("spn_tf.models.video", "MultiscaleVideoPixelCNN"),
 }
 PRESET_NAMES = ("tiny", "small", "paper")
 
@@ -65,4 +67,5 @@ def build(name, image_size, channels=3, bits=8, preset="small", cond=None, **ove
 
 
 __all__ = ["DensityModel", "GatedPixelCNN", "MODELS", "MultidimensionalUpscaling",
-           "MultiscalePixelCNN", "SubscalePixelNetwork", "build", "model_class"]
+           "MultiscalePixelCNN", "MultiscaleVideoPixelCNN", "SubscalePixelNetwork", "build",
+           "model_class"]

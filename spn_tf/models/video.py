@@ -1,0 +1,186 @@
+"""`MultiscaleVideoPixelCNN`: action-conditional video, one multiscale frame at a time."""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from spn_tf import hparams
+from spn_tf import inputs as inputs_lib
+from spn_tf.layers import FrameEncoder
+from spn_tf.models.base import DensityModel
+from spn_tf.models.multiscale import MultiscalePixelCNN
+from spn_tf.models.multiscale import preset as frame_preset
+
+# The frame encoder per preset: (filters, layers).
+ENCODERS = {"tiny": (8, 1), "small": (48, 3), "paper": (128, 4)}
+
+
+def preset(name, image_size):
+    """The frame model's multiscale preset, 4 frames per clip, and the encoder's size."""
+    filters, layers = ENCODERS[name]
+    return {**frame_preset(name, image_size), "num_frames": 4, "encoder_filters": filters,
+            "encoder_layers": layers}
+
+
+@keras.saving.register_keras_serializable(package="spn_tf")
+class MultiscaleVideoPixelCNN(DensityModel):
+    """Clips generated frame after frame, each frame by a Parallel Multiscale PixelCNN
+    conditioned on the previous frame and the action taken from it (Reed et al. 2017, §4).
+
+    A clip is int `(B, T, H, W, C)`; its first frame is given (the context a prediction starts
+    from) and `cond["action"]` float32 `(B, T-1, A)` holds the action from frame t to t+1.
+    `log p(x_1..x_{T-1} | x_0, a) = sum_t log p(x_t | x_{t-1}, a_{t-1})`, each term the frame
+    model's exact multiscale likelihood given the vector `FrameEncoder(x_{t-1}, a_{t-1})` (its
+    `cond["embedding"]`), so the clip's likelihood is exact and normalized over the predicted
+    frames; bits/dim are per predicted sub-pixel. The conditioning is global (a pooled
+    vector), not the paper's spatially aligned features.
+
+    Args:
+      image_size, channels, bits: one frame's space.
+      cond: `{"action": A}`, the size of an action vector (required).
+      num_frames: `T`, frames per clip (the first given).
+      encoder_filters, encoder_layers: the `FrameEncoder`.
+      **frame_hparams: the frame model's `MultiscalePixelCNN` hyperparameters.
+
+    Verbs: `log_prob(clips, cond)` float32 `(B,)`; `log_prob_map` `(B, T, H, W, C)` (zeros on
+    the given first frame); `sample(B, seed, temperature, cond, given={"frames": first})` and
+    `sample_video(first_frames, actions, seed)` → int32 clips.
+    """
+
+    def __init__(self, image_size, channels=3, bits=8, cond=None, num_frames=4,
+                 encoder_filters=32, encoder_layers=3, **frame_hparams):
+        own = {k: frame_hparams.pop(k) for k in ("name", "dtype", "trainable")
+               if k in frame_hparams}
+        super().__init__(image_size, channels, bits, None, **own)
+        if set(cond or {}) != {"action"}:
+            raise ValueError(f"a video model takes cond={{'action': A}} (the size of an action "
+                             f"vector), got cond={cond}.")
+        hparams.check_positive("cond['action']", cond["action"])
+        if not hparams.is_int(num_frames) or num_frames < 2:
+            raise ValueError(f"num_frames must be an int >= 2 (the first frame is given), got "
+                             f"{num_frames!r}.")
+        self.action_dims = int(cond["action"])
+        self.num_frames = int(num_frames)
+        self.encoder_filters, self.encoder_layers = encoder_filters, encoder_layers
+        self.frame_hparams = frame_hparams
+        units = frame_hparams.get("filters", 48)
+        self.frame_encoder = FrameEncoder(units, encoder_filters, encoder_layers,
+                                          name="frame_encoder")
+        self.frame_model = MultiscalePixelCNN(image_size, channels, bits,
+                                              cond={"embedding": units}, name="frame_model",
+                                              **frame_hparams)
+
+    @property
+    def num_dims(self):
+        return (self.num_frames - 1) * self.image_size * self.image_size * self.channels
+
+    def dummy_inputs(self, batch_size=1):
+        clips = tf.zeros([batch_size, self.num_frames, self.image_size, self.image_size,
+                          self.channels], tf.int32)
+        return clips, {"action": tf.zeros([batch_size, self.num_frames - 1, self.action_dims])}
+
+    def check_inputs(self, clips, cond):
+        clips = _as_clips(clips)
+        frames = inputs_lib.check_images(
+            tf.reshape(clips, [-1] + clips.shape[2:].as_list()), self.bits, self.channels,
+            self.image_size, self.image_size, "clip frames")
+        return tf.reshape(frames, tf.shape(clips)), self.check_cond(cond, clips.shape[0])
+
+    def check_cond(self, cond, batch_size=None):
+        if not isinstance(cond, dict) or set(cond) != {"action"}:
+            raise ValueError(f"this video model takes cond={{'action': float32 (batch, "
+                             f"{self.num_frames - 1}, {self.action_dims})}}; got "
+                             f"{sorted(cond) if isinstance(cond, dict) else type(cond).__name__}.")
+        action = tf.convert_to_tensor(cond["action"], tf.float32)
+        want = (self.num_frames - 1, self.action_dims)
+        if action.shape.rank != 3 or tuple(action.shape[1:]) != want or (
+                isinstance(batch_size, int) and action.shape[0] not in (None, batch_size)):
+            raise ValueError(f"cond['action'] must be float32 (batch, {want[0]}, {want[1]}) "
+                             f"(one action per predicted frame), got {action.shape}.")
+        return {"action": action}
+
+    def check_data(self, x):
+        if isinstance(x, tf.data.Dataset):
+            return  # element values are checked in graph by `model(x)`
+        super().check_data(x)
+
+    def _frame_pairs(self, clips, cond):
+        """Folds time into the batch: previous frames, target frames, their conditioning."""
+        shape = [-1, self.image_size, self.image_size, self.channels]
+        previous = tf.reshape(clips[:, :-1], shape)
+        targets = tf.reshape(clips[:, 1:], shape)
+        actions = tf.reshape(cond["action"], [-1, self.action_dims])
+        embedding = self.frame_encoder(self.scale(previous), actions)
+        return targets, {"embedding": embedding}
+
+    def _outputs(self, clips, cond, training):
+        targets, frame_cond = self._frame_pairs(clips, cond)
+        return {"frames": self.frame_model._outputs(targets, frame_cond, training),
+                "frame_cond": frame_cond}
+
+    def _log_prob_from_outputs(self, clips, cond, outputs):
+        targets = tf.reshape(clips[:, 1:], [-1, self.image_size, self.image_size, self.channels])
+        per_frame = self.frame_model._log_prob_from_outputs(targets, outputs["frame_cond"],
+                                                            outputs["frames"])
+        return tf.reduce_sum(tf.reshape(per_frame, [-1, self.num_frames - 1]), axis=1)
+
+    def _log_prob_map_from_outputs(self, clips, cond, outputs):
+        targets = tf.reshape(clips[:, 1:], [-1, self.image_size, self.image_size, self.channels])
+        maps = self.frame_model._log_prob_map_from_outputs(targets, outputs["frame_cond"],
+                                                           outputs["frames"])
+        maps = tf.reshape(maps, tf.concat([[-1, self.num_frames - 1], tf.shape(maps)[1:]], 0))
+        return tf.concat([tf.zeros_like(maps[:, :1]), maps], axis=1)
+
+    def sample_video(self, first_frames, actions, seed, temperature=1.0, compiled=True):
+        """Predicts clips from their first frames and actions.
+
+        Args:
+          first_frames: int `(B, H, W, C)` in `[0, 2**bits)`.
+          actions: float32 `(B, T-1, A)`.
+          seed: int or int32 `(2,)`; frame t draws from `fold_in(seed, t)`.
+          compiled: each frame by the frame model's XLA-compiled loops (else its reference
+            sampler; the same clips up to rare rounding flips, as for images).
+
+        Returns:
+          int32 `(B, T, H, W, C)`, the first frame unchanged.
+        """
+        first = inputs_lib.check_images(first_frames, self.bits, self.channels,
+                                        self.image_size, self.image_size, "first_frames")
+        return self.sample(first.shape[0], seed, temperature, {"action": actions},
+                           {"frames": first}, compiled)
+
+    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+        if not isinstance(given, dict) or set(given) != {"frames"}:
+            raise ValueError("a video model samples from given={'frames': int (B, H, W, C)}, "
+                             "the first frame of each clip (or use sample_video).")
+        frames = [inputs_lib.check_images(given["frames"], self.bits, self.channels,
+                                          self.image_size, self.image_size, "given['frames']")]
+        for t in range(1, self.num_frames):
+            embedding = self.frame_encoder(self.scale(frames[-1]), cond["action"][:, t - 1])
+            frame_seed = tf.random.experimental.stateless_fold_in(seed, t)
+            frames.append(self.frame_model._sample(batch_size, frame_seed, temperature,
+                                                   {"embedding": embedding}, None, loop))
+        return tf.stack(frames, axis=1)
+
+    def describe_ordering(self):
+        return (f"{self.num_frames} frames, the first given, each then by a multiscale model "
+                f"({self.frame_model.describe_ordering()}) given the previous frame and action")
+
+    def get_config(self):
+        return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
+                "bits": self.bits, "cond": {"action": self.action_dims},
+                "num_frames": self.num_frames, "encoder_filters": self.encoder_filters,
+                "encoder_layers": self.encoder_layers, **self.frame_hparams}
+
+
+def _as_clips(clips):
+    if not tf.is_tensor(clips):
+        clips = np.asarray(clips)
+        if clips.dtype.kind == "f":
+            raise ValueError("clips must be integers (int32 or uint8), got float values; "
+                             "quantize first.")
+    clips = tf.convert_to_tensor(clips)
+    if clips.shape.rank != 5:
+        raise ValueError(f"clips must have rank 5 (batch, frames, height, width, channels), got "
+                         f"shape {clips.shape}.")
+    return clips
