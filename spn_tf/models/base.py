@@ -110,6 +110,12 @@ class DensityModel(keras.Model):
         images, cond = self.check_inputs(images, cond)
         return super().__call__(images, cond, training=training, **kwargs)
 
+    def save(self, *args, **kwargs):
+        """`keras.Model.save`, after building the weights (a model never called would save
+        none, and load with fresh random ones)."""
+        self.build()
+        return super().save(*args, **kwargs)
+
     def fit(self, x=None, *args, **kwargs):
         self.check_data(x)
         return super().fit(x, *args, **kwargs)
