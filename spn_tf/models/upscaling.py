@@ -68,7 +68,7 @@ class MultidimensionalUpscaling(DensityModel):
     p_depth(lsb_>=k | lsb_<k, msb)`: the other slices' top bits are conditioned on the given
     slices' top bits only, their low bits on everything given and drawn (exactly). Measured by
     enumeration (`tests/test_upscaling.py`, a 2x2 1-channel 2-bit model, S = 2, depth_bits = 1,
-    weights doubled): total variation 0.03 to 0.47 from the exact conditional, depending on the
+    weights doubled): total variation 0 to 0.33 from the exact conditional, depending on the
     given first slice; about 0.01 on an untrained tiny model (issue 11). The more the low bits
     tell about the top bits, the worse.
 
