@@ -13,6 +13,7 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 
 from spn_tf import export, models, testing
+from spn_tf.check.model_checks import random_cond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = np.array([[0, 1], [7, 2], [3, 9]], np.int32)
@@ -41,18 +42,6 @@ def _model(kind):
     return testing.sharpen(model, 5.0)  # far from uniform: the sampling test has power
 
 
-def _cond_rows(model, batch, rng):
-    cond = {}
-    if "label" in model.cond_spec:
-        cond["label"] = rng.integers(0, model.cond_spec["label"], batch).astype(np.int32)
-    if "embedding" in model.cond_spec:
-        cond["embedding"] = rng.normal(size=(batch, model.cond_spec["embedding"])).astype(
-            np.float32)
-    if getattr(model, "depth_condition_bits", None):
-        cond["low_res"] = _image(model, model.image_size, model.depth_condition_bits, rng, batch)
-    return cond
-
-
 def _image(model, side, bits, rng, batch=3):
     return rng.integers(0, 2 ** bits, (batch, side, side, model.channels)).astype(np.int32)
 
@@ -61,7 +50,7 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
     """`{signature: inputs}`, one request per signature of `model`, `len(seeds)` rows each."""
     rng = np.random.default_rng(0)
     batch, size = len(seeds), model.image_size
-    cond = _cond_rows(model, batch, rng)
+    cond = random_cond(model, batch, rng)
     draw = {"seed": seeds, "temperature": temperatures, **cond}
     images = _image(model, size, model.bits, rng, batch)
     out = {"log_prob": {"images": images, **cond},
@@ -156,7 +145,7 @@ def test_log_prob_is_exact_and_normalized_through_the_saved_model(exported):
     _, model, _, loaded = exported
     images = testing.all_images(model.image_size, model.image_size, 1, model.bits)
     cond = {k: np.repeat(v[:1], len(images), 0)
-            for k, v in _cond_rows(model, 1, np.random.default_rng(1)).items()}
+            for k, v in random_cond(model, 1, np.random.default_rng(1)).items()}
     log_prob = np.concatenate([
         _call(loaded, "log_prob", {"images": images[i:i + 4096],
                                    **{k: v[i:i + 4096] for k, v in cond.items()}})["log_prob"]
@@ -187,7 +176,7 @@ def test_samples_follow_log_prob(kind, exports):
     model, _, loaded = exports(kind)
     n = 3000
     seeds = np.stack([np.full(n, 11), np.arange(n)], 1).astype(np.int32)
-    cond_row = _cond_rows(model, 1, np.random.default_rng(2))
+    cond_row = random_cond(model, 1, np.random.default_rng(2))
     samples = _call(loaded, "sample", {"seed": seeds, "temperature": np.ones(n, np.float32),
                                        **{k: np.repeat(v, n, 0) for k, v in cond_row.items()}})
     testing.assert_samples_follow(model, samples["images"], cond_row or None)

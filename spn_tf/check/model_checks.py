@@ -46,13 +46,16 @@ def modelled(model):
 
 
 def random_cond(model, batch, rng):
-    """Conditioning of `batch` rows for what `model` takes (labels, embeddings, low bits)."""
+    """Conditioning of `batch` rows for what `model` takes (labels, embeddings, captions, low
+    bits)."""
     cond = {}
     if "label" in model.cond_spec:
         cond["label"] = rng.integers(0, model.cond_spec["label"], batch).astype(np.int32)
     if "embedding" in model.cond_spec:
         cond["embedding"] = rng.normal(size=(batch, model.cond_spec["embedding"])).astype(
             np.float32)
+    if "text" in model.cond_spec:
+        cond["text"] = np.array(["a photo"] * batch, object)
     if getattr(model, "depth_condition_bits", None):
         cond["low_res"] = rng.integers(0, 2 ** model.depth_condition_bits, (
             batch, model.image_size, model.image_size, model.channels)).astype(np.int32)
