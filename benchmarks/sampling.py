@@ -25,9 +25,14 @@ each size in a fresh process, which reports its cold call (incl. the XLA compile
 call, the sequential network calls (`8*8*3 + 3*3*log2(N/8)`) and the process's peak resident
 memory (`resource.getrusage`: on a CPU TF's allocator stats are not available).
 
+Video rows (`--video_sizes=16,64`): seconds per predicted frame of
+`MultiscaleVideoPixelCNN.sample_video`, `small` preset, one clip of `--video_frames` frames
+(the first given), compiled (each frame by the multiscale model's XLA loops) and reference;
+cold = the first call (incl. tracing and the XLA compile), warm = the fastest later call.
+
 Usage:
   python benchmarks/sampling.py --sizes=8,16,32 --batch_size=4 --out=runs/benchmarks/sampling
-  python benchmarks/sampling.py --sizes= --multiscale_sizes=256,512
+  python benchmarks/sampling.py --sizes= --multiscale_sizes=256,512 --video_sizes=16,64
 """
 
 import functools
@@ -57,6 +62,8 @@ flags.DEFINE_list("models", ["raster", "spn", "multiscale"], "Model families to 
 flags.DEFINE_string("out", "runs/benchmarks/sampling", "Prefix of the .md table and .png plot.")
 flags.DEFINE_list("multiscale_sizes", [], "Large multiscale rows (e.g. 256,512), 8x8 base.")
 flags.DEFINE_integer("one_multiscale", 0, "Internal: time one large multiscale size, print JSON.")
+flags.DEFINE_list("video_sizes", [], "Video rows: frame sizes (height = width), e.g. 16,64.")
+flags.DEFINE_integer("video_frames", 4, "Frames per timed clip (the first given).")
 
 
 def one_large_multiscale(size):
@@ -87,6 +94,28 @@ def large_multiscale_table(sizes):
         lines.append(f"| {size}x{size} | multiscale small, base 8 ({row['parameters']:,} "
                      f"params) | {row['cold_s']:.1f} | {row['warm_s']:.1f} | {row['calls']} | "
                      f"{row['peak_rss_mib']:.0f} |")
+    return lines
+
+
+def video_table(sizes):
+    """Markdown rows: seconds per predicted frame of `sample_video`, compiled and reference."""
+    lines = ["| frame | sampler | cold s/frame (incl. compile) | warm s/frame | parameters |",
+             "|---|---|---|---|---|"]
+    predicted = FLAGS.video_frames - 1
+    for size in sizes:
+        model = models.build("multiscale_video", size, channels=3, bits=FLAGS.bits,
+                             preset="small", cond={"action": 2}, num_frames=FLAGS.video_frames)
+        model.build()
+        first = tf.zeros([1, size, size, 3], tf.int32)
+        actions = tf.zeros([1, predicted, 2])
+        for compiled in (True, False):
+            times = []
+            for seed in range(1 + FLAGS.repeats):
+                start = time.perf_counter()
+                model.sample_video(first, actions, seed, compiled=compiled).numpy()
+                times.append((time.perf_counter() - start) / predicted)
+            lines.append(f"| {size}x{size}x3 | {'compiled' if compiled else 'reference'} | "
+                         f"{times[0]:.3f} | {min(times[1:]):.3f} | {model.count_params():,} |")
     return lines
 
 
@@ -192,8 +221,10 @@ def main(argv):
         return
     if FLAGS.multiscale_sizes:
         print("\n".join(large_multiscale_table([int(s) for s in FLAGS.multiscale_sizes])))
-        if not FLAGS.sizes:
-            return
+    if FLAGS.video_sizes:
+        print("\n".join(video_table([int(s) for s in FLAGS.video_sizes])), flush=True)
+    if not FLAGS.sizes:
+        return
     table, params, sizes = [], {}, [int(s) for s in FLAGS.sizes]
     for size in sizes:
         timers, evals = {}, {}
