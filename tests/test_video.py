@@ -9,8 +9,9 @@ import keras
 import numpy as np
 import pytest
 
-from spn_tf import data, models, testing, video_data
+from spn_tf import data, models, orderings, testing, video_data
 from spn_tf.check import model_checks
+from spn_tf.layers import FrameEncoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FRAMES = testing.all_images(2, 2, 1, 1)  # every 2x2 binary frame
@@ -68,6 +69,29 @@ def test_compiled_clip_sampler_equals_reference_and_follows_log_prob():
 
     testing.assert_samples_follow(model.frame_model, compiled[:, 1], support=FRAMES,
                                   log_prob_fn=clip_log_prob)
+
+
+def test_each_network_reads_the_aligned_features_at_its_own_pixels():
+    model = models.build("multiscale", 8, channels=1, bits=1, preset="tiny", base_size=2)
+    index = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)  # feature = pixel index
+    base, groups = orderings.multiscale_split(index, 2)
+    np.testing.assert_array_equal(model._base_context(None, index), base)
+    for scale in range(model.num_scales):
+        for g in range(3):
+            np.testing.assert_array_equal(model._group_context(None, index, scale, g),
+                                          groups[scale][:, g])
+
+
+def test_aligned_features_move_with_the_frame():
+    encoder = FrameEncoder(4, filters=3, num_layers=1, aligned_layers=2)
+    frames = np.random.default_rng(0).uniform(-1, 1, (1, 12, 12, 3)).astype(np.float32)
+    actions = np.array([[0.5, -0.5]], np.float32)
+    aligned = encoder(frames, actions)["aligned"].numpy()
+    shifted = encoder(np.roll(frames, 1, axis=2), actions)["aligned"].numpy()
+    assert aligned.shape == (1, 12, 12, 4)
+    # Two 3x3 layers: away from the borders, moving the frame moves the features.
+    np.testing.assert_allclose(shifted[:, 2:-2, 3:-2], aligned[:, 2:-2, 2:-3], atol=1e-6)
+    assert "aligned" not in FrameEncoder(4, filters=3, num_layers=1)(frames, actions)
 
 
 def test_keras_round_trip_and_clear_errors(tmp_path):

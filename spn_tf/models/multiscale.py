@@ -14,6 +14,12 @@ from spn_tf.orderings import (multiscale_merge, multiscale_num_scales, multiscal
                               upscale_with_groups)
 
 NUM_GROUPS = 3  # new groups per doubling: upper-right, lower-left, lower-right
+# (row, column) of groups 2, 3, 4 inside each 2x2 block, as `multiscale_split` cuts them.
+GROUP_OFFSETS = ((0, 1), (1, 0), (1, 1))
+# The `cond` entry of features aligned with the image, float `(B, N, N, E)`, that a composing
+# model passes (`MultiscaleVideoPixelCNN`: the previous frame's). Not a user key: `check_cond`
+# refuses it, and no signature takes it.
+ALIGNED = "aligned"
 
 
 def preset(name, image_size):
@@ -105,6 +111,11 @@ class MultiscalePixelCNN(DensityModel):
         (or `super_resolve`) generates only those scales: `3 * C * log2(N / r)` evaluations.
         The low resolution image of the ordering is a sub-sample (the upper-left pixel of each
         block), not an average.
+      * `cond[ALIGNED]` (`"aligned"`), float `(B, N, N, E)`, set by a composing model only
+        (`MultiscalePixelCNN` itself never takes it from users): features spatially aligned
+        with the image (the video model's previous frame). Each network reads them at its own
+        pixels (the base at `x[::N/b, ::N/b]`, a group at its offsets in the block), added to
+        the context vector, as Reed et al. 2017 condition frames on aligned features.
       * `condition_on_base=True` builds a pure super-resolver: no base decoder; `log_prob(x)`
         is `log p(x | x_base)` and `fit` trains only the groups; sampling needs
         `cond["low_res"]`.
@@ -190,6 +201,16 @@ class MultiscalePixelCNN(DensityModel):
     def _context(self, cond):
         return self.condition(cond) if self.condition is not None else None
 
+    def _base_context(self, context, aligned):
+        """The base decoder's context: `context`, plus `aligned` at the base pixels."""
+        return _with_aligned(context, aligned, self.image_size // self.base_size, 0, 0)
+
+    def _group_context(self, context, aligned, scale, group):
+        """Group `group + 2`'s context at `scale`: `context`, plus `aligned` at its pixels."""
+        step = self.image_size // self.resolution(scale)
+        row, column = GROUP_OFFSETS[group]
+        return _with_aligned(context, aligned, step, row * step // 2, column * step // 2)
+
     @staticmethod
     def _known(low_res, groups, group):
         """The content group `group` sees: `(B, r, r, C * (1 + group))`, channel planes."""
@@ -197,13 +218,14 @@ class MultiscalePixelCNN(DensityModel):
 
     def _outputs(self, images, cond, training):
         base, groups = multiscale_split(self.scale(images), self.base_size)
-        context = self._context(cond)
-        outputs = [] if self.base_decoder is None else [self.base_decoder(base, context=context)]
+        context, aligned = self._context(cond), cond.get(ALIGNED)
+        outputs = [] if self.base_decoder is None else [
+            self.base_decoder(base, context=self._base_context(context, aligned))]
         low_res = base
         for scale, scale_groups in enumerate(groups):
             outputs.append(tf.stack([
                 predictor(self._known(low_res, scale_groups, g), scale_groups[:, g],
-                          context=context, scale=scale)
+                          context=self._group_context(context, aligned, scale, g), scale=scale)
                 for g, predictor in enumerate(self.group_predictors)], axis=1))
             low_res = upscale_with_groups(low_res, scale_groups)
         return outputs
@@ -314,7 +336,8 @@ class MultiscalePixelCNN(DensityModel):
                                                    self.base_size)
         sample_scales = self._sample_scales if loop == "reference" else self.sample_loop(
             "scales", loop, functools.partial(self._sample_scales, compiled=True))
-        return sample_scales(low_res, base_noise, group_noise, temperature, self._context(cond))
+        return sample_scales(low_res, base_noise, group_noise, temperature, self._context(cond),
+                             cond.get(ALIGNED))
 
     @property
     def compiled_scales_sampler(self):
@@ -324,25 +347,27 @@ class MultiscalePixelCNN(DensityModel):
                                 functools.partial(self._sample_scales, compiled=True))
 
     def _sample_scales(self, low_res, base_noise, group_noise, temperature, context,
-                       compiled=False):
+                       aligned=None, compiled=False):
         """The base image (unless `low_res` is given), then every group of every scale."""
         first_scale = self._first_scale(low_res)
         if low_res is None:
             base_shape = base_noise.shape
             zeros, unknown = tf.zeros(base_shape, tf.int32), tf.zeros(base_shape, tf.bool)
+            base_context = self._base_context(context, aligned)
             if compiled:
                 low_res = sampling.raster_loop(self.base_decoder, self.scale, zeros, unknown,
-                                               base_noise, temperature, context)
+                                               base_noise, temperature, base_context)
             else:
                 low_res = sampling.raster_sample(self.reference_base_logits, zeros, unknown,
-                                                 base_noise, temperature, context)
+                                                 base_noise, temperature, base_context)
         for scale in range(first_scale, self.num_scales):
             groups = []
             unknown = tf.zeros_like(low_res, tf.bool)
             for g, predictor in enumerate(self.group_predictors):
                 known = self._known(self.scale(low_res), self.scale(tf.stack(groups, 1))
                                     if groups else None, g)
-                features = predictor.features(known, context, scale)
+                features = predictor.features(
+                    known, self._group_context(context, aligned, scale, g), scale)
                 if predictor.patch_size:
                     groups.append(self._sample_patches(g, features,
                                                        group_noise[scale][:, g], temperature,
@@ -413,3 +438,12 @@ class MultiscalePixelCNN(DensityModel):
                 "group_pixelcnn_patch": self.group_pixelcnn_patch,
                 "group_pixelcnn_layers": self.group_pixelcnn_layers,
                 "group_pixelcnn_filters": self.group_pixelcnn_filters}
+
+
+def _with_aligned(context, aligned, step, top, left):
+    """`context` (float `(B, 1, 1, E)` or None) plus `aligned[:, top::step, left::step]`
+    (`aligned` float `(B, N, N, E)` or None): one network's context."""
+    if aligned is None:
+        return context
+    part = aligned[:, top::step, left::step]
+    return part if context is None else context + tf.cast(part, context.dtype)

@@ -8,18 +8,18 @@ from spn_tf import hparams
 from spn_tf import inputs as inputs_lib
 from spn_tf.layers import FrameEncoder
 from spn_tf.models.base import DensityModel
-from spn_tf.models.multiscale import MultiscalePixelCNN
+from spn_tf.models.multiscale import ALIGNED, MultiscalePixelCNN
 from spn_tf.models.multiscale import preset as frame_preset
 
-# The frame encoder per preset: (filters, layers).
-ENCODERS = {"tiny": (8, 1), "small": (48, 3), "paper": (128, 4)}
+# The frame encoder per preset: (filters, layers of the vector path, of the aligned path).
+ENCODERS = {"tiny": (8, 1, 1), "small": (48, 3, 2), "paper": (128, 4, 3)}
 
 
 def preset(name, image_size):
     """The frame model's multiscale preset, 4 frames per clip, and the encoder's size."""
-    filters, layers = ENCODERS[name]
+    filters, layers, aligned_layers = ENCODERS[name]
     return {**frame_preset(name, image_size), "num_frames": 4, "encoder_filters": filters,
-            "encoder_layers": layers}
+            "encoder_layers": layers, "encoder_aligned_layers": aligned_layers}
 
 
 @keras.saving.register_keras_serializable(package="spn_tf")
@@ -30,16 +30,20 @@ class MultiscaleVideoPixelCNN(DensityModel):
     A clip is int `(B, T, H, W, C)`; its first frame is given (the context a prediction starts
     from) and `cond["action"]` float32 `(B, T-1, A)` holds the action from frame t to t+1.
     `log p(x_1..x_{T-1} | x_0, a) = sum_t log p(x_t | x_{t-1}, a_{t-1})`, each term the frame
-    model's exact multiscale likelihood given the vector `FrameEncoder(x_{t-1}, a_{t-1})` (its
-    `cond["embedding"]`), so the clip's likelihood is exact and normalized over the predicted
-    frames; bits/dim are per predicted sub-pixel. The conditioning is global (a pooled
-    vector), not the paper's spatially aligned features.
+    model's exact multiscale likelihood given `FrameEncoder(x_{t-1}, a_{t-1})`: a pooled
+    vector (its `cond["embedding"]`) and, with `encoder_aligned_layers > 0` (every preset),
+    features spatially aligned with the frame (its `cond["aligned"]`, read by each network at
+    its own pixels), as the paper conditions frames on aligned features of the previous one.
+    Neither depends on the frame being predicted, so the clip's likelihood is exact and
+    normalized over the predicted frames; bits/dim are per predicted sub-pixel.
 
     Args:
       image_size, channels, bits: one frame's space.
       cond: `{"action": A}`, the size of an action vector (required).
       num_frames: `T`, frames per clip (the first given).
-      encoder_filters, encoder_layers: the `FrameEncoder`.
+      encoder_filters, encoder_layers, encoder_aligned_layers: the `FrameEncoder` (its
+        `filters`, `num_layers`, `aligned_layers`; 0 aligned layers = the vector only, as
+        files saved before the aligned path load).
       **frame_hparams: the frame model's `MultiscalePixelCNN` hyperparameters.
 
     Verbs: `log_prob(clips, cond)` float32 `(B,)`; `log_prob_map` `(B, T, H, W, C)` (zeros on
@@ -48,7 +52,8 @@ class MultiscaleVideoPixelCNN(DensityModel):
     """
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, num_frames=4,
-                 encoder_filters=32, encoder_layers=3, **frame_hparams):
+                 encoder_filters=32, encoder_layers=3, encoder_aligned_layers=0,
+                 **frame_hparams):
         own = {k: frame_hparams.pop(k) for k in ("name", "dtype", "trainable")
                if k in frame_hparams}
         super().__init__(image_size, channels, bits, None, **own)
@@ -62,10 +67,11 @@ class MultiscaleVideoPixelCNN(DensityModel):
         self.action_dims = int(cond["action"])
         self.num_frames = int(num_frames)
         self.encoder_filters, self.encoder_layers = encoder_filters, encoder_layers
+        self.encoder_aligned_layers = encoder_aligned_layers
         self.frame_hparams = frame_hparams
         units = frame_hparams.get("filters", 48)
         self.frame_encoder = FrameEncoder(units, encoder_filters, encoder_layers,
-                                          name="frame_encoder")
+                                          encoder_aligned_layers, name="frame_encoder")
         self.frame_model = MultiscalePixelCNN(image_size, channels, bits,
                                               cond={"embedding": units}, name="frame_model",
                                               **frame_hparams)
@@ -110,8 +116,15 @@ class MultiscaleVideoPixelCNN(DensityModel):
         previous = tf.reshape(clips[:, :-1], shape)
         targets = tf.reshape(clips[:, 1:], shape)
         actions = tf.reshape(cond["action"], [-1, self.action_dims])
-        embedding = self.frame_encoder(self.scale(previous), actions)
-        return targets, {"embedding": embedding}
+        return targets, self._frame_cond(previous, actions)
+
+    def _frame_cond(self, previous, actions):
+        """The frame model's conditioning from the previous frames and actions."""
+        encoded = self.frame_encoder(self.scale(previous), actions)
+        frame_cond = {"embedding": encoded["embedding"]}
+        if "aligned" in encoded:
+            frame_cond[ALIGNED] = encoded["aligned"]
+        return frame_cond
 
     def _outputs(self, clips, cond, training):
         targets, frame_cond = self._frame_pairs(clips, cond)
@@ -156,10 +169,10 @@ class MultiscaleVideoPixelCNN(DensityModel):
         frames = [inputs_lib.check_images(given["frames"], self.bits, self.channels,
                                           self.image_size, self.image_size, "given['frames']")]
         for t in range(1, self.num_frames):
-            embedding = self.frame_encoder(self.scale(frames[-1]), cond["action"][:, t - 1])
+            frame_cond = self._frame_cond(frames[-1], cond["action"][:, t - 1])
             frame_seed = tf.random.experimental.stateless_fold_in(seed, t)
             frames.append(self.frame_model._sample(batch_size, frame_seed, temperature,
-                                                   {"embedding": embedding}, None, loop))
+                                                   frame_cond, None, loop))
         return tf.stack(frames, axis=1)
 
     def describe_ordering(self):
@@ -170,7 +183,8 @@ class MultiscaleVideoPixelCNN(DensityModel):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
                 "bits": self.bits, "cond": {"action": self.action_dims},
                 "num_frames": self.num_frames, "encoder_filters": self.encoder_filters,
-                "encoder_layers": self.encoder_layers, **self.frame_hparams}
+                "encoder_layers": self.encoder_layers,
+                "encoder_aligned_layers": self.encoder_aligned_layers, **self.frame_hparams}
 
 
 def _as_clips(clips):
