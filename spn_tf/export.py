@@ -17,7 +17,11 @@ string):
     slice (a depth-upscaling composite: at its top `depth_bits`, so the draw is exact), + seed
     + temperature; upscaling and depth-conditioned SPNs: `upscale_depth` —
     `msb` int32 `(B, H, W, C)` (the most significant bits) + seed + temperature;
-  * multiscale: `super_resolve` — `low_res` int32 `(B, H/2, W/2, C)` + seed + temperature.
+  * multiscale: `super_resolve` — `low_res` int32 `(B, H/2, W/2, C)` + seed + temperature;
+  * video (`multiscale_video`): `log_prob` / `log_prob_uint8` take `clips` `(B, T, H, W, C)`
+    and `action` float32 `(B, T-1, A)` (bits/dim over the predicted frames); `sample` takes
+    `first_frames` int32 `(B, H, W, C)`, `action`, seed and temperature → `clips` int32
+    `(B, T, H, W, C)` (the first frame unchanged; row i is `sample_video` of row i alone).
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
 `(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a
 depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's
@@ -59,9 +63,17 @@ def _image_spec(name, model, side=None, dtype=tf.int32):
     return tf.TensorSpec([None, side, side, model.channels], dtype, name=name)
 
 
+def _clip_spec(name, model, dtype=tf.int32):
+    side = model.image_size
+    return tf.TensorSpec([None, model.num_frames, side, side, model.channels], dtype, name=name)
+
+
 def _cond_specs(model):
     """Signature inputs for the conditioning the model takes, in `cond` key order."""
     specs = []
+    if "action" in model.cond_spec:
+        specs.append(tf.TensorSpec([None, model.num_frames - 1, model.cond_spec["action"]],
+                                   tf.float32, name="action"))
     if "label" in model.cond_spec:
         specs.append(tf.TensorSpec([None], tf.int32, name="label"))
     if "embedding" in model.cond_spec:
@@ -103,7 +115,7 @@ def _checks(model, inputs):
                 tf.shape(value)[0], tf.shape(inputs[first])[0],
                 message=f"batch mismatch: {name} and {first} must have the same size on "
                         f"dimension 0"))
-        if name in ("images", "low_res", "msb", "mask"):
+        if name in ("images", "clips", "first_frames", "low_res", "msb", "mask"):
             top = 2 ** _value_bits(model, name)
             allowed = f"{name} values must be in [0, {top})" + (
                 f" (bits={_value_bits(model, name)})" if name != "mask" else " (0 or 1)")
@@ -115,9 +127,9 @@ def _checks(model, inputs):
             checks.append(tf.debugging.assert_non_negative(value, message=allowed))
             checks.append(tf.debugging.assert_less(value, model.cond_spec["label"],
                                                    message=allowed))
-        elif name == "embedding":
+        elif name in ("embedding", "action"):
             checks.append(tf.debugging.assert_all_finite(
-                value, message="embedding values must be finite"))
+                value, message=f"{name} values must be finite"))
         elif name == "temperature":
             checks.append(tf.debugging.assert_all_finite(
                 value, message="temperature values must be finite floats >= 0"))
@@ -128,12 +140,13 @@ def _checks(model, inputs):
 
 def _cond(inputs, given=()):
     """The conditioning inputs of a signature, less those that are `given` content."""
-    return {key: inputs[key] for key in ("label", "embedding", "text", "low_res")
+    return {key: inputs[key] for key in ("label", "embedding", "text", "low_res", "action")
             if key in inputs and key not in given}
 
 
 def _log_prob(model, inputs):
-    log_prob = model.log_prob(tf.cast(inputs["images"], tf.int32), _cond(inputs))
+    pixels = inputs["clips"] if "clips" in inputs else inputs["images"]
+    log_prob = model.log_prob(tf.cast(pixels, tf.int32), _cond(inputs))
     return {"log_prob": log_prob, "bits_per_dim": bits_per_dim(log_prob, model.num_dims)}
 
 
@@ -150,6 +163,11 @@ def _sampler(given_fn):
 _sample = _sampler(lambda model, inputs: (_cond(inputs), None))
 _complete = _sampler(lambda model, inputs: (_cond(inputs), {
     "images": inputs["images"], "mask": tf.cast(inputs["mask"], tf.bool)}))
+
+
+def _sample_video(model, inputs, xla):
+    return {"clips": model.sample_rows(inputs["seed"], inputs["temperature"], _cond(inputs),
+                                       {"frames": inputs["first_frames"]}, jit_compile=xla)}
 
 
 def _first_slice_given(model, low_res):
@@ -182,6 +200,15 @@ def signatures(model):
     cond = _cond_specs(model)
     draw = [tf.TensorSpec([None, 2], tf.int32, name="seed"),
             tf.TensorSpec([None], tf.float32, name="temperature")]
+    kind = _kind(model)
+    if kind == "multiscale_video":
+        return {
+            "log_prob": (lambda m, inputs, xla: _log_prob(m, inputs),
+                         [_clip_spec("clips", model)] + cond),
+            "log_prob_uint8": (lambda m, inputs, xla: _log_prob(m, inputs),
+                               [_clip_spec("clips", model, tf.uint8)] + cond),
+            "sample": (_sample_video, [_image_spec("first_frames", model)] + draw + cond),
+        }
     specs = {
         "log_prob": (lambda m, inputs, xla: _log_prob(m, inputs),
                      [_image_spec("images", model)] + cond),
@@ -189,7 +216,6 @@ def signatures(model):
                            [_image_spec("images", model, dtype=tf.uint8)] + cond),
         "sample": (_sample, draw + cond),
     }
-    kind = _kind(model)
     if kind == "raster":
         specs["complete"] = (_complete, [_image_spec("images", model),
                                          _image_spec("mask", model)] + draw + cond)
@@ -234,7 +260,8 @@ def metadata(model, signature_io, xla):
         "image_size": model.image_size, "channels": model.channels, "bits": model.bits,
         "cond": model.cond_spec,
         **{key: config[key] for key in ("subscale_factor", "depth_bits", "depth_condition_bits",
-                                        "base_size", "condition_on_base") if key in config},
+                                        "base_size", "condition_on_base", "num_frames")
+           if key in config},
         "xla": xla, "serving_default": "log_prob", "signatures": signature_io,
         "spn_tf_version": spn_tf.__version__, "tensorflow_version": tf.__version__,
     }

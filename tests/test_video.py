@@ -8,9 +8,10 @@ import sys
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from spn_tf import data, models, orderings, testing, video_data
-from spn_tf.check import model_checks
+from spn_tf import data, export, models, orderings, testing, video_data
+from spn_tf.check import export_checks, model_checks
 from spn_tf.layers import FrameEncoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,6 +109,36 @@ def test_keras_round_trip_and_clear_errors(tmp_path):
         model.log_prob(clips[:, 0], cond)
     with pytest.raises(ValueError, match="values must be in \\[0, 2\\)"):
         model.log_prob(clips + 3, cond)
+
+
+def test_export_takes_clips_and_actions_and_equals_the_in_process_model(tmp_path):
+    model = testing.sharpen(_model(), 2.0)
+    loaded = tf.saved_model.load(export.export_model(model, str(tmp_path / "1")))
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 2, (3, 3, 2, 2, 1)).astype(np.int32)
+    actions = rng.normal(size=(3, 2, 2)).astype(np.float32)
+    want = model.log_prob(clips, {"action": actions}).numpy()
+    for name, dtype in (("log_prob", tf.int32), ("log_prob_uint8", tf.uint8)):
+        got = loaded.signatures[name](clips=tf.constant(clips, dtype), action=actions)
+        np.testing.assert_allclose(got["log_prob"], want, rtol=1e-5)
+    seeds, temperatures = np.array([[0, 1], [7, 2], [3, 9]], np.int32), np.array([1, .5, 0],
+                                                                                np.float32)
+    first = clips[:, 0]
+    sampled = loaded.signatures["sample"](first_frames=first, seed=seeds,
+                                          temperature=temperatures, action=actions)["clips"]
+    for row in range(3):  # row i = the in-process model on row i alone
+        one = model.sample(1, seeds[row], float(temperatures[row]),
+                           {"action": actions[row:row + 1]}, {"frames": first[row:row + 1]})
+        np.testing.assert_array_equal(sampled[row], one[0])
+    bad = clips.copy()
+    bad[0, 1, 0, 0, 0] = 2
+    with pytest.raises(tf.errors.InvalidArgumentError, match="clips values must be in"):
+        loaded.signatures["log_prob"](clips=bad, action=actions)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="action values must be finite"):
+        loaded.signatures["sample"](first_frames=first, seed=seeds, temperature=temperatures,
+                                    action=np.full_like(actions, np.nan))
+    verdicts = export_checks.audit_export(str(tmp_path / "1"))
+    assert not [v for v in verdicts if v.failed], verdicts
 
 
 def test_camera_clips_move_by_their_actions_over_disjoint_regions():

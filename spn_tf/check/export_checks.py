@@ -45,12 +45,18 @@ def load(path):
                          f"export with python -m spn_tf.export.") from None
 
 
-def _inputs(function, batch, images=None, seeds=None):
+def _pixels_name(names):
+    """The pixel input or output of a `log_prob` / `sample` signature (`clips` for video)."""
+    return "clips" if "clips" in names else "images"
+
+
+def _inputs(function, batch, pixels=None, seeds=None):
     """Request tensors for every input of a signature: given ones, else zeros of its spec."""
     feed = {}
-    for name, spec in function.structured_input_signature[1].items():
-        if name == "images" and images is not None:
-            feed[name] = tf.constant(images, spec.dtype)
+    specs = function.structured_input_signature[1]
+    for name, spec in specs.items():
+        if name == _pixels_name(specs) and pixels is not None:
+            feed[name] = tf.constant(pixels, spec.dtype)
         elif name == "seed" and seeds is not None:
             feed[name] = tf.constant(seeds, tf.int32)
         elif name == "temperature":
@@ -86,9 +92,10 @@ def sample_rows(loaded, rows=3):
     """Row i of a batched `sample` request equals a 1-row request with seed i."""
     sample = loaded.signatures["sample"]
     seeds = np.array([[11, i] for i in range(rows)], np.int32)
-    batched = sample(**_inputs(sample, rows, seeds=seeds))["images"].numpy()
+    output = _pixels_name(sample.structured_outputs)
+    batched = sample(**_inputs(sample, rows, seeds=seeds))[output].numpy()
     singles = np.concatenate([sample(**_inputs(sample, 1, seeds=seeds[i:i + 1]))[
-        "images"].numpy() for i in range(rows)])
+        output].numpy() for i in range(rows)])
     distinct = len({row.tobytes() for row in batched})
     ok = np.array_equal(batched, singles) and distinct == rows
     return [verdict("sample: row i = 1-row request, seed i", ok,
@@ -98,13 +105,15 @@ def sample_rows(loaded, rows=3):
 
 def rejects_out_of_range(loaded, metadata):
     log_prob = loaded.signatures["log_prob"]
-    size, channels, bits = metadata["image_size"], metadata["channels"], metadata["bits"]
+    bits = metadata["bits"]
+    specs = log_prob.structured_input_signature[1]
+    shape = [1] + specs[_pixels_name(specs)].shape.as_list()[1:]
     rejected = []
     for value in (2 ** bits, -1):
-        images = np.zeros((1, size, size, channels), np.int32)
-        images[0, 0, 0, 0] = value
+        pixels = np.zeros(shape, np.int32)
+        pixels.flat[0] = value
         try:
-            log_prob(**_inputs(log_prob, 1, images=images))
+            log_prob(**_inputs(log_prob, 1, pixels=pixels))
         except tf.errors.InvalidArgumentError:
             rejected.append(value)
     return [verdict("log_prob rejects out-of-range pixels", len(rejected) == 2,

@@ -65,6 +65,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
             raise ValueError(f"num_frames must be an int >= 2 (the first frame is given), got "
                              f"{num_frames!r}.")
         self.action_dims = int(cond["action"])
+        self.cond_spec = {"action": self.action_dims}
         self.num_frames = int(num_frames)
         self.encoder_filters, self.encoder_layers = encoder_filters, encoder_layers
         self.encoder_aligned_layers = encoder_aligned_layers

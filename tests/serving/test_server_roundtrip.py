@@ -27,7 +27,10 @@ MODELS = {
     "spn": dict(name="spn", image_size=4, channels=1, bits=2, cond={"text": 16}),
     "multiscale": dict(name="multiscale", image_size=8, channels=1, bits=1,
                        cond={"embedding": 3}),
+    "video": dict(name="multiscale_video", image_size=4, channels=1, bits=1,
+                  cond={"action": 2}, num_frames=3, base_size=2),
 }
+IMAGE_MODELS = ("multiscale", "raster", "spn")
 
 
 def _cond(model, rows, rng):
@@ -85,7 +88,7 @@ def raster(served):
         yield built["raster"], client
 
 
-@pytest.mark.parametrize("key", sorted(MODELS))
+@pytest.mark.parametrize("key", IMAGE_MODELS)
 def test_log_prob_and_sample_equal_the_in_process_model(served, key):
     built, port = served
     model, rng = built[key], np.random.default_rng(0)
@@ -113,6 +116,23 @@ def test_multiscale_super_resolves_low_res_like_in_process(served):
                               "temperature": np.ones(2, np.float32), **cond}, "super_resolve")
     want = expected_samples(model, 2, [1, 2], 1.0, {**cond, "low_res": low_res})
     np.testing.assert_array_equal(got["images"], want)
+
+
+def test_video_clips_and_actions_equal_the_in_process_model(served):
+    built, port = served
+    model, rng = built["video"], np.random.default_rng(2)
+    clips = rng.integers(0, 2, (2, 3, 4, 4, 1)).astype(np.int32)
+    actions = rng.normal(size=(2, 2, 2)).astype(np.float32)
+    seeds = np.array([[5, 0], [5, 1]], np.int32)
+    with Client(f"127.0.0.1:{port}", "video", timeout=60) as client:
+        got = client.predict({"clips": clips, "action": actions}, "log_prob")
+        sampled = client.predict({"first_frames": clips[:, 0], "action": actions, "seed": seeds,
+                                  "temperature": np.ones(2, np.float32)}, "sample")["clips"]
+    np.testing.assert_allclose(got["log_prob"], model.log_prob(clips, {"action": actions}),
+                               rtol=1e-5)
+    want = np.concatenate([model.sample(1, seeds[i], 1.0, {"action": actions[i:i + 1]},
+                                        {"frames": clips[i:i + 1, 0]}).numpy() for i in range(2)])
+    np.testing.assert_array_equal(sampled, want)
 
 
 def test_metadata_and_status(raster):
