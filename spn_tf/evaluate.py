@@ -7,16 +7,14 @@ held-out images beside the bits each pixel costs (`model.log_prob_map`): where t
 surprised, e.g. to find outliers.
 """
 
-import dataclasses
 import json
 import os
 import sys
 
 from absl import app, flags
 
-from spn_tf import cli
-from spn_tf import data, grid
-from spn_tf.trainer import TrainConfig, data_args, held_out_dataset, load_checkpoint
+from spn_tf import cli, grid
+from spn_tf.trainer import held_out_batch, held_out_dataset, load_checkpoint, run_config
 from spn_tf.training.evaluation import mean_bits_per_dim
 
 FLAGS = flags.FLAGS
@@ -36,27 +34,17 @@ def define_flags():
     flags.mark_flag_as_required("model_dir")
 
 
-def run_config(model_dir, **overrides):
-    """The `TrainConfig` saved in `model_dir/config.json`, with `overrides` applied."""
-    path = os.path.join(model_dir, "config.json")
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-        config = TrainConfig(**saved)
-    except (OSError, ValueError, TypeError) as error:
-        raise ValueError(f"{path} is not the config of a spn_tf.train run ({error}).") from None
-    return dataclasses.replace(config, **overrides)
-
-
 def write_heatmap_of(model, config, path, num_images):
     """Writes the first `num_images` held-out images and their per-pixel bits to `path`."""
     if not path.lower().endswith(".png"):
         raise app.UsageError(f"--heatmap={path!r} must name a .png file.")
-    batch = next(iter(data.load(config.dataset, "test", batch_size=num_images, shuffle=False,
-                                **data_args(config))))
-    cond = {"label": batch["label"]} if config.conditional else None
-    top = grid.write_heatmap(batch["images"].numpy(), model.log_prob_map(batch["images"], cond),
-                             model.bits, path)
+    batch = held_out_batch(config, num_images)
+    images, cond = batch["images"], {key: batch[key] for key in model.cond_spec}
+    log_prob_map = model.log_prob_map(images, cond or None).numpy()
+    images = images.numpy()
+    if images.ndim == 5:  # video clips: every frame beside its map (the given first: 0 bits)
+        images, log_prob_map = (x.reshape((-1,) + x.shape[2:]) for x in (images, log_prob_map))
+    top = grid.write_heatmap(images, log_prob_map, model.bits, path)
     print(f"wrote {path}: images beside their bits per pixel (white = {top:.2f} bits)")
 
 

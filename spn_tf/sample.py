@@ -14,7 +14,9 @@ of those below, and the error lists them:
   * multiscale: an image at a lower resolution `r` is super-resolved; a full size image is
     sub-sampled to `N/2` first.
 A class-conditional model takes `--labels`, a text-conditional one `--captions` (one flag per
-caption, cycled over the images). Progress is logged per batch of `--batch_size` images (a
+caption, cycled over the images). A video model (`multiscale_video`) predicts `--num` held-out
+clips of its run's dataset (`config.json`) from their first frames and actions: each clip's
+row of frames, then the predicted row. Progress is logged per batch of `--batch_size` images (a
 compiled batch is one XLA call: the first one's line includes the compile, announced before
 it starts).
 """
@@ -29,7 +31,7 @@ from absl import app, flags, logging
 from spn_tf import cli
 from spn_tf.grid import check_image_path, read_image, write_grid
 from spn_tf.orderings import reduce_bits
-from spn_tf.trainer import load_checkpoint
+from spn_tf.trainer import load_checkpoint, predict_held_out_clips, run_config
 
 FLAGS = flags.FLAGS
 
@@ -125,6 +127,17 @@ def pick_sampler(model, calls, sampler="auto"):
     return "reference" if few_steps and calls < MULTISCALE_REFERENCE_CALLS else "compiled"
 
 
+def predict_clips(model_dir, model, num, seed, temperature, sampler, out):
+    """A video model: `num` held-out clips and their predictions into the image `out`."""
+    start = time.time()
+    frames, columns = predict_held_out_clips(run_config(model_dir), model, num, seed,
+                                             temperature, compiled=sampler == "compiled")
+    write_grid(frames, model.bits, out, columns=columns)
+    logging.info("predicted %d clips (%.1f s); wrote %s: each clip's row, then its prediction",
+                 num, time.time() - start, out)
+    return frames
+
+
 def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampler, out,
         captions=None):
     """Draws `num` images from `model_dir/model.keras` into the image `out`; returns them."""
@@ -133,6 +146,11 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
     sampler = pick_sampler(model, -(-num // batch_size), sampler)
     logging.info("sampler: %s%s", sampler, " (the first batch includes a one-time XLA "
                  "compile, seconds on a CPU)" if sampler == "compiled" else "")
+    if hasattr(model, "sample_video"):
+        if labels or captions or given_path:
+            raise ValueError("a video model predicts held-out clips from their first frames "
+                             "and actions: --labels, --captions and --given do not apply.")
+        return predict_clips(model_dir, model, num, seed, temperature, sampler, out)
     cond = {**_labels(model, num, labels), **_captions(model, num, captions)}
     given, given_cond = (None, {}) if given_path is None else given_for(
         model, read_image(given_path, "--given"), num)

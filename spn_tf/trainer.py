@@ -208,6 +208,12 @@ def _load(config, split, **kwargs):
                            seed=config.seed, **kwargs)
 
 
+def held_out_batch(config, num):
+    """The first `num` held-out examples as one batch: `{"images": ..., <conditioning>}`
+    (video: `images` are clips, with their `action`)."""
+    return next(iter(_load(config, "test", batch_size=num, shuffle=False)))
+
+
 def held_out_dataset(config):
     """The test split the config names: `eval_batches` batches, or all of it."""
     test = _load(config, "test", batch_size=config.batch_size, shuffle=False)
@@ -234,18 +240,29 @@ def _evaluate(config, model, optimizer, dataset=None):
                                  config.eval_slices_per_call or config.batch_size)
 
 
+def predict_held_out_clips(config, model, num, seed, temperature, compiled=True):
+    """The first `num` held-out clips, each row of frames followed by the row `model`
+    predicts from its first frame and actions.
+
+    Returns:
+      `(frames int (2 * num * T, H, W, C), T)`: the frames in grid order, and the columns.
+    """
+    batch = held_out_batch(config, num)
+    truth = batch["images"].numpy()
+    predicted = model.sample_video(truth[:, 0], batch["action"], seed, temperature,
+                                   compiled).numpy()
+    rows = np.stack([truth, predicted], axis=1)  # (n, 2, T, H, W, C)
+    return rows.reshape((-1,) + rows.shape[3:]), truth.shape[1]
+
+
 def _draw_samples(config, model):
     """The sample grid's images (int numpy) and its columns: labels cycling over the classes
     if conditional, captions over the photos' first captions if text-conditional; for video,
     held-out clips, each row of frames followed by the row the model predicts from its first
     frame and actions."""
     if _is_video(config):
-        batch = next(iter(_load(config, "test", batch_size=config.num_samples, shuffle=False)))
-        truth = batch["images"].numpy()
-        predicted = model.sample_video(truth[:, 0], batch["action"], config.seed,
-                                       config.temperature).numpy()
-        rows = np.stack([truth, predicted], axis=1)  # (n, 2, T, H, W, C)
-        return rows.reshape((-1,) + rows.shape[3:]), truth.shape[1]
+        return predict_held_out_clips(config, model, config.num_samples, config.seed,
+                                      config.temperature)
     cond = {}
     if config.conditional:
         cond["label"] = np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]
@@ -312,6 +329,18 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
 # The fields that define the model and so its weights; the rest (steps, rates, data, ...) may
 # change between the runs of one directory (e.g. resuming with more steps).
 MODEL_FIELDS = ("model", "preset", "image_size", "channels", "bits", "conditional", "hparams")
+
+
+def run_config(model_dir, **overrides):
+    """The `TrainConfig` saved in `model_dir/config.json`, with `overrides` applied."""
+    path = os.path.join(model_dir, "config.json")
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+        config = TrainConfig(**saved)
+    except (OSError, ValueError, TypeError) as error:
+        raise ValueError(f"{path} is not the config of a spn_tf.train run ({error}).") from None
+    return dataclasses.replace(config, **overrides)
 
 
 def check_model_dir(config):

@@ -59,7 +59,7 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
         metrics["held_out_bits_per_dim"], abs=1e-5)
     # Train bits/dim: exact, of the final model on the fixed training subset (not a running
     # mean over the steps that changed the weights).
-    config = evaluate.run_config(str(model_dir))
+    config = trainer.run_config(str(model_dir))
     exact = mean_bits_per_dim(trainer.load_checkpoint(str(model_dir / "model.keras")),
                               trainer.train_subset(config), config.batch_size)
     assert metrics["train_bits_per_dim"] == pytest.approx(exact, abs=1e-5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import data, export, models, orderings, testing, video_data
+from spn_tf import data, evaluate, export, models, orderings, sample, testing, trainer, video_data
 from spn_tf.check import export_checks, model_checks
 from spn_tf.layers import FrameEncoder
 
@@ -171,3 +171,21 @@ def test_video_quickstart_config_trains_and_writes_truth_and_prediction_rows(tmp
     # 2 clips x (truth, prediction) rows of 4 frames of 4x4, 1-pixel gaps, enlarged 4x.
     from spn_tf.grid import read_image
     assert read_image(str(tmp_path / "samples.png")).shape == (4 * 21, 4 * 21, 3)
+    # The sample CLI predicts held-out clips of the run's data; evaluate maps every frame.
+    model = keras.saving.load_model(str(tmp_path / "model.keras"))
+    out = sample.run(str(tmp_path), 3, 16, 5, 1.0, None, None, "reference",
+                     str(tmp_path / "clips.png"))
+    truth = video_data.load("camera", "test", image_size=4, num_frames=4, bits=5, batch_size=3,
+                            shuffle=False)
+    truth = next(iter(truth))["images"].numpy()
+    assert out.shape == (3 * 2 * 4, 4, 4, 3)
+    np.testing.assert_array_equal(out.reshape(3, 2, 4, 4, 4, 3)[:, 0], truth)
+    np.testing.assert_array_equal(out.reshape(3, 2, 4, 4, 4, 3)[:, 1, 0], truth[:, 0])
+    side = lambda tiles: 4 * (5 * tiles + 1)  # 4x4 tiles, 1-pixel gaps, enlarged 4x
+    assert read_image(str(tmp_path / "clips.png")).shape == (side(6), side(4), 3)
+    evaluate.write_heatmap_of(model, trainer.run_config(str(tmp_path)), str(tmp_path / "map.png"),
+                              2)
+    # 8 frames beside their maps, 4 pairs a row.
+    assert read_image(str(tmp_path / "map.png")).shape == (side(2), side(8), 3)
+    with pytest.raises(ValueError, match="--labels, --captions and --given do not apply"):
+        sample.run(str(tmp_path), 1, 1, 0, 1.0, ["1"], None, "reference", str(tmp_path / "x.png"))
