@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from spn_tf import evaluate, grid, trainer
+from spn_tf import grid, trainer
 from spn_tf.training.evaluation import mean_bits_per_dim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
