@@ -13,6 +13,7 @@ from keras import ops
 from spn_tf import export, hparams, models
 from spn_tf.check import export_checks, model_checks
 from spn_tf.layers import causal_self_attention, group_predictor, masked_conv2d
+from spn_tf.models import video
 from spn_tf.models.raster import GatedPixelCNN
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -169,3 +170,18 @@ def test_cli_prints_json_and_exits_zero_on_a_passing_configuration():
     assert result.returncode == 0, result.stderr[-2000:]
     verdicts = json.loads(result.stdout)
     assert {v["status"] for v in verdicts} <= {"pass", "n/a"} and len(verdicts) == 7
+
+
+def test_video_passes_and_a_frame_conditioned_on_itself_is_caught(monkeypatch):
+    model = models.build("multiscale_video", 4, channels=1, bits=2, preset="tiny",
+                         cond={"action": 2}, num_frames=3, base_size=2)
+    verdicts = model_checks.audit_model(model, agreement_seeds=1, gtest_samples=2000)
+    assert not _failed(verdicts), [v for v in verdicts if v.failed]
+
+    def leaky(self, clips, cond):  # the encoder reads the frame it conditions, not the one before
+        targets = tf.reshape(clips[:, 1:], [-1, self.image_size, self.image_size, self.channels])
+        return targets, self._frame_cond(targets, tf.reshape(cond["action"],
+                                                             [-1, self.action_dims]))
+
+    monkeypatch.setattr(video.MultiscaleVideoPixelCNN, "_frame_pairs", leaky)
+    assert "causality" in _failed(model_checks.causality("x", model, np.random.default_rng(0)))

@@ -32,6 +32,8 @@ def define_flags():
     flags.DEFINE_integer("bits", 5, "Its bits per sub-pixel.", lower_bound=1, upper_bound=8)
     flags.DEFINE_integer("num_classes", 0, "Class-conditional with this many classes.",
                          lower_bound=0)
+    flags.DEFINE_integer("action_dims", 2, "--model=multiscale_video: the size of an action "
+                         "vector (2 for the camera clips, 4 for BAIR).", lower_bound=1)
     flags.DEFINE_multi_string("hparams", [], "Hyperparameter override key=value, repeatable.")
     flags.DEFINE_string("model_dir", None, "A training run (its model.keras) to check.")
     flags.DEFINE_string("saved_model", None, "An exported SavedModel version folder to check.")
@@ -55,6 +57,11 @@ def verdicts_for(flag_values):
         model = load_checkpoint(os.path.join(flag_values.model_dir, "model.keras"))
     else:
         cond = {"label": flag_values.num_classes} if flag_values.num_classes else None
+        if flag_values.model == "multiscale_video":
+            if cond:
+                raise app.UsageError("--num_classes does not apply to --model=multiscale_video "
+                                     "(it is conditioned on actions).")
+            cond = {"action": flag_values.action_dims}
         model = models.build(flag_values.model, flag_values.image_size,
                              int(flag_values.channels), flag_values.bits, flag_values.preset,
                              cond, **parse_hparams(flag_values.hparams))

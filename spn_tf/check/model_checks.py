@@ -2,7 +2,8 @@
 
 * causality — changing a sub-pixel changes no log-likelihood term of a sub-pixel generated at
   the same step or earlier in the model's own ordering (raster, subscale slices, multiscale
-  groups; upscaling: each of its networks): the terms are compared bit for bit. The same probes
+  groups; upscaling: each of its networks; video: frame after frame, the first given): the
+  terms are compared bit for bit. The same probes
   give the receptive-field report: which earlier sub-pixels reach each term.
 * conditionals — at full size, every probed step's conditional sums to one over its values
   (this also catches a sub-pixel that sees itself, which the causality probe cannot), and
@@ -18,14 +19,37 @@ import numpy as np
 from spn_tf import testing
 from spn_tf.check import NA, Verdict, verdict
 from spn_tf.models import (GatedPixelCNN, MultidimensionalUpscaling, MultiscalePixelCNN,
-                           SubscalePixelNetwork)
+                           MultiscaleVideoPixelCNN, SubscalePixelNetwork)
 
 TINY_SPACE = 4096  # images enumerated for exact normalization, at most
 
 
+def _is_video(model):
+    return isinstance(model, MultiscaleVideoPixelCNN)
+
+
+def input_shape(model):
+    """One example's shape: `(H, W, C)`, or `(T, H, W, C)` for a video model's clips."""
+    frame = (model.image_size, model.image_size, model.channels)
+    return (model.num_frames,) + frame if _is_video(model) else frame
+
+
+def all_inputs(model):
+    """Every example of the model's space: images, or clips (every frame every image)."""
+    shape = input_shape(model)
+    every = testing.all_images(shape[0] * shape[1] if len(shape) == 4 else shape[0],
+                               shape[-2], shape[-1], model.bits)
+    return every.reshape((-1,) + shape)
+
+
 def generation_order(model):
-    """int `(H, W, C)`: the step at which the model generates each sub-pixel (-1: given)."""
+    """int `input_shape`: the step at which the model generates each sub-pixel (-1: given)."""
     size, c = model.image_size, model.channels
+    if _is_video(model):  # the first frame given, then each frame in its model's order
+        frame = generation_order(model.frame_model)
+        steps = int(frame.max()) + 1
+        return np.stack([np.full_like(frame, -1)] + [frame + t * steps
+                                                      for t in range(model.num_frames - 1)])
     if isinstance(model, SubscalePixelNetwork):
         return testing.subscale_order(size, c, model.subscale_factor, model.slice_range[0])
     if isinstance(model, MultiscalePixelCNN):
@@ -33,16 +57,18 @@ def generation_order(model):
     if isinstance(model, GatedPixelCNN):
         return testing.raster_order(size, size, c)
     raise ValueError(f"spn_tf.check knows the orderings of GatedPixelCNN, SubscalePixelNetwork, "
-                     f"MultiscalePixelCNN and MultidimensionalUpscaling; {type(model).__name__} "
-                     f"is none of them (subclass one, keeping its ordering).")
+                     f"MultiscalePixelCNN, MultidimensionalUpscaling and "
+                     f"MultiscaleVideoPixelCNN; {type(model).__name__} is none of them "
+                     f"(subclass one, keeping its ordering).")
 
 
 def modelled(model):
-    """bool `(H, W, C)`: the sub-pixels whose terms the model computes (others are given)."""
+    """bool `input_shape`: the sub-pixels whose terms the model computes (others are given)."""
     if isinstance(model, SubscalePixelNetwork):
         return testing.subscale_modelled(model.image_size, model.channels,
                                          model.subscale_factor, model.slice_range)
-    return np.ones((model.image_size, model.image_size, model.channels), bool)
+    return generation_order(model) >= 0 if _is_video(model) else np.ones(input_shape(model),
+                                                                           bool)
 
 
 def random_cond(model, batch, rng):
@@ -59,6 +85,9 @@ def random_cond(model, batch, rng):
     if getattr(model, "depth_condition_bits", None):
         cond["low_res"] = rng.integers(0, 2 ** model.depth_condition_bits, (
             batch, model.image_size, model.image_size, model.channels)).astype(np.int32)
+    if "action" in model.cond_spec:
+        cond["action"] = rng.normal(size=(batch, model.num_frames - 1,
+                                          model.cond_spec["action"])).astype(np.float32)
     return cond
 
 
@@ -69,9 +98,13 @@ def units(model):
     return [(type(model).__name__, model)]
 
 
-def given_slices(model, batch, rng):
-    """`given` for an SPN that models slices after the first ones (random earlier slices), or
-    None when the model generates from scratch."""
+def given_content(model, batch, rng):
+    """`given` for an SPN that models slices after the first ones (random earlier slices) or
+    a video model (a random first frame), the same for every row; None when the model
+    generates from scratch."""
+    if _is_video(model):
+        first = rng.integers(0, 2 ** model.bits, (1,) + input_shape(model)[1:]).astype(np.int32)
+        return {"frames": np.repeat(first, batch, axis=0)}
     start = getattr(model, "slice_range", (0, 0))[0]
     if not start:
         return None
@@ -108,7 +141,7 @@ def causality(name, model, rng, max_positions=64, trials=2):
     never by the other rows' content. `trials` random images; the reach is their union.
     """
     order = generation_order(model).reshape(-1)
-    num_values, shape = 2 ** model.bits, (model.image_size, model.image_size, model.channels)
+    num_values, shape = 2 ** model.bits, input_shape(model)
     positions = _probe_positions(order.reshape(shape), max_positions, rng)
     index = np.arange(len(positions))
     changed = np.zeros((len(positions), order.size), bool)
@@ -165,11 +198,11 @@ def _first_of_last_slice(model, order):
 
 def conditionals(name, model, rng, positions=8, atol=1e-4):
     """Verdicts: probed conditionals sum to one; `log_prob` of a drawn sample = its terms."""
-    shape = (model.image_size, model.image_size, model.channels)
+    shape = input_shape(model)
     num_values = 2 ** model.bits
     cond = random_cond(model, 1, rng)
     sample = model.sample(1, int(rng.integers(1 << 30)), cond=_repeat(cond, 1),
-                          given=given_slices(model, 1, rng)).numpy()
+                          given=given_content(model, 1, rng)).numpy()
     log_prob = float(model.log_prob(sample, _repeat(cond, 1))[0])
     total = float(model.log_prob_map(sample, _repeat(cond, 1)).numpy().sum())
     verdicts = [verdict(
@@ -194,7 +227,8 @@ def conditionals(name, model, rng, positions=8, atol=1e-4):
 
 def tiny_copy(model):
     """The same class and layers on a 2x2 image at 1 bit (channels kept when the space stays
-    small; the tiny SPN has S = 2, the tiny multiscale base 1). Fresh weights.
+    small; the tiny SPN has S = 2, the tiny multiscale base 1, a tiny video 2 frames). Fresh
+    weights.
 
     Raises:
       ValueError: the configuration does not fit a 2x2 image (the message says why).
@@ -207,9 +241,12 @@ def tiny_copy(model):
                                                       min(stop, 4)))
         if model.depth_condition_bits:
             config["depth_condition_bits"] = 1
-    if isinstance(model, MultiscalePixelCNN):
+    if isinstance(model, MultiscalePixelCNN) or _is_video(model):
         config["base_size"] = 1
-    if 2 ** (4 * model.channels) > TINY_SPACE:
+    frames = 1
+    if _is_video(model):
+        config["num_frames"] = frames = 2
+    if 2 ** (4 * frames * model.channels) > TINY_SPACE:
         config["channels"] = 1
     return type(model).from_config(config)
 
@@ -219,7 +256,7 @@ def normalization(name, model, rng):
     try:
         tiny = tiny_copy(model)
         cond = random_cond(tiny, 1, rng)
-        images = testing.all_images(2, 2, tiny.channels, tiny.bits)
+        images = all_inputs(tiny)
         log_prob = testing.batched_log_prob(tiny, images, _repeat(cond, len(images)))
         # Sub-pixels a network is given (or leaves to another) take every value once each.
         free = int((~modelled(tiny)).sum())
@@ -240,10 +277,10 @@ def samples_follow(name, model, rng, num_samples=3000):
     cond = random_cond(tiny, 1, rng)
     samples = tiny.sample(num_samples, int(rng.integers(1 << 30)),
                           cond=_repeat(cond, num_samples),
-                          given=given_slices(tiny, num_samples, rng)).numpy()
+                          given=given_content(tiny, num_samples, rng)).numpy()
     support, free = None, ~modelled(tiny)
     if free.any():  # the images that keep what the network is given (or leaves to another)
-        every = testing.all_images(2, 2, tiny.channels, tiny.bits)
+        every = all_inputs(tiny)
         support = every[(every == samples[:1])[:, free].all(axis=1)]
     try:
         statistic, p_value = testing.assert_samples_follow(tiny, samples, cond or None,
@@ -265,10 +302,10 @@ def agreement(model, rng, seeds=2):
     cond = _repeat(random_cond(model, 1, rng), 1) if not isinstance(
         model, MultidimensionalUpscaling) else _repeat(random_cond(
             model.networks["first"], 1, rng), 1)
-    same = 0
+    given, same = given_content(model, 1, rng), 0
     for seed in range(seeds):
-        compiled = model.sample(1, [7, seed], cond=cond, compiled=True).numpy()
-        reference = model.sample(1, [7, seed], cond=cond, compiled=False).numpy()
+        compiled = model.sample(1, [7, seed], cond=cond, given=given, compiled=True).numpy()
+        reference = model.sample(1, [7, seed], cond=cond, given=given, compiled=False).numpy()
         same += int(np.array_equal(compiled, reference))
     return [verdict("compiled = reference sampler", same * 2 > seeds,
                     f"{same}/{seeds} seeds give identical images (observed rate; rare "
@@ -276,8 +313,9 @@ def agreement(model, rng, seeds=2):
 
 
 def _space(model):
-    return (f"{model.image_size}x{model.image_size}x{model.channels} at {model.bits} bit"
-            f"{'s' if model.bits > 1 else ''}")
+    frames = f"{model.num_frames} frames of " if _is_video(model) else ""
+    return (f"{frames}{model.image_size}x{model.image_size}x{model.channels} at {model.bits} "
+            f"bit{'s' if model.bits > 1 else ''}")
 
 
 def audit_model(model, seed=0, agreement_seeds=2, max_positions=64, gtest_samples=3000):
