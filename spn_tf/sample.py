@@ -16,9 +16,11 @@ of those below, and the error lists them:
 A class-conditional model takes `--labels`, a text-conditional one `--captions` (one flag per
 caption, cycled over the images). A video model (`multiscale_video`) predicts `--num` held-out
 clips of its run's dataset (`config.json`) from their first frames and actions: each clip's
-row of frames, then the predicted row. Progress is logged per batch of `--batch_size` images (a
-compiled batch is one XLA call: the first one's line includes the compile, announced before
-it starts).
+row of frames, then the predicted row.
+
+Progress is logged per batch of `--batch_size` images (a compiled batch is one XLA call: the
+first one's line includes the compile, announced before it starts), and inside a batch per
+SPN slice and per video frame (every few seconds).
 """
 
 import os
@@ -110,6 +112,25 @@ def _captions(model, num, captions):
     return {"text": np.resize(np.array(captions, object), num)}  # the model checks them
 
 
+class StageLog:
+    """A `sample(progress=...)` callback that logs host-side stages (SPN slices, video
+    frames) at most every `every` seconds, and each stage's last step, with the time left."""
+
+    def __init__(self, every=5.0):
+        self.every, self.stage, self.start, self.last = every, None, 0.0, 0.0
+
+    def __call__(self, stage, done, total):
+        now = time.time()
+        if stage != self.stage:
+            self.stage, self.start, self.last = stage, now, now
+        if done < total and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        logging.info("  %s: %d/%d (%.1f s, about %.0f s left)", stage, done, total, elapsed,
+                     elapsed / done * (total - done))
+
+
 # Sampler calls below which `auto` samples a multiscale model with the reference sampler.
 # Measured here (2 CPU cores, 16 images of 16x16x3, `small` presets, shared machine): the
 # multiscale reference sampler takes 0.8-1.9 s per call, the compiled one 14.5 s cold (the
@@ -131,7 +152,7 @@ def predict_clips(model_dir, model, num, seed, temperature, sampler, out):
     """A video model: `num` held-out clips and their predictions into the image `out`."""
     start = time.time()
     frames, columns = predict_held_out_clips(run_config(model_dir), model, num, seed,
-                                             temperature, compiled=sampler == "compiled")
+                                             temperature, sampler == "compiled", StageLog())
     write_grid(frames, model.bits, out, columns=columns)
     logging.info("predicted %d clips (%.1f s); wrote %s: each clip's row, then its prediction",
                  num, time.time() - start, out)
@@ -162,7 +183,8 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
                                                      else v for k, v in tree.items()}
         # One seed per batch, derived from --seed, so that every batch differs.
         chunks.append(model.sample(end - begin, [seed, begin], temperature, cut(cond) or None,
-                                   cut(given), compiled=sampler == "compiled").numpy())
+                                   cut(given), compiled=sampler == "compiled",
+                                   progress=StageLog()).numpy())
         elapsed = time.time() - start
         # From the batches after the first when there are some (the first one compiles).
         rate = (elapsed - first) / (end - batch_size) if end > batch_size else elapsed / end

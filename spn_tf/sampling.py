@@ -21,9 +21,39 @@ Kinds of loop:
 
 `compile_loop` wraps a loop in `tf.function(jit_compile=...)`; the models keep one such
 function per sampler, traced once per (batch, shape): temperature and noise are tensors.
+
+Progress: a compiled loop is one XLA call and cannot report from inside (a host callback
+would break the compilation), but the samplers that run stages from Python (an SPN's slices,
+a video's frames) call `report_progress` after each; `DensityModel.sample(progress=...)` sets
+the callback for the duration of one call (`reporting_progress`).
 """
 
+import contextlib
+import contextvars
+
 import tensorflow as tf
+
+_PROGRESS = contextvars.ContextVar("spn_tf_sampling_progress", default=None)
+
+
+@contextlib.contextmanager
+def reporting_progress(callback):
+    """Within the block, `report_progress(stage, done, total)` calls `callback` (or nothing
+    when it is None)."""
+    token = _PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
+def report_progress(stage, done, total):
+    """Tells the caller of `sample` that `done` of `total` host-side steps of `stage` (e.g.
+    "slices", "frames") are finished. A no-op without a callback, and while tracing a graph
+    (where it would fire once, at trace time)."""
+    callback = _PROGRESS.get()
+    if callback is not None and tf.executing_eagerly():
+        callback(stage, done, total)
 
 from spn_tf.distributions import sample_categorical
 

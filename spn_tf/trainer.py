@@ -240,7 +240,8 @@ def _evaluate(config, model, optimizer, dataset=None):
                                  config.eval_slices_per_call or config.batch_size)
 
 
-def predict_held_out_clips(config, model, num, seed, temperature, compiled=True):
+def predict_held_out_clips(config, model, num, seed, temperature, compiled=True,
+                           progress=None):
     """The first `num` held-out clips, each row of frames followed by the row `model`
     predicts from its first frame and actions.
 
@@ -250,7 +251,7 @@ def predict_held_out_clips(config, model, num, seed, temperature, compiled=True)
     batch = held_out_batch(config, num)
     truth = batch["images"].numpy()
     predicted = model.sample_video(truth[:, 0], batch["action"], seed, temperature,
-                                   compiled).numpy()
+                                   compiled, progress).numpy()
     rows = np.stack([truth, predicted], axis=1)  # (n, 2, T, H, W, C)
     return rows.reshape((-1,) + rows.shape[3:]), truth.shape[1]
 

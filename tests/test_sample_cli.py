@@ -104,3 +104,17 @@ def test_auto_sampler_skips_the_compile_only_for_short_multiscale_runs():
     assert sample.pick_sampler(multiscale, sample.MULTISCALE_REFERENCE_CALLS) == "compiled"
     assert sample.pick_sampler(raster, 1) == "compiled"
     assert sample.pick_sampler(multiscale, 1, "compiled") == "compiled"
+
+
+def test_stage_log_throttles_and_always_logs_a_stage_end(monkeypatch):
+    lines = []
+    monkeypatch.setattr(sample.logging, "info", lambda fmt, *args: lines.append(fmt % args))
+    log = sample.StageLog(every=3600.0)
+    for done in range(1, 5):
+        log("spn slices", done, 4)
+    log("frames", 1, 2)
+    assert len(lines) == 1 and lines[0].startswith("  spn slices: 4/4 (")
+    log = sample.StageLog(every=0.0)
+    for done in range(1, 3):
+        log("frames", done, 2)
+    assert [line.split(" (")[0] for line in lines[1:]] == ["  frames: 1/2", "  frames: 2/2"]

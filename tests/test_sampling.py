@@ -247,3 +247,26 @@ def test_multiscale_compiled_equals_reference_with_super_resolution():
     np.testing.assert_array_equal(compiled.numpy()[:, ::2, ::2], low_res)
     # Two starting resolutions (base, 4x4): two traces for 8 calls.
     assert model.compiled_scales_sampler.experimental_get_tracing_count() == 2
+
+
+def test_progress_reports_each_host_side_step_and_changes_no_image():
+    spn = models.build("spn", 4, channels=1, bits=2, preset="tiny")
+    calls = []
+    drawn = spn.sample(2, 3, progress=lambda *step: calls.append(step)).numpy()
+    assert calls == [(f"{spn.name} slices", k, 4) for k in range(1, 5)]
+    np.testing.assert_array_equal(drawn, spn.sample(2, 3).numpy())
+    upscaling = models.build("upscaling", 4, channels=1, bits=2, preset="tiny", depth_bits=1)
+    calls.clear()
+    upscaling.sample(1, 0, progress=lambda *step: calls.append(step))
+    assert [stage for stage, done, total in calls if done == total] == [
+        f"{net.name} slices" for net in upscaling.networks.values()]
+    video = models.build("multiscale_video", 4, channels=1, bits=1, preset="tiny",
+                         cond={"action": 2}, num_frames=3, base_size=2)
+    calls.clear()
+    video.sample_video(np.zeros((1, 4, 4, 1), np.int32), np.zeros((1, 2, 2), np.float32), 0,
+                       progress=lambda *step: calls.append(step))
+    assert calls == [("frames", 1, 2), ("frames", 2, 2)]
+    calls.clear()  # one compiled call: nothing to report before it returns
+    models.build("raster", 4, channels=1, bits=1, preset="tiny").sample(
+        1, 0, progress=lambda *step: calls.append(step))
+    assert calls == []

@@ -216,7 +216,8 @@ class DensityModel(keras.Model):
         # replica count: scale as Keras's own `compute_loss` does, so the step is a mean.
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
-    def sample(self, batch_size, seed, temperature=1.0, cond=None, given=None, compiled=True):
+    def sample(self, batch_size, seed, temperature=1.0, cond=None, given=None, compiled=True,
+               progress=None):
         """Draws images.
 
         Args:
@@ -228,6 +229,11 @@ class DensityModel(keras.Model):
           compiled: run the model's XLA-compiled loop (traced once per batch size); for the
             same seed it gives the reference sampler's (`compiled=False`) images except for
             rare float-rounding flips (observed rates in the README).
+          progress: None, or `progress(stage, done, total)`, called after each step the
+            sampler runs from the host: an SPN's slices (each network of an upscaling model
+            counts its own), a video's frames. Raster and multiscale images are one compiled
+            call (one graph call each step for the reference raster sampler) and report
+            nothing before they return.
 
         Returns:
           int32 `(batch_size, H, W, C)` in `[0, 2**bits)`.
@@ -239,8 +245,9 @@ class DensityModel(keras.Model):
             raise ValueError(f"temperature must be a finite float >= 0, got {temperature}.")
         cond = self.check_cond(cond, batch_size)
         self.build()
-        return self._sample(batch_size, seed, tf.fill([batch_size], np.float32(temperature)),
-                            cond, given, "xla" if compiled else "reference")
+        with sampling.reporting_progress(progress):
+            return self._sample(batch_size, seed, tf.fill([batch_size], np.float32(temperature)),
+                                cond, given, "xla" if compiled else "reference")
 
     def sample_rows(self, seed, temperature, cond=None, given=None, jit_compile=False):
         """Row i is `sample(1, seed[i], temperature[i], cond[i], given[i])`; graph-safe.

@@ -328,10 +328,12 @@ class SubscalePixelNetwork(DensityModel):
         context, visible = self._conditioning(cond)
         sample_slice = self._sample_slice if loop == "reference" else self.sample_loop(
             "slice", loop, functools.partial(self._sample_slice, compiled=True))
-        for k in range(max(known, start), stop):
+        first = max(known, start)
+        for k in range(first, stop):
             drawn = sample_slice(slices, tf.constant(k), uniform[:, k], temperature, context,
                                  visible)
             slices = tf.concat([slices[:, :k], drawn[:, None], slices[:, k + 1:]], axis=1)
+            sampling.report_progress(f"{self.name} slices", k + 1 - first, stop - first)
         return orderings.subscale_merge(slices, self.subscale_factor)
 
     def _sample_slice(self, slices, slice_index, uniform, temperature, context, visible,

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spn_tf import hparams
+from spn_tf import hparams, sampling
 from spn_tf import inputs as inputs_lib
 from spn_tf.layers import FrameEncoder
 from spn_tf.models.base import DensityModel
@@ -145,7 +145,8 @@ class MultiscaleVideoPixelCNN(DensityModel):
         maps = tf.reshape(maps, tf.concat([[-1, self.num_frames - 1], tf.shape(maps)[1:]], 0))
         return tf.concat([tf.zeros_like(maps[:, :1]), maps], axis=1)
 
-    def sample_video(self, first_frames, actions, seed, temperature=1.0, compiled=True):
+    def sample_video(self, first_frames, actions, seed, temperature=1.0, compiled=True,
+                     progress=None):
         """Predicts clips from their first frames and actions.
 
         Args:
@@ -154,6 +155,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
           seed: int or int32 `(2,)`; frame t draws from `fold_in(seed, t)`.
           compiled: each frame by the frame model's XLA-compiled loops (else its reference
             sampler; the same clips up to rare rounding flips, as for images).
+          progress: None or `progress("frames", done, total)` after each frame (`sample`).
 
         Returns:
           int32 `(B, T, H, W, C)`, the first frame unchanged.
@@ -161,7 +163,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
         first = inputs_lib.check_images(first_frames, self.bits, self.channels,
                                         self.image_size, self.image_size, "first_frames")
         return self.sample(first.shape[0], seed, temperature, {"action": actions},
-                           {"frames": first}, compiled)
+                           {"frames": first}, compiled, progress)
 
     def _sample(self, batch_size, seed, temperature, cond, given, loop):
         if not isinstance(given, dict) or set(given) != {"frames"}:
@@ -174,6 +176,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
             frame_seed = tf.random.experimental.stateless_fold_in(seed, t)
             frames.append(self.frame_model._sample(batch_size, frame_seed, temperature,
                                                    frame_cond, None, loop))
+            sampling.report_progress("frames", t, self.num_frames - 1)
         return tf.stack(frames, axis=1)
 
     def describe_ordering(self):
