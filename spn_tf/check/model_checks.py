@@ -3,8 +3,8 @@
 * causality — changing a sub-pixel changes no log-likelihood term of a sub-pixel generated at
   the same step or earlier in the model's own ordering (raster, subscale slices, multiscale
   groups; upscaling: each of its networks; video: frame after frame, the first given): the
-  terms are compared bit for bit. The same probes
-  give the receptive-field report: which earlier sub-pixels reach each term.
+  terms are compared bit for bit. The same probes give the receptive-field report: which
+  earlier sub-pixels reach each term.
 * conditionals — at full size, every probed step's conditional sums to one over its values
   (this also catches a sub-pixel that sees itself, which the causality probe cannot), and
   `log_prob` of a drawn sample equals the sum of its terms.
