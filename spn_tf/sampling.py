@@ -33,6 +33,8 @@ import contextvars
 
 import tensorflow as tf
 
+from spn_tf.distributions import sample_categorical
+
 _PROGRESS = contextvars.ContextVar("spn_tf_sampling_progress", default=None)
 
 
@@ -54,8 +56,6 @@ def report_progress(stage, done, total):
     callback = _PROGRESS.get()
     if callback is not None and tf.executing_eagerly():
         callback(stage, done, total)
-
-from spn_tf.distributions import sample_categorical
 
 
 def draw_uniform(seed, shape):
