@@ -114,21 +114,24 @@ def _captions(model, num, captions):
 
 class StageLog:
     """A `sample(progress=...)` callback that logs host-side stages (SPN slices, video
-    frames) at most every `every` seconds, and each stage's last step, with the time left."""
+    frames) at most every `every` seconds, and each stage's last step, with the time left.
+
+    A stage's clock starts at its first report, so the rate counts the steps after it (the
+    first step also carries the XLA compile)."""
 
     def __init__(self, every=5.0):
-        self.every, self.stage, self.start, self.last = every, None, 0.0, 0.0
+        self.every, self.stage, self.start, self.first, self.last = every, None, 0.0, 0, 0.0
 
     def __call__(self, stage, done, total):
         now = time.time()
         if stage != self.stage:
-            self.stage, self.start, self.last = stage, now, now
+            self.stage, self.start, self.first, self.last = stage, now, done, now
         if done < total and now - self.last < self.every:
             return
         self.last = now
-        elapsed = now - self.start
-        logging.info("  %s: %d/%d (%.1f s, about %.0f s left)", stage, done, total, elapsed,
-                     elapsed / done * (total - done))
+        elapsed, timed = now - self.start, done - self.first
+        left = f", about {elapsed / timed * (total - done):.0f} s left" if timed else ""
+        logging.info("  %s: %d/%d (%.1f s%s)", stage, done, total, elapsed, left)
 
 
 # Sampler calls below which `auto` samples a multiscale model with the reference sampler.

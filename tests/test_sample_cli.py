@@ -118,3 +118,14 @@ def test_stage_log_throttles_and_always_logs_a_stage_end(monkeypatch):
     for done in range(1, 3):
         log("frames", done, 2)
     assert [line.split(" (")[0] for line in lines[1:]] == ["  frames: 1/2", "  frames: 2/2"]
+
+
+def test_stage_log_time_left_counts_the_steps_after_the_first_report(monkeypatch):
+    lines, clock = [], iter([100.0, 110.0, 120.0])  # reports at steps 1, 2, 3 of 5
+    monkeypatch.setattr(sample.logging, "info", lambda fmt, *args: lines.append(fmt % args))
+    monkeypatch.setattr(sample.time, "time", lambda: next(clock))
+    log = sample.StageLog(every=0.0)
+    for done in (1, 2, 3):
+        log("slices", done, 5)
+    assert lines == ["  slices: 1/5 (0.0 s)", "  slices: 2/5 (10.0 s, about 30 s left)",
+                     "  slices: 3/5 (20.0 s, about 20 s left)"]
