@@ -72,6 +72,13 @@ def test_compiled_clip_sampler_equals_reference_and_follows_log_prob():
                                   log_prob_fn=clip_log_prob)
 
 
+@pytest.mark.parametrize("name, value", [("encoder_aligned_layers", -1),
+                                         ("encoder_layers", 0), ("encoder_filters", 0)])
+def test_encoder_hyperparameters_are_refused_by_the_names_users_pass(name, value):
+    with pytest.raises(ValueError, match=f"^{name}={value}"):
+        _model(**{name: value})
+
+
 def test_each_network_reads_the_aligned_features_at_its_own_pixels():
     model = models.build("multiscale", 8, channels=1, bits=1, preset="tiny", base_size=2)
     index = np.arange(64, dtype=np.float32).reshape(1, 8, 8, 1)  # feature = pixel index

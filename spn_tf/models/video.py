@@ -64,6 +64,10 @@ class MultiscaleVideoPixelCNN(DensityModel):
         if not hparams.is_int(num_frames) or num_frames < 2:
             raise ValueError(f"num_frames must be an int >= 2 (the first frame is given), got "
                              f"{num_frames!r}.")
+        # The encoder's arguments as users pass them (the layer checks them under its names).
+        hparams.check_positive("encoder_filters", encoder_filters)
+        hparams.check_positive("encoder_layers", encoder_layers)
+        hparams.check_non_negative("encoder_aligned_layers", encoder_aligned_layers)
         self.action_dims = int(cond["action"])
         self.cond_spec = {"action": self.action_dims}
         self.num_frames = int(num_frames)
