@@ -225,6 +225,12 @@ def check_batch_size(batch_size):
     return int(batch_size)
 
 
+def batch_differs(batch, expected):
+    """Whether a tensor's static batch `batch` contradicts `expected` (an int, or a scalar
+    tensor while a signature is traced: then only the graph knows, and it checks)."""
+    return isinstance(batch, int) and isinstance(expected, int) and batch != expected
+
+
 def check_given_pixels(given, shape, bits):
     """`given={"images", "mask"}` → `(images int32, known bool)` of `shape`; zeros if None.
 
@@ -237,7 +243,9 @@ def check_given_pixels(given, shape, bits):
                          "same shape} marking the sub-pixels to keep.")
     images = check_images(given["images"], bits, shape[3], shape[1], shape[2], "given['images']")
     mask = tf.convert_to_tensor(given["mask"])
-    if mask.dtype != tf.bool or tuple(mask.shape) != tuple(shape) or images.shape[0] != shape[0]:
+    if (mask.dtype != tf.bool or tuple(mask.shape[1:]) != tuple(shape[1:])
+            or batch_differs(mask.shape[0], shape[0])
+            or batch_differs(images.shape[0], shape[0])):
         raise ValueError(f"given['mask'] must be bool of shape {tuple(shape)} and "
                          f"given['images'] of the same shape; got {mask.dtype.name} "
                          f"{tuple(mask.shape)} and {tuple(images.shape)}.")

@@ -59,13 +59,42 @@ def report_progress(stage, done, total):
 
 
 def draw_uniform(seed, shape):
-    """float32 noise in `[0, 1)` of `shape` from an int32 `(2,)` stateless seed."""
-    return tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
+    """float32 noise in `[0, 1)` of `shape` `(B, ...)`.
+
+    Args:
+      seed: int32 `(2,)`, one stateless seed for the whole batch (the rows are consecutive
+        parts of one stream), or int32 `(B, 2)`, one seed per row: row i is then the noise
+        that `seed[i]` alone gives a batch of one, whatever the other rows are. Both agree at
+        B = 1: a stream's first `prod(shape[1:])` numbers do not depend on the shape asked.
+      shape: the noise's shape; `shape[0]` may be a scalar tensor (a signature's batch).
+    """
+    seed = tf.convert_to_tensor(seed, tf.int32)
+    if seed.shape.rank == 1:
+        return tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
+    return tf.map_fn(lambda row: tf.random.stateless_uniform(shape[1:], seed=row,
+                                                             dtype=tf.float32),
+                     seed, fn_output_signature=tf.float32)
 
 
 def split_seed(seed, num):
-    """`num` independent int32 `(2,)` seeds from one."""
-    return tf.unstack(tf.random.experimental.stateless_split(seed, num), axis=0)
+    """`num` independent seeds from one: int32 `(2,)` → `num` of `(2,)`; per-row seeds
+    `(B, 2)` → `num` of `(B, 2)`, row i's split from `seed[i]` alone (as a batch of one)."""
+    seed = tf.convert_to_tensor(seed, tf.int32)
+    if seed.shape.rank == 1:
+        return tf.unstack(tf.random.experimental.stateless_split(seed, num), axis=0)
+    split = tf.map_fn(lambda row: tf.random.experimental.stateless_split(row, num), seed,
+                      fn_output_signature=tf.int32)
+    return tf.unstack(split, num=num, axis=1)
+
+
+def fold_in_seed(seed, index):
+    """A new seed from `seed` and a step `index` (`stateless_fold_in`), row by row for per-row
+    seeds `(B, 2)` as `draw_uniform` takes them."""
+    seed = tf.convert_to_tensor(seed, tf.int32)
+    if seed.shape.rank == 1:
+        return tf.random.experimental.stateless_fold_in(seed, index)
+    return tf.map_fn(lambda row: tf.random.experimental.stateless_fold_in(row, index), seed,
+                     fn_output_signature=tf.int32)
 
 
 def _positions(shape):
@@ -196,7 +225,8 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
     Returns:
       int32 `(B, H, W, C)`, the same images as `raster_sample` for the same noise.
     """
-    batch, height, width, channels = images.shape
+    _, height, width, channels = images.shape
+    batch = tf.shape(images)[0]  # a tensor: a signature's batch is unknown when traced
     reach = decoder.receptive_field
     rows, cols = min(height, reach + 1), min(width, reach + 1)
     spatial = context is not None and tuple(context.shape[1:3]) != (1, 1)
@@ -209,7 +239,7 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
                  [tf.zeros([batch, decoder.filters]) for _ in decoder.attentions])
 
     def cut(x, top, left, height, width):
-        return tf.slice(x, [0, top, left, 0], [batch, height, width, x.shape[3]])
+        return tf.slice(x, [0, top, left, 0], [-1, height, width, x.shape[3]])
 
     def row_body(i, images, attention):
         top = tf.clip_by_value(i - reach, 0, height - rows)

@@ -250,11 +250,14 @@ class DensityModel(keras.Model):
                                 cond, given, "xla" if compiled else "reference")
 
     def sample_rows(self, seed, temperature, cond=None, given=None, jit_compile=False):
-        """Row i is `sample(1, seed[i], temperature[i], cond[i], given[i])`; graph-safe.
+        """All rows at once, each drawn from its own seed; graph-safe (any batch size).
 
-        Each row runs alone, at batch 1, inside a `tf.map_fn`: a row's noise comes from its
-        own seed and its arithmetic never sees the other rows, so how rows are batched
-        together (e.g. by a server) cannot change anyone's images. This is the SavedModel
+        Row i's noise comes only from `seed[i]` (`sampling.draw_uniform` with per-row seeds)
+        and `temperature[i]` scales only row i, so how rows are grouped (by a client, or by a
+        server's batcher) never changes which draw a row gets: "same noise, batched
+        arithmetic". Row i equals `sample(1, seed[i], temperature[i], cond[i], given[i])`
+        except where batched arithmetic rounds a logit across a CDF boundary of that row's
+        noise: rare, measured (`benchmarks/agreement.py`), not promised. This is the SavedModel
         `sample` signature's body; inputs are checked by the caller (`spn_tf.export`).
 
         Args:
@@ -270,20 +273,10 @@ class DensityModel(keras.Model):
           int32 `(B, H, W, C)`.
         """
         self.build()
-        loop = "xla" if jit_compile else "graph"
-        one_row = lambda tree: tf.nest.map_structure(lambda t: t[None], tree)
-
-        given = dict(given or {})
-        shared = {key: value for key, value in given.items() if not tf.is_tensor(value)}
-        per_row = {key: value for key, value in given.items() if key not in shared}
-
-        def row(args):
-            seed, temperature, cond, given = args
-            return self._sample(1, seed, temperature[None], one_row(cond),
-                                {**one_row(given), **shared} or None, loop)[0]
-
-        return tf.map_fn(row, (seed, temperature, dict(cond or {}), per_row),
-                         fn_output_signature=tf.int32)
+        seed = tf.convert_to_tensor(seed, tf.int32)
+        batch_size = seed.shape[0] if seed.shape[0] is not None else tf.shape(seed)[0]
+        return self._sample(batch_size, seed, temperature, dict(cond or {}), given,
+                            "xla" if jit_compile else "graph")
 
     def sample_loop(self, name, loop, fn):
         """`fn` as the `tf.function` that `loop` (`"graph"` or `"xla"`) runs.

@@ -351,7 +351,7 @@ class MultiscalePixelCNN(DensityModel):
         """The base image (unless `low_res` is given), then every group of every scale."""
         first_scale = self._first_scale(low_res)
         if low_res is None:
-            base_shape = base_noise.shape
+            base_shape = tf.shape(base_noise)
             zeros, unknown = tf.zeros(base_shape, tf.int32), tf.zeros(base_shape, tf.bool)
             base_context = self._base_context(context, aligned)
             if compiled:
@@ -410,8 +410,8 @@ class MultiscalePixelCNN(DensityModel):
         side = features.shape[1]
         feature_patches, noise_patches = predictor.to_patches(features), predictor.to_patches(noise)
         temperature = tf.repeat(temperature, (side // predictor.patch_side(side)) ** 2)
-        zeros = tf.zeros(noise_patches.shape, tf.int32)
-        unknown = tf.zeros(noise_patches.shape, tf.bool)
+        zeros = tf.zeros(tf.shape(noise_patches), tf.int32)
+        unknown = tf.zeros(tf.shape(noise_patches), tf.bool)
         if compiled:
             patches = sampling.raster_loop(predictor.patch_pixelcnn, self.scale, zeros, unknown,
                                            noise_patches, temperature, feature_patches)

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from spn_tf import hparams, orderings, sampling
 from spn_tf.distributions import categorical_log_prob
-from spn_tf.inputs import check_images
+from spn_tf.inputs import batch_differs, check_images
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
 from spn_tf.models.base import DensityModel
 
@@ -64,7 +64,7 @@ def given_slices(given, batch_size, image_size, channels, bits, subscale_factor)
         low_res = check_images(given["low_res"], bits, c, h, h,
                                f"given['low_res'] (the first slice, H/S x W/S for S={s})")
         known, slices = 1, tf.concat(
-            [low_res[:, None], tf.zeros([low_res.shape[0], num_slices - 1, h, h, c], tf.int32)],
+            [low_res[:, None], tf.zeros([tf.shape(low_res)[0], num_slices - 1, h, h, c], tf.int32)],
             axis=1)
     elif isinstance(given, dict) and set(given) == {"images", "num_slices"}:
         known = given["num_slices"]
@@ -80,7 +80,7 @@ def given_slices(given, batch_size, image_size, channels, bits, subscale_factor)
             "given must be None, {'low_res': int (B, H/S, W/S, C)} (the first slice) or "
             "{'images': int (B, H, W, C), 'num_slices': k} (keep the first k slices); got "
             f"{given if not isinstance(given, dict) else sorted(given)!r}.")
-    if slices.shape[0] != batch_size:
+    if batch_differs(slices.shape[0], batch_size):
         raise ValueError(f"given has batch {slices.shape[0]}, but batch_size={batch_size}.")
     return slices, known
 
@@ -344,7 +344,8 @@ class SubscalePixelNetwork(DensityModel):
         Returns:
           int32 `(B, h, w, C)`.
         """
-        batch, _, h, w, c = slices.shape
+        _, _, h, w, c = slices.shape
+        batch = tf.shape(slices)[0]  # unknown while a signature is traced
         embedding = self.embedder(self.scale(slices), tf.fill([batch], slice_index),
                                   context=context, visible=visible)
         zeros, unknown = tf.zeros([batch, h, w, c], tf.int32), tf.zeros([batch, h, w, c], tf.bool)

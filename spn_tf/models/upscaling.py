@@ -5,7 +5,7 @@ import keras
 import tensorflow as tf
 
 from spn_tf import hparams, orderings, sampling
-from spn_tf.inputs import check_images
+from spn_tf.inputs import batch_differs, check_images
 from spn_tf.models import subscale
 from spn_tf.models.base import DensityModel
 from spn_tf.models.subscale import SubscalePixelNetwork
@@ -187,7 +187,7 @@ class MultidimensionalUpscaling(DensityModel):
                              f"{sorted(given)}.")
         msb = check_images(given["msb"], self.depth_bits, self.channels, self.image_size,
                            self.image_size, "given['msb']")
-        if msb.shape[0] != batch_size:
+        if batch_differs(msb.shape[0], batch_size):
             raise ValueError(f"given['msb'] has batch {msb.shape[0]}, but batch_size="
                              f"{batch_size}.")
         num_slices = self.subscale_factor ** 2

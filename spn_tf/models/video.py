@@ -177,7 +177,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
                                           self.image_size, self.image_size, "given['frames']")]
         for t in range(1, self.num_frames):
             frame_cond = self._frame_cond(frames[-1], cond["action"][:, t - 1])
-            frame_seed = tf.random.experimental.stateless_fold_in(seed, t)
+            frame_seed = sampling.fold_in_seed(seed, t)
             frames.append(self.frame_model._sample(batch_size, frame_seed, temperature,
                                                    frame_cond, None, loop))
             sampling.report_progress("frames", t, self.num_frames - 1)
