@@ -11,16 +11,27 @@ measures it, per model kind, as the fraction of images (and of sub-pixels) ident
 independent noise. Untrained weights (`--preset` sizes): the rate depends on the rounding
 and on the number of sub-pixels, and it may differ on trained weights.
 
+`--rows` measures the SavedModel contract instead ("same noise, batched arithmetic"): the
+exported `sample` signature (default plain-graph export, and `--xla`) is called once with
+`--images` rows, row i seeded `(0, i)`, and row i is compared with `model.sample(1, (0, i))`
+in this process (the compiled sampler, at batch 1). Both draw row i from the same noise; they
+differ in batched vs batch-1 arithmetic (and graph vs XLA for the default export).
+
 Usage:
   python benchmarks/agreement.py --size=8 --images=1000 --batch_size=250
+  python benchmarks/agreement.py --rows --size=8 --images=1000
 """
 
+import os
+import tempfile
 import time
 
 import numpy as np
+import tensorflow as tf
 from absl import app, flags
 
 from spn_tf import models
+from spn_tf.export import export_model
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("kinds", ["raster", "spn", "upscaling", "multiscale_a", "multiscale_b"],
@@ -31,6 +42,8 @@ flags.DEFINE_integer("bits", 8, "Bits per sub-pixel.")
 flags.DEFINE_string("preset", "small", "Model preset.")
 flags.DEFINE_integer("images", 1000, "Images compared per kind.")
 flags.DEFINE_integer("batch_size", 250, "Images per sampler call (one seed per call).")
+flags.DEFINE_bool("rows", False, "Compare the exported `sample` signature's rows with "
+                  "model.sample(1, seed[i]) instead of compiled with reference.")
 
 # Per kind: the model name and its overrides (S = 2 so that SPNs have several slices; type B
 # multiscale groups in 4x4 patches).
@@ -53,8 +66,47 @@ def agreement(model, images, batch_size):
     return same_images, same_subpixels, total
 
 
+def row_agreement(model, rows):
+    """Per export (`graph`, `xla`): `(identical rows, identical sub-pixels)` of one `sample`
+    signature call of `rows` rows against `model.sample(1, seed[i])`."""
+    seeds = np.stack([np.zeros(rows), np.arange(rows)], 1).astype(np.int32)
+    alone = np.concatenate([model.sample(1, seed).numpy() for seed in seeds])
+    out = {}
+    for xla in (False, True):
+        path = os.path.join(tempfile.mkdtemp(prefix="spn_tf_agreement_"), "1")
+        export_model(model, path, xla=xla, warmup_batch_sizes=())
+        batched = tf.saved_model.load(path).signatures["sample"](
+            seed=tf.constant(seeds), temperature=tf.ones([rows]))["images"].numpy()
+        equal = batched == alone
+        out["xla" if xla else "graph"] = (int(np.all(equal, axis=(1, 2, 3)).sum()),
+                                          float(equal.mean()))
+    return out
+
+
+def main_rows():
+    print(f"{FLAGS.size}x{FLAGS.size}x{FLAGS.channels} at {FLAGS.bits} bits, `{FLAGS.preset}` "
+          f"presets, untrained weights; one `sample` call of {FLAGS.images} rows (row i seeded "
+          f"(0, i)) against model.sample(1, (0, i)) compiled.")
+    print("| kind | parameters | rows | default export: identical rows | sub-pixels | "
+          "`--xla` export: identical rows | sub-pixels | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind in FLAGS.kinds:
+        name, overrides = KINDS[kind]
+        model = models.build(name, FLAGS.size, channels=FLAGS.channels, bits=FLAGS.bits,
+                             preset=FLAGS.preset, **overrides)
+        model.build()
+        start = time.perf_counter()
+        out = row_agreement(model, FLAGS.images)
+        cells = " | ".join(f"{same} ({same / FLAGS.images:.2%}) | {subpixels:.4%}"
+                           for same, subpixels in (out["graph"], out["xla"]))
+        print(f"| {kind} | {model.count_params():,} | {FLAGS.images} | {cells} | "
+              f"{time.perf_counter() - start:.0f} |", flush=True)
+
+
 def main(argv):
     del argv
+    if FLAGS.rows:
+        return main_rows()
     print(f"{FLAGS.size}x{FLAGS.size}x{FLAGS.channels} at {FLAGS.bits} bits, `{FLAGS.preset}` "
           f"presets, untrained weights; seeds of {FLAGS.batch_size} images each.")
     print("| kind | parameters | images | identical images | identical sub-pixels | "

@@ -1,9 +1,11 @@
 """SavedModel export with exact signatures, for TF Serving and for `tf.saved_model.load`.
 
 `python -m spn_tf.export --model_dir=runs/quickstart --export_base=exports --name=quickstart
-[--version=N] [--xla]` loads the training run's `model.keras` and writes
-`<export_base>/<name>/<N>/` (the next free version by default; an existing version is never
-overwritten), the layout TF Serving's `--model_base_path` expects.
+[--version=N] [--xla] [--warmup_batch_sizes=1,8,32]` loads the training run's `model.keras`
+and writes `<export_base>/<name>/<N>/` (the next free version by default; an existing version
+is never overwritten), the layout TF Serving's `--model_base_path` expects, with TF Serving's
+warm-up requests (`assets.extra/tf_serving_warmup_requests`: one per signature and batch size,
+replayed at load, so the first real request does not pay tracing and graph optimisation).
 
 Signatures (every input and output batched on dimension 0; dtypes int32, uint8, float32,
 string):
@@ -11,7 +13,13 @@ string):
     `log_prob` float32 `(B,)` (nats), `bits_per_dim` float32 `(B,)`;
     `log_prob_uint8`: the same with `images` uint8 (a signature input has one dtype);
   * `sample`: `seed` int32 `(B, 2)`, `temperature` float32 `(B,)` (+ conditioning) →
-    `images` int32 `(B, H, W, C)`; row i is `model.sample(1, seed[i], temperature[i])`;
+    `images` int32 `(B, H, W, C)`. Same noise, batched arithmetic: the rows run together, row
+    i's noise comes only from `seed[i]` and `temperature[i]` scales only row i, so how rows are
+    grouped (by a client or TF Serving's batcher) never changes which draw a row gets; row i
+    equals `model.sample(1, seed[i], temperature[i])` except where batched float rounding
+    moves a logit across a CDF boundary of that row's noise (rare; the agreement rate is
+    measured by `benchmarks/agreement.py` and stated in the README, not promised). The same
+    holds for every sampling signature below;
   * raster: `complete` — `images` + `mask` (int32 0/1, 1 = keep) + seed + temperature;
   * SPN / upscaling: `upscale_size` — `low_res` int32 `(B, H/S, W/S, C)`, the first subscale
     slice (a depth-upscaling composite: at its top `depth_bits`, so the draw is exact), + seed
@@ -42,7 +50,7 @@ from absl import app, flags
 
 import spn_tf
 from spn_tf import cli
-from spn_tf import models, orderings
+from spn_tf import models, orderings, warmup
 from spn_tf.distributions import bits_per_dim
 from spn_tf.trainer import load_checkpoint
 
@@ -267,7 +275,7 @@ def metadata(model, signature_io, xla):
     }
 
 
-def export_model(model, export_dir, xla=False):
+def export_model(model, export_dir, xla=False, warmup_batch_sizes=warmup.BATCH_SIZES):
     """Writes `model` as a SavedModel at exactly `export_dir`.
 
     Args:
@@ -275,6 +283,9 @@ def export_model(model, export_dir, xla=False):
       export_dir: a directory that does not exist yet (or is empty).
       xla: export the sampling loops XLA-compiled (the server must enable XLA JIT, e.g.
         `tensorflow_model_server --xla_cpu_compilation_enabled=true`); default plain graphs.
+      warmup_batch_sizes: batch sizes of the warm-up requests written to
+        `assets.extra/tf_serving_warmup_requests` (one per signature and size, replayed by
+        TF Serving and the stand-in at load); `()` writes none.
 
     Returns:
       `export_dir`.
@@ -289,8 +300,9 @@ def export_model(model, export_dir, xla=False):
     model.build()
     archive = keras.export.ExportArchive()
     archive.track(model)
-    signature_io = {}
+    signature_io, signature_specs = {}, {}
     for name, (body, specs) in signatures(model).items():
+        signature_specs[name] = specs
         fn = archive.add_endpoint(name, _endpoint(model, body, specs, xla), input_signature=specs)
         outputs = fn.get_concrete_function().structured_outputs
         signature_io[name] = {
@@ -306,6 +318,8 @@ def export_model(model, export_dir, xla=False):
     os.makedirs(os.path.join(staging, "assets.extra"), exist_ok=True)
     with open(os.path.join(staging, METADATA_FILE), "w") as f:
         json.dump(metadata(model, signature_io, xla), f, indent=1)
+    if warmup_batch_sizes:
+        warmup.write(staging, signature_specs, warmup_batch_sizes)
     if os.path.exists(export_dir):
         os.rmdir(export_dir)
     os.rename(staging, export_dir)
@@ -335,7 +349,8 @@ def load_for_export(model_dir):
     return load_checkpoint(path)
 
 
-def export_run(model_dir, export_base, name, version=None, xla=False):
+def export_run(model_dir, export_base, name, version=None, xla=False,
+               warmup_batch_sizes=warmup.BATCH_SIZES):
     """Exports a training run's checkpoint to `<export_base>/<name>/<version>/`.
 
     Args:
@@ -343,7 +358,7 @@ def export_run(model_dir, export_base, name, version=None, xla=False):
       export_base: the directory of exported models (TF Serving's model base paths' parent).
       name: the model name (TF Serving's `--model_name`).
       version: a positive int; default the next free version.
-      xla: see `export_model`.
+      xla, warmup_batch_sizes: see `export_model`.
 
     Returns:
       The directory written.
@@ -361,7 +376,7 @@ def export_run(model_dir, export_base, name, version=None, xla=False):
         raise ValueError(f"version {version} of {name!r} already exists at {export_dir}; "
                          f"versions are never overwritten: leave --version out for the next "
                          f"free one ({next_version(export_base, name)}).")
-    return export_model(load_for_export(model_dir), export_dir, xla)
+    return export_model(load_for_export(model_dir), export_dir, xla, warmup_batch_sizes)
 
 
 def describe(export_dir):
@@ -381,6 +396,12 @@ def define_flags():
                          lower_bound=1)
     flags.DEFINE_bool("xla", False, "XLA-compile the sampling loops (TF Serving then needs "
                       "--xla_cpu_compilation_enabled=true).")
+    flags.DEFINE_list("warmup_batch_sizes", [str(b) for b in warmup.BATCH_SIZES],
+                      "Batch sizes of the warm-up requests written into the export (TF Serving "
+                      "replays them at load, so the first request is fast); empty: none.")
+    flags.register_validator(
+        "warmup_batch_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
+        message="--warmup_batch_sizes must be positive integers, e.g. 1,8,32 (or empty).")
     flags.mark_flags_as_required(["model_dir", "name"])
 
 
@@ -389,7 +410,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
     try:
         export_dir = export_run(FLAGS.model_dir, FLAGS.export_base, FLAGS.name, FLAGS.version,
-                                FLAGS.xla)
+                                FLAGS.xla, tuple(int(s) for s in FLAGS.warmup_batch_sizes))
     except ValueError as error:
         sys.exit(f"spn_tf.export: error: {error}")
     print(f"wrote {export_dir}")

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
+from tensorflow_serving.apis import prediction_log_pb2
 
-from spn_tf import export, models, testing
+from spn_tf import export, models, testing, warmup
 from spn_tf.check.model_checks import random_cond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,7 +172,48 @@ def test_sample_rows_are_independent_of_the_batch(exported):
             np.testing.assert_array_equal(alone["images"][0], batched[row], err_msg=signature)
 
 
-@pytest.mark.parametrize("kind", ["raster", "spn", "upscaling"])
+def test_changing_one_rows_seed_never_changes_another_rows_draw(exported):
+    _, model, _, loaded = exported
+    for signature, inputs in requests(model).items():
+        if "seed" not in inputs:
+            continue
+        before = _call(loaded, signature, inputs)["images"]
+        reseeded = dict(inputs, seed=inputs["seed"] + np.array([[0, 0], [5, 5], [0, 0]]))
+        after = _call(loaded, signature, reseeded)["images"]
+        np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]], err_msg=signature)
+
+
+def test_batched_rows_agree_with_model_sample_of_one_row(exports):
+    # The contract's figure on a tiny model: one call of 1,000 rows against
+    # `model.sample(1, seed[i])` (compiled, batch 1): same noise, batched graph arithmetic
+    # against batch-1 XLA arithmetic. benchmarks/agreement.py --rows measures the presets.
+    model, _, loaded = exports("multiscale")
+    rows = 1000
+    seeds = np.stack([np.full(rows, 4), np.arange(rows)], 1).astype(np.int32)
+    batched = _call(loaded, "sample", {"seed": seeds,
+                                       "temperature": np.ones(rows, np.float32)})["images"]
+    alone = np.concatenate([model.sample(1, seed).numpy() for seed in seeds])
+    agreement = np.mean(np.all(batched == alone, axis=(1, 2, 3)))
+    assert agreement >= 0.99, agreement
+    # The rows are draws, not copies: the noise differs per row.
+    assert len(np.unique(batched.reshape(rows, -1), axis=0)) > 10
+
+
+def test_warm_up_requests_are_prediction_logs_for_every_signature_and_batch_size(exported):
+    kind, model, export_dir, loaded = exported
+    path = os.path.join(export_dir, warmup.WARMUP_FILE)
+    logs = [prediction_log_pb2.PredictionLog.FromString(record)
+            for record in tf.data.TFRecordDataset(path).as_numpy_iterator()]
+    requested = {(log.predict_log.request.model_spec.signature_name,
+                  tf.make_ndarray(next(iter(log.predict_log.request.inputs.values()))).shape[0])
+                 for log in logs}
+    assert len(logs) == len(requested)
+    assert requested == {(name, batch) for name in SIGNATURES[kind]
+                         for batch in warmup.BATCH_SIZES}
+    assert warmup.replay(loaded, export_dir) == len(logs)  # every request runs
+
+
+@pytest.mark.parametrize("kind", ["raster", "spn", "upscaling", "multiscale"])
 def test_samples_follow_log_prob(kind, exports):
     model, _, loaded = exports(kind)
     n = 3000

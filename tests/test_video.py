@@ -55,7 +55,7 @@ def test_later_frames_never_change_earlier_terms_and_frames_keep_their_ordering(
     assert not [v for v in verdicts if v.failed], verdicts
 
 
-def test_compiled_clip_sampler_equals_reference_and_follows_log_prob():
+def test_compiled_clip_sampler_equals_reference_and_follows_log_prob(tmp_path):
     model = testing.sharpen(_model(num_frames=2), 2.0)
     x0 = np.repeat(FRAMES[9][None], 3000, axis=0)
     actions = _actions(3000, num_frames=2)
@@ -69,6 +69,14 @@ def test_compiled_clip_sampler_equals_reference_and_follows_log_prob():
         return model.log_prob(clips, {"action": _actions(len(frames), num_frames=2)})
 
     testing.assert_samples_follow(model.frame_model, compiled[:, 1], support=FRAMES,
+                                  log_prob_fn=clip_log_prob)
+    # The SavedModel's `sample` signature: 3000 rows in one batched call, a seed per row.
+    loaded = tf.saved_model.load(export.export_model(model, str(tmp_path / "1"),
+                                                     warmup_batch_sizes=()))
+    seeds = np.stack([np.full(3000, 4), np.arange(3000)], 1).astype(np.int32)
+    served = loaded.signatures["sample"](first_frames=x0, seed=seeds, action=actions,
+                                         temperature=np.ones(3000, np.float32))["clips"]
+    testing.assert_samples_follow(model.frame_model, served.numpy()[:, 1], support=FRAMES,
                                   log_prob_fn=clip_log_prob)
 
 

@@ -1,5 +1,8 @@
 """`MaskedConv2D`: a 2-D convolution whose kernel only reaches already generated pixels."""
 
+import contextlib
+import contextvars
+
 import keras
 import numpy as np
 from keras import ops
@@ -7,6 +10,30 @@ from keras import ops
 from spn_tf import hparams
 
 STACKS = ("raster", "vertical", "horizontal")
+_ONE_ROW_WEIGHTS = contextvars.ContextVar("spn_tf_one_row_weights", default=None)
+
+
+@contextlib.contextmanager
+def one_row_matmul(layers):
+    """While tracing inside the block, the `MaskedConv2D`s among `layers` compute one-row
+    inputs (a raster sampler's per-step windows) as one matrix product instead of a `Conv2D`,
+    with their weights gathered once, here, outside the sampler's loops.
+
+    For loops run as plain graphs: there oneDNN's Conv2D costs ~100 us a call on such small
+    inputs against ~20 us for the MatMul (BUILD_NOTES, "Served sampling"), and a weight
+    computed inside a loop is computed again at every step. Not for XLA loops, where the
+    convolution is the faster of the two and XLA hoists what does not change.
+
+    Args:
+      layers: layers (e.g. `model._flatten_layers()`); the others are ignored.
+    """
+    weights = {id(layer): layer.one_row_weights() for layer in layers
+               if isinstance(layer, MaskedConv2D) and layer.built}
+    token = _ONE_ROW_WEIGHTS.set(weights)
+    try:
+        yield
+    finally:
+        _ONE_ROW_WEIGHTS.reset(token)
 
 
 def _channel_groups(size, data_channels, splits=1):
@@ -97,11 +124,44 @@ class MaskedConv2D(keras.layers.Layer):
                                  self.data_channels, self.stack, self.output_splits)
 
     def call(self, inputs):
-        kernel = self.kernel * ops.convert_to_tensor(self._mask, dtype=self.kernel.dtype)
-        outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="same")
+        one_row = (_ONE_ROW_WEIGHTS.get() or {}).get(id(self))
+        if one_row is not None and inputs.shape[1] == 1 and inputs.shape[2] is not None:
+            outputs = self._one_row_conv(inputs, ops.cast(one_row, inputs.dtype))
+        else:
+            kernel = self.kernel * ops.convert_to_tensor(self._mask, dtype=self.kernel.dtype)
+            outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="same")
         if self.bias is not None:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
         return outputs
+
+    def _taps(self):
+        """Columns of the kernel's centre row that the mask keeps: all a one-row input meets."""
+        centre_row = self.kernel_size[0] // 2
+        return [dx for dx in range(self.kernel_size[1]) if self._mask[centre_row, dx].any()]
+
+    def one_row_weights(self):
+        """The masked kernel's `_taps`, as the matrix `(taps * in, filters)` of
+        `_one_row_conv` (None when no tap is kept: a vertical mask-A kernel)."""
+        taps = self._taps()
+        if not taps:
+            return None
+        kernel = self.kernel * ops.convert_to_tensor(self._mask, dtype=self.kernel.dtype)
+        centre_row = self.kernel_size[0] // 2
+        return ops.reshape(ops.stack([kernel[centre_row, dx] for dx in taps]),
+                           (-1, self.filters))
+
+    def _one_row_conv(self, inputs, weights):
+        """The same convolution of a one-row input `(B, 1, W, in)` as one matrix product
+        with `one_row_weights` (see `one_row_matmul`): the same sum of products as the
+        convolution, in another order (float rounding only)."""
+        taps, centre_col, width = self._taps(), self.kernel_size[1] // 2, inputs.shape[2]
+        if taps == [centre_col]:
+            columns = inputs
+        else:
+            padded = ops.pad(inputs, ((0, 0), (0, 0), (centre_col, centre_col), (0, 0)))
+            columns = ops.concatenate([padded[:, :, dx:dx + width] for dx in taps], axis=-1)
+        outputs = ops.matmul(ops.reshape(columns, (-1, weights.shape[0])), weights)
+        return ops.reshape(outputs, (-1, 1, width, self.filters))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)

@@ -23,6 +23,7 @@ from spn_tf import hparams
 from spn_tf import inputs as inputs_lib
 from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
+from spn_tf.layers.masked_conv2d import one_row_matmul
 
 
 def _keras_shape_inference():
@@ -283,10 +284,23 @@ class DensityModel(keras.Model):
 
         One function per `(name, loop)`, kept outside Keras's tracking, so it traces once per
         input shape (call it with tensors only: temperature as a `(B,)` tensor).
+
+        A `"graph"` loop is traced for a plain graph's costs, which XLA removes by itself:
+        every weight is read once before the loops (a `keras.StatelessScope` maps each
+        variable to one read, so loop bodies capture it instead of reading it at every step),
+        and one-row convolutions run as matrix products of weights gathered once
+        (`spn_tf.layers.masked_conv2d.one_row_matmul`).
         """
         loops = self.__dict__.setdefault("_sample_loops", {})
         if (name, loop) not in loops:
-            loops[name, loop] = sampling.compile_loop(fn, jit_compile=loop == "xla")
+            def traced(*args):
+                if loop == "xla":
+                    return fn(*args)
+                with keras.StatelessScope(state_mapping=[(v, tf.identity(v.value))
+                                                         for v in self.variables]):
+                    with one_row_matmul(self._flatten_layers()):
+                        return fn(*args)
+            loops[name, loop] = sampling.compile_loop(traced, jit_compile=loop == "xla")
         return loops[name, loop]
 
     def describe_ordering(self):

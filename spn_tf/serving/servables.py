@@ -22,6 +22,8 @@ from absl import logging
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2
 
+from spn_tf import warmup
+
 State = get_model_status_pb2.ModelVersionStatus.State
 
 
@@ -59,8 +61,14 @@ class Servable:
 
 
 def load_servable(name, version, path):
-    """Loads `path` (one version folder) with `tf.saved_model.load` and its signature defs."""
+    """Loads `path` (one version folder) with `tf.saved_model.load` and its signature defs,
+    then replays its warm-up requests as TF Serving does (`spn_tf.warmup`): a version whose
+    warm-up fails does not load."""
     loaded = tf.saved_model.load(path)
+    replayed = warmup.replay(loaded, path)
+    if replayed:
+        logging.info("Finished reading warmup data for model at %s. Number of warmup records "
+                     "read: %d.", path, replayed)
     proto = saved_model_pb2.SavedModel()
     with tf.io.gfile.GFile(os.path.join(path, "saved_model.pb"), "rb") as f:
         proto.ParseFromString(f.read())
@@ -147,7 +155,12 @@ class Model:
                 logging.info("Successfully loaded servable version {name: %s version: %d}",
                              self.name, version)
                 self._set_state(version, State.AVAILABLE)
-            for version in set(servables) - wanted:
+            unwanted = set(servables) - wanted
+            if wanted and not wanted & set(servables) and unwanted:
+                # No wanted version loaded (e.g. the new one failed): keep the newest one
+                # that serves, as TF Serving's availability-preserving policy does.
+                unwanted.discard(max(unwanted))
+            for version in unwanted:
                 del servables[version]
                 logging.info("Unloaded servable version {name: %s version: %d}", self.name,
                              version)

@@ -1,9 +1,16 @@
-"""Version folders and version policies, as TF Serving's file system source reads them."""
+"""Version folders, version policies and warm-up at load, as TF Serving's file system source
+and manager handle them."""
 
+import numpy as np
 import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
 from tensorflow_serving.config import file_system_storage_path_source_pb2, model_server_config_pb2
 
-from spn_tf.serving.servables import Model, RequestError, version_folders, wanted_versions
+from spn_tf import models, warmup
+from spn_tf.export import export_model
+from spn_tf.serving.servables import (Model, RequestError, State, version_folders,
+                                      wanted_versions)
 
 Policy = file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig \
     .ServableVersionPolicy
@@ -40,3 +47,28 @@ def test_requests_for_missing_versions_and_labels_get_tf_serving_errors(tmp_path
             model.servable(version, label)
         assert (error.value.code.name, error.value.message) == (code, message)
     assert model.states() == {}
+
+
+def test_a_version_replays_its_warm_up_requests_at_load_and_a_failing_one_does_not_load(
+        tmp_path):
+    model = models.build("raster", 2, channels=1, bits=1, preset="tiny", cond={"label": 2})
+    export_model(model, str(tmp_path / "1"), warmup_batch_sizes=(1, 3))
+    config = model_server_config_pb2.ModelConfig(name="m", base_path=str(tmp_path))
+    served = Model(config)
+    served.poll()
+    assert served.servable().version == 1
+    # A warm-up request the graph refuses (label 5 of 2 classes): TF Serving does not load
+    # such a version, and neither does the stand-in; version 1 keeps serving.
+    export_model(model, str(tmp_path / "2"), warmup_batch_sizes=(1,))
+    path = tmp_path / "2" / warmup.WARMUP_FILE
+    logs = [prediction_log_pb2.PredictionLog.FromString(record)
+            for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+    logs[0].predict_log.request.inputs["label"].CopyFrom(tf.make_tensor_proto(np.int32([5])))
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for log in logs:
+            writer.write(log.SerializeToString())
+    served.poll()
+    state, error = served.states()[2]
+    assert State.Name(state) == "END" and "warm-up request for signature" in error
+    assert "label values must be class ids in [0, 2)" in error
+    assert served.servable().version == 1

@@ -11,6 +11,7 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from spn_tf import warmup
 from tf_serving_protos import BatchingParameters, MonitoringConfig
 
 EXPORT = pathlib.Path(__file__).resolve().parents[2] / "export"
@@ -49,6 +50,9 @@ def test_models_config_is_a_model_server_config(model_config):
 def test_batching_and_monitoring_configs_parse():
     batching = _parse("batching_parameters.txt", BatchingParameters())
     assert batching.max_batch_size.value >= 32  # the largest batch the benchmark sends
+    # Every batch shape the server runs is warmed by the exports' warm-up requests.
+    assert tuple(batching.allowed_batch_sizes) == warmup.BATCH_SIZES
+    assert batching.allowed_batch_sizes[-1] == batching.max_batch_size.value
     assert batching.num_batch_threads.value >= 1
     assert batching.max_enqueued_batches.value >= 1
     monitoring = _parse("monitoring.config", MonitoringConfig())
