@@ -18,6 +18,10 @@ caption, cycled over the images). A video model (`multiscale_video`) predicts `-
 clips of its run's dataset (`config.json`) from their first frames and actions: each clip's
 row of frames, then the predicted row.
 
+The compiled loops are kept in TensorFlow's persistent XLA cache (`--xla_cache`, default
+`~/.cache/spn_tf/xla`; `spn_tf.compile_cache`): a later run of the same command loads them
+instead of compiling (the first batch of multiscale `small` at 32x32: ~10.5 s -> ~4.5 s).
+
 Progress is logged per batch of `--batch_size` images (a compiled batch is one XLA call: the
 first one's line includes the compile, announced before it starts), and inside a batch per
 SPN slice and per video frame (every few seconds).
@@ -30,7 +34,7 @@ import time
 import numpy as np
 from absl import app, flags, logging
 
-from spn_tf import cli
+from spn_tf import cli, compile_cache
 from spn_tf.grid import check_image_path, read_image, write_grid
 from spn_tf.orderings import reduce_bits
 from spn_tf.trainer import load_checkpoint, predict_held_out_clips, run_config
@@ -56,6 +60,10 @@ def define_flags():
                       "auto: the faster for this run (see the module doc); compiled: the "
                       "XLA-compiled loops; reference: no compile, one network call per step.")
     flags.DEFINE_string("out", "samples.png", "Output grid image; .png, .jpg or .jpeg.")
+    flags.DEFINE_string("xla_cache", None, "Directory of the persistent XLA compilation cache "
+                        "(a later run of the same command loads the compiled loops instead of "
+                        "compiling them; spn_tf.compile_cache); default $SPN_TF_XLA_CACHE or "
+                        "~/.cache/spn_tf/xla; 'off' for none.")
     flags.mark_flags_as_required(["model_dir"])
 
 
@@ -203,6 +211,9 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
+    cache = compile_cache.enable(FLAGS.xla_cache)
+    if cache:
+        logging.info("XLA compilation cache: %s", cache)
     try:
         run(FLAGS.model_dir, FLAGS.num, FLAGS.batch_size, FLAGS.seed, FLAGS.temperature,
             FLAGS.labels, FLAGS.given, FLAGS.sampler, FLAGS.out, FLAGS.captions)

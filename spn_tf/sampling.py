@@ -103,12 +103,18 @@ def _positions(shape):
 
 
 def _set_subpixel(images, i, j, c, values):
-    """`images[:, i, j, c] = values` without Python-side indexing into variables."""
-    shape = tf.shape(images)
-    onehot = tf.one_hot(i * shape[2] * shape[3] + j * shape[3] + c, shape[1] * shape[2] * shape[3],
-                        on_value=True, off_value=False, dtype=tf.bool)
-    onehot = tf.reshape(onehot, [1, shape[1], shape[2], shape[3]])
-    return tf.where(onehot, values[:, None, None, None], images)
+    """`images[:, i, j, c] = values` without Python-side indexing into variables (a scatter:
+    in place where the runtime can, not a copy of the whole batch per step)."""
+    return _set_at(images, [i, j, c], values)
+
+
+def _set_at(x, position, values):
+    """`x[:, *position] = values` for every example: `values` `(B, ...)` of `x[:, *position]`'s
+    shape."""
+    batch = tf.shape(x)[0]
+    index = tf.stack([tf.range(batch)] + [tf.fill([batch], tf.cast(p, tf.int32))
+                                           for p in position], axis=1)
+    return tf.tensor_scatter_nd_update(x, index, tf.cast(values, x.dtype))
 
 
 def _draw(logits, images, known, uniform, temperature, i, j, c):
@@ -178,10 +184,7 @@ def compiled_raster_sample(network, images, known, uniform, temperature, context
 
 def _set_pixel(x, i, j, values):
     """`x[:, i, j] = values` (`(B, D)`) for `x` float `(B, H, W, D)`."""
-    shape = tf.shape(x)
-    onehot = tf.one_hot(i * shape[2] + j, shape[1] * shape[2], on_value=True, off_value=False,
-                        dtype=tf.bool)
-    return tf.where(tf.reshape(onehot, [1, shape[1], shape[2], 1]), values[:, None, None], x)
+    return _set_at(x, [i, j], values)
 
 
 def cached_raster_sample(decoder, preprocess, images, known, uniform, temperature,

@@ -108,9 +108,13 @@ class CausalSelfAttention(keras.layers.Layer):
         keys, values = cache
         seq = self.norm(previous[:, None])
         length = ops.shape(keys)[1]
-        here = ops.reshape(ops.arange(length) == position, (1, length, 1, 1))
-        keys = ops.where(here, self.attention.key_dense(seq), keys)
-        values = ops.where(here, self.attention.value_dense(seq), values)
+        # Row `position` of every example's cache: an in-place update where the runtime can,
+        # not a copy of the whole cache per pixel (a plain graph's select would copy).
+        batch = ops.shape(keys)[0]
+        here = ops.stack([ops.arange(batch, dtype="int32"),
+                          ops.full((batch,), ops.cast(position, "int32"), dtype="int32")], 1)
+        keys = ops.scatter_update(keys, here, self.attention.key_dense(seq)[:, 0])
+        values = ops.scatter_update(values, here, self.attention.value_dense(seq)[:, 0])
         mask = ops.reshape(ops.arange(length) <= position, (1, 1, 1, length))
         out = self.attend(self.attention.query_dense(seq), keys, values, mask)
         return out[:, 0], (keys, values)

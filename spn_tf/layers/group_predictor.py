@@ -141,8 +141,10 @@ class GroupPredictor(keras.layers.Layer):
         if self.patch_size:
             side = features.shape[1]
             logits = self.patch_head(self.to_patches(features), self.to_patches(pixels))
-            shape = ops.shape(logits)
-            logits = ops.reshape(logits, (shape[0], shape[1], shape[2], -1))
+            # Static sizes but the batch, which a signature leaves unknown.
+            patch = logits.shape[1]
+            logits = ops.reshape(logits, (-1, patch, patch,
+                                          self.data_channels * self.num_values))
             logits = self.from_patches(logits, side)
             shape = ops.shape(logits)
             return ops.reshape(logits, (shape[0], side, side, self.data_channels,

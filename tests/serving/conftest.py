@@ -20,7 +20,7 @@ def free_port():
 
 def export_version(model, base_path, version):
     """Exports `model` as `<base_path>/<version>` and returns that folder."""
-    return export_model(model, str(base_path / str(version)))
+    return export_model(model, str(base_path / str(version)), warmup_batch_sizes=(1,))
 
 
 def wait_until_available(port, names, process, timeout=120.0):
