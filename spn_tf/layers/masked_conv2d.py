@@ -16,8 +16,9 @@ _ONE_ROW_WEIGHTS = contextvars.ContextVar("spn_tf_one_row_weights", default=None
 @contextlib.contextmanager
 def one_row_matmul(layers):
     """While tracing inside the block, the `MaskedConv2D`s among `layers` compute one-row
-    inputs (a raster sampler's per-step windows) as one matrix product instead of a `Conv2D`,
-    with their weights gathered once, here, outside the sampler's loops.
+    inputs (a raster sampler's per-step windows), and 1x1 kernels on any input (heads), as
+    one matrix product instead of a `Conv2D`, with their weights gathered once, here, outside
+    the sampler's loops.
 
     For loops run as plain graphs: there oneDNN's Conv2D costs ~100 us a call on such small
     inputs against ~20 us for the MatMul (BUILD_NOTES, "Served sampling"), and a weight
@@ -125,7 +126,9 @@ class MaskedConv2D(keras.layers.Layer):
 
     def call(self, inputs):
         one_row = (_ONE_ROW_WEIGHTS.get() or {}).get(id(self))
-        if one_row is not None and inputs.shape[1] == 1 and inputs.shape[2] is not None:
+        pointwise = self.kernel_size == (1, 1)
+        if (one_row is not None and (inputs.shape[1] == 1 or pointwise)
+                and None not in inputs.shape[1:3]):
             outputs = self._one_row_conv(inputs, ops.cast(one_row, inputs.dtype))
         else:
             kernel = self.kernel * ops.convert_to_tensor(self._mask, dtype=self.kernel.dtype)
@@ -151,17 +154,19 @@ class MaskedConv2D(keras.layers.Layer):
                            (-1, self.filters))
 
     def _one_row_conv(self, inputs, weights):
-        """The same convolution of a one-row input `(B, 1, W, in)` as one matrix product
-        with `one_row_weights` (see `one_row_matmul`): the same sum of products as the
-        convolution, in another order (float rounding only)."""
-        taps, centre_col, width = self._taps(), self.kernel_size[1] // 2, inputs.shape[2]
+        """The same convolution of a one-row input `(B, 1, W, in)` (or any input `(B, H, W,
+        in)` of a 1x1 kernel) as one matrix product with `one_row_weights` (see
+        `one_row_matmul`): the same sum of products as the convolution, in another order
+        (float rounding only)."""
+        taps, centre_col = self._taps(), self.kernel_size[1] // 2
+        height, width = inputs.shape[1], inputs.shape[2]
         if taps == [centre_col]:
             columns = inputs
         else:
             padded = ops.pad(inputs, ((0, 0), (0, 0), (centre_col, centre_col), (0, 0)))
             columns = ops.concatenate([padded[:, :, dx:dx + width] for dx in taps], axis=-1)
         outputs = ops.matmul(ops.reshape(columns, (-1, weights.shape[0])), weights)
-        return ops.reshape(outputs, (-1, 1, width, self.filters))
+        return ops.reshape(outputs, (-1, height, width, self.filters))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.filters,)
