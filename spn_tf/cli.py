@@ -48,9 +48,15 @@ def expand_config_flags(argv):
             if arg.startswith("--config=") else arg for arg in argv]
 
 
-def run(main, define_flags, configs=False):
-    """Defines the tool's flags and runs `main` under absl, with a help of our flags only;
-    `configs`: the tool takes `--config=NAME` (a shipped configuration)."""
+def run(main, define_flags, configs=False, before_main=None):
+    """Defines the tool's flags and runs `main` under absl, with a help of our flags only.
+
+    Args:
+      configs: the tool takes `--config=NAME` (a shipped configuration).
+      before_main: None, or a function called with the flags parsed, before `app.run`:
+        for process settings TensorFlow reads only that early (measured: `TF_XLA_FLAGS` set
+        inside an absl `main` was ignored, set before `app.run` it was read).
+    """
     define_flags()
     app.define_help_flags()
     hide_foreign_flags_from_help()
@@ -60,4 +66,11 @@ def run(main, define_flags, configs=False):
             argv = expand_config_flags(argv)
         except app.UsageError as error:
             sys.exit(f"{os.path.basename(argv[0])}: error: {error}")
+    if before_main is not None:
+        try:
+            flags.FLAGS(argv, known_only=True)
+        except flags.Error:
+            pass  # `app.run` reports it, with the usage
+        else:
+            before_main()
     app.run(main, argv=argv)

@@ -211,9 +211,8 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
-    cache = compile_cache.enable(FLAGS.xla_cache)
-    if cache:
-        logging.info("XLA compilation cache: %s", cache)
+    if _cache:
+        logging.info("XLA compilation cache: %s", _cache[0])
     try:
         run(FLAGS.model_dir, FLAGS.num, FLAGS.batch_size, FLAGS.seed, FLAGS.temperature,
             FLAGS.labels, FLAGS.given, FLAGS.sampler, FLAGS.out, FLAGS.captions)
@@ -221,5 +220,15 @@ def main(argv):
         sys.exit(f"spn_tf.sample: error: {error}")
 
 
+_cache = []  # the XLA cache directory in use, set before `main`
+
+
+def enable_cache():
+    """Turns on the persistent XLA cache (`--xla_cache`) before `app.run` (see `cli.run`)."""
+    directory = compile_cache.enable(FLAGS.xla_cache)
+    if directory:
+        _cache.append(directory)
+
+
 if __name__ == "__main__":
-    cli.run(main, define_flags)
+    cli.run(main, define_flags, before_main=enable_cache)

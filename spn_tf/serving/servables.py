@@ -3,9 +3,11 @@
 A model name has a base path holding numeric version folders (`<base_path>/<N>/saved_model.pb`).
 Its version policy (`ModelConfig.model_version_policy`: `latest` (default: the newest one),
 `all` or `specific`) says which versions to serve; every poll loads the wanted versions that
-are new, fully, before they become visible, and only then drops the versions no longer wanted
-(TF Serving's availability-preserving order), so a request never lands on a half-loaded
-version and an in-flight request keeps the servable it started with.
+are new, fully (warm-up requests replayed, `spn_tf.warmup`), before they become visible, and
+only then drops the versions no longer wanted (TF Serving's availability-preserving order), so
+a request never lands on a half-loaded version and an in-flight request keeps the servable it
+started with. While no wanted version has loaded (e.g. a new one failed to load), the newest
+loaded one keeps serving, as TF Serving's `AvailabilityPreservingPolicy` keeps it.
 
 Nothing here imports spn_tf's model code: a servable is whatever `tf.saved_model.load` returns
 plus the signature defs read from `saved_model.pb`, as a C++ TF Serving would see them.
