@@ -83,41 +83,40 @@ def row_agreement(model, rows):
     return out
 
 
-def main_rows():
-    print(f"{FLAGS.size}x{FLAGS.size}x{FLAGS.channels} at {FLAGS.bits} bits, `{FLAGS.preset}` "
-          f"presets, untrained weights; one `sample` call of {FLAGS.images} rows (row i seeded "
-          f"(0, i)) against model.sample(1, (0, i)) compiled.")
-    print("| kind | parameters | rows | default export: identical rows | sub-pixels | "
-          "`--xla` export: identical rows | sub-pixels | seconds |")
-    print("|---|---|---|---|---|---|---|---|")
+def _models():
+    """`(kind, built model)` for every `--kinds` entry."""
     for kind in FLAGS.kinds:
         name, overrides = KINDS[kind]
         model = models.build(name, FLAGS.size, channels=FLAGS.channels, bits=FLAGS.bits,
                              preset=FLAGS.preset, **overrides)
         model.build()
-        start = time.perf_counter()
-        out = row_agreement(model, FLAGS.images)
-        cells = " | ".join(f"{same} ({same / FLAGS.images:.2%}) | {subpixels:.4%}"
-                           for same, subpixels in (out["graph"], out["xla"]))
-        print(f"| {kind} | {model.count_params():,} | {FLAGS.images} | {cells} | "
-              f"{time.perf_counter() - start:.0f} |", flush=True)
+        yield kind, model
 
 
 def main(argv):
     del argv
+    geometry = (f"{FLAGS.size}x{FLAGS.size}x{FLAGS.channels} at {FLAGS.bits} bits, "
+                f"`{FLAGS.preset}` presets, untrained weights;")
     if FLAGS.rows:
-        return main_rows()
-    print(f"{FLAGS.size}x{FLAGS.size}x{FLAGS.channels} at {FLAGS.bits} bits, `{FLAGS.preset}` "
-          f"presets, untrained weights; seeds of {FLAGS.batch_size} images each.")
-    print("| kind | parameters | images | identical images | identical sub-pixels | "
-          "seconds |")
-    print("|---|---|---|---|---|---|")
-    for kind in FLAGS.kinds:
-        name, overrides = KINDS[kind]
-        model = models.build(name, FLAGS.size, channels=FLAGS.channels, bits=FLAGS.bits,
-                             preset=FLAGS.preset, **overrides)
-        model.build()
+        print(f"{geometry} one `sample` call of {FLAGS.images} rows (row i seeded (0, i)) "
+              f"against model.sample(1, (0, i)) compiled.")
+        print("| kind | parameters | rows | default export: identical rows | sub-pixels | "
+              "`--xla` export: identical rows | sub-pixels | seconds |")
+        print("|---|---|---|---|---|---|---|---|")
+    else:
+        print(f"{geometry} seeds of {FLAGS.batch_size} images each.")
+        print("| kind | parameters | images | identical images | identical sub-pixels | "
+              "seconds |")
+        print("|---|---|---|---|---|---|")
+    for kind, model in _models():
         start = time.perf_counter()
+        if FLAGS.rows:
+            out = row_agreement(model, FLAGS.images)
+            cells = " | ".join(f"{same} ({same / FLAGS.images:.2%}) | {subpixels:.4%}"
+                               for same, subpixels in (out["graph"], out["xla"]))
+            print(f"| {kind} | {model.count_params():,} | {FLAGS.images} | {cells} | "
+                  f"{time.perf_counter() - start:.0f} |", flush=True)
+            continue
         same_images, same_subpixels, total = agreement(model, FLAGS.images, FLAGS.batch_size)
         subpixels = total * FLAGS.size ** 2 * FLAGS.channels
         print(f"| {kind} | {model.count_params():,} | {total} | {same_images} "

@@ -1,41 +1,35 @@
-"""The persistent XLA cache: a second process of the same script loads the compiled sampling
-loop instead of compiling it, and draws the same images; `enable` leaves settings it must
-not touch."""
+"""The persistent XLA cache: a second `spn_tf.sample` run loads the compiled sampling loop
+instead of compiling it, and draws the same images; `enable` leaves settings it must not
+touch."""
 
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 
-from spn_tf import compile_cache
-
-SCRIPT = textwrap.dedent("""
-    import sys
-    from spn_tf import compile_cache
-    assert compile_cache.enable(sys.argv[1]) == sys.argv[1]
-    import numpy as np
-    from spn_tf import models
-    model = models.build("multiscale", 4, channels=1, bits=2, preset="tiny", base_size=2)
-    np.save(sys.argv[2], model.sample(2, seed=3).numpy())
-""")
-
+from spn_tf import compile_cache, models
+from spn_tf.grid import read_image
 
 def _cache_files(directory):
     return sorted(name for name in os.listdir(directory) if name.endswith(".pb"))
 
 
-def test_a_second_process_loads_the_compiled_loop_and_draws_the_same_images(tmp_path):
+def test_a_second_sample_cli_run_loads_the_compiled_loop_and_draws_the_same_images(tmp_path):
+    models.build("multiscale", 4, channels=1, bits=2, preset="tiny", base_size=2).save(
+        str(tmp_path / "model.keras"))
     cache = str(tmp_path / "xla")
     env = {k: v for k, v in os.environ.items() if k != "TF_XLA_FLAGS"}
     runs = []
     for run in range(2):
-        out = str(tmp_path / f"images{run}.npy")
-        result = subprocess.run([sys.executable, "-c", SCRIPT, cache, out], env=env,
-                                capture_output=True, text=True, timeout=300)
+        out = str(tmp_path / f"samples{run}.png")
+        result = subprocess.run(
+            [sys.executable, "-m", "spn_tf.sample", f"--model_dir={tmp_path}", "--num=2",
+             "--sampler=compiled", f"--xla_cache={cache}", f"--out={out}"], env=env,
+            capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
-        runs.append((_cache_files(cache), np.load(out)))
+        assert f"XLA compilation cache: {cache}" in result.stderr
+        runs.append((_cache_files(cache), read_image(out)))
     (written, first), (after, second) = runs
     assert written and all(name.startswith("spn_tf-tf") for name in written)
     assert after == written  # a hit: nothing new compiled and saved

@@ -165,26 +165,21 @@ def test_log_prob_is_exact_and_normalized_through_the_saved_model(exported):
                                -log_prob[:5] / (model.num_dims * np.log(2)), rtol=1e-6)
 
 
-def test_sample_rows_are_independent_of_the_batch(exported):
+def test_rows_draw_from_their_own_seed_whatever_the_batch(exported):
+    # Changing one row's seed never changes another row's draw; and a row requested alone
+    # draws what it draws in the batch (same noise; batched rounding could flip a rare row,
+    # never seen on these tiny models).
     _, model, _, loaded = exported
     for signature, inputs in requests(model).items():
         if "seed" not in inputs:
             continue
         batched = _call(loaded, signature, inputs)["images"]
+        reseeded = dict(inputs, seed=inputs["seed"] + np.int32([[0, 0], [5, 5], [0, 0]]))
+        after = _call(loaded, signature, reseeded)["images"]
+        np.testing.assert_array_equal(after[[0, 2]], batched[[0, 2]], err_msg=signature)
         for row in range(len(SEEDS)):
             alone = _call(loaded, signature, {k: v[row:row + 1] for k, v in inputs.items()})
             np.testing.assert_array_equal(alone["images"][0], batched[row], err_msg=signature)
-
-
-def test_changing_one_rows_seed_never_changes_another_rows_draw(exported):
-    _, model, _, loaded = exported
-    for signature, inputs in requests(model).items():
-        if "seed" not in inputs:
-            continue
-        before = _call(loaded, signature, inputs)["images"]
-        reseeded = dict(inputs, seed=inputs["seed"] + np.int32([[0, 0], [5, 5], [0, 0]]))
-        after = _call(loaded, signature, reseeded)["images"]
-        np.testing.assert_array_equal(after[[0, 2]], before[[0, 2]], err_msg=signature)
 
 
 def test_batched_rows_agree_with_model_sample_of_one_row(exports):
