@@ -6,8 +6,14 @@ Parallel Multiscale PixelCNN (Reed et al. 2017), beside a raster Gated PixelCNN 
 `import spn_tf` imports its public submodules, and so TensorFlow and Keras: loading a `.keras`
 file needs every model class registered with Keras before the file names it, so the models
 cannot wait for first use, and the rest costs little once TensorFlow is loaded. The command
-line tools (`spn_tf.train`, `spn_tf.sample`) are not imported.
+line tools (`spn_tf.train`, `spn_tf.sample`) are not imported. TensorFlow is imported first,
+quietly (`spn_tf.startup`: its C++ start-up lines are hidden; `SPN_TF_VERBOSE=1` shows them).
 """
+
+from spn_tf.startup import quiet_import
+
+with quiet_import():
+    import tensorflow  # noqa: F401  (loaded here, quietly, for every module below)
 
 from spn_tf import (data, distributions, grid, hparams, inputs, layers, models, orderings,
                     sampling, testing)

@@ -16,6 +16,8 @@ import sys
 
 from absl import app, flags
 
+from spn_tf import startup
+
 
 def _ours(module):
     return "spn_tf" in module or module == sys.argv[0]
@@ -57,6 +59,7 @@ def run(main, define_flags, configs=False, before_main=None):
         for process settings TensorFlow reads only that early (measured: `TF_XLA_FLAGS` set
         inside an absl `main` was ignored, set before `app.run` it was read).
     """
+    startup.quiet_tensorflow_logs()
     define_flags()
     app.define_help_flags()
     hide_foreign_flags_from_help()

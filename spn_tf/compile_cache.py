@@ -10,7 +10,9 @@ by a later process. Call it before the process's first XLA compilation: TensorFl
 `TF_XLA_FLAGS` once, when the XLA JIT first reads its flags, and ignores later changes. In
 TF 2.21 that is the first jit-compiled call, not `import tensorflow` (measured: setting the
 variable after `import spn_tf`, which imports TensorFlow, works); before `import tensorflow`
-is the safe place if another library may touch XLA first.
+is the safe place if another library may touch XLA first. Not from inside an absl `main`:
+set there it was ignored (measured; cause not found), so the CLIs call it before `app.run`
+(`spn_tf.cli.run(before_main=...)`).
 
 What it saves, and what it cannot (TF 2.21, `tensorflow/compiler/jit/device_compiler.h`,
 `DeviceCompiler::CompileStrict`): the graph is still traced in Python and still lowered to

@@ -34,9 +34,10 @@ Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embeddin
 `(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a
 depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's
 `(B, H/2, W/2, C)` image). Inputs are checked in the graph (`tf.debugging` asserts that survive
-export): an out-of-range pixel, label or temperature, inputs with different batch sizes, or an
-empty, too long or non-UTF-8 caption raise `InvalidArgumentError` naming the input (TF Serving
-answers INVALID_ARGUMENT). `assets.extra/spn_tf.json` describes the model (kind, geometry,
+export): an out-of-range pixel or label (the message names the input, the allowed range, the
+first bad value and its row), a negative temperature, an empty batch, inputs with different
+batch sizes, or an empty, too long or non-UTF-8 caption raise `InvalidArgumentError` (TF
+Serving answers INVALID_ARGUMENT). `assets.extra/spn_tf.json` describes the model (kind, geometry,
 bits, conditioning, signatures) for clients that do not have spn_tf.
 """
 
@@ -109,14 +110,27 @@ def _value_bits(model, name):
     return model.bits
 
 
+def _in_range(value, low, high, allowed):
+    """An assert that every entry of `value` lies in `[low, high)`; its message is `allowed`,
+    the first bad value and its row (dimension 0)."""
+    flat = tf.reshape(value, [tf.shape(value)[0], -1])
+    bad = tf.logical_or(flat < low, flat >= high)
+    first = tf.where(bad)[:1]  # (row, position) of the first bad entry, if any
+    return tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)),
+        [f"{allowed}; got", tf.gather_nd(flat, first), "at row", first[:, 0]])
+
+
 def _checks(model, inputs):
-    """Graph asserts on a signature's inputs; each message names the input and what is allowed.
+    """Graph asserts on a signature's inputs; each message names the input and what is allowed,
+    and a bad value and its row where one is out of range.
 
     Returns:
       The assert ops (run them before the model: `tf.control_dependencies`).
     """
-    checks = []
     first = next(iter(inputs))
+    checks = [tf.debugging.Assert(tf.shape(inputs[first])[0] > 0, [
+        f"empty batch: {first} has no rows; send at least one"])]
     for name, value in inputs.items():
         if name != first:
             checks.append(tf.debugging.assert_equal(
@@ -127,14 +141,11 @@ def _checks(model, inputs):
             top = 2 ** _value_bits(model, name)
             allowed = f"{name} values must be in [0, {top})" + (
                 f" (bits={_value_bits(model, name)})" if name != "mask" else " (0 or 1)")
-            value = tf.cast(value, tf.int32)
-            checks.append(tf.debugging.assert_non_negative(value, message=allowed))
-            checks.append(tf.debugging.assert_less(value, top, message=allowed))
+            checks.append(_in_range(tf.cast(value, tf.int32), 0, top, allowed))
         elif name == "label":
-            allowed = f"label values must be class ids in [0, {model.cond_spec['label']})"
-            checks.append(tf.debugging.assert_non_negative(value, message=allowed))
-            checks.append(tf.debugging.assert_less(value, model.cond_spec["label"],
-                                                   message=allowed))
+            classes = model.cond_spec["label"]
+            checks.append(_in_range(value, 0, classes,
+                                    f"label values must be class ids in [0, {classes})"))
         elif name in ("embedding", "action"):
             checks.append(tf.debugging.assert_all_finite(
                 value, message=f"{name} values must be finite"))

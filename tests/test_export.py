@@ -303,7 +303,8 @@ def test_bad_inputs_raise_invalid_argument_naming_the_input(exported):
     _, model, _, loaded = exported
     reqs = requests(model)
     top = 2 ** model.bits
-    bad = [("log_prob", "images", lambda x: x + top, rf"images values must be in \[0, {top}\)"),
+    bad = [("log_prob", "images", lambda x: x + top,
+            rf"images values must be in \[0, {top}\).*; got\] \[\d+\] \[at row\] \[0\]"),
            ("log_prob", "images", lambda x: x - top, "images values must be in"),
            ("sample", "temperature", lambda x: -x - 1, "temperature values must be"),
            ("sample", "seed", lambda x: x[:2], "batch mismatch: temperature and seed")]
@@ -324,6 +325,8 @@ def test_bad_inputs_raise_invalid_argument_naming_the_input(exported):
         inputs = {**reqs[signature], key: change(reqs[signature][key])}
         with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             _call(loaded, signature, inputs)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch: images has no rows"):
+        _call(loaded, "log_prob", {k: v[:0] for k, v in reqs["log_prob"].items()})
     # Still answers correct requests afterwards.
     _call(loaded, "log_prob", reqs["log_prob"])
 

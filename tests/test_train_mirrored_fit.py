@@ -54,6 +54,17 @@ def _slices_per_replica(strategy):
     return [v.numpy().tolist() for v in strategy.experimental_local_results(draw())]
 
 
+def _replica_seeds(strategy):
+    """Per step (the generator's seed word advancing by one), each replica's slice seed."""
+    import tensorflow as tf
+
+    from spn_tf.models.subscale import _replica_seed
+
+    steps = [tf.constant([5, 7]), tf.constant([5, 8])]
+    return [[v.numpy().tolist() for v in strategy.experimental_local_results(
+        strategy.run(tf.function(lambda s=step: _replica_seed(s))))] for step in steps]
+
+
 def main():
     import tensorflow as tf
 
@@ -67,6 +78,7 @@ def main():
               for name in ("raster", "spn")}
     result["replicas"] = mirrored.num_replicas_in_sync
     result["slices"] = _slices_per_replica(mirrored)
+    result["replica_seeds"] = _replica_seeds(mirrored)
     print(json.dumps(result))
 
 
@@ -100,6 +112,16 @@ def test_spn_replicas_draw_different_slices(measured):
     first, second = measured["slices"]
     assert first != second
     assert set(first) | set(second) <= {0, 1, 2, 3}
+
+
+def test_replica_slice_seeds_are_fold_ins_never_another_steps_seed(measured):
+    import tensorflow as tf
+
+    (step0, step1) = measured["replica_seeds"]
+    for base, seeds in (([5, 7], step0), ([5, 8], step1)):
+        assert seeds == [tf.random.experimental.stateless_fold_in(base, r).numpy().tolist()
+                         for r in range(2)]
+    assert step0[1] != step1[0] and len({tuple(s) for s in step0 + step1}) == 4
 
 
 if __name__ == "__main__":

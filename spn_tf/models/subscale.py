@@ -394,9 +394,13 @@ def _replica_seed(seed):
     """`seed` made distinct per replica (and worker) of a tf.distribute strategy.
 
     The seed generator's state is mirrored, so every replica would draw the same slices.
+    Replica r draws from `stateless_fold_in(seed, r)`: a fresh seed. (Adding r to a seed
+    word would give replica r at step t the seed of replica 0 at step t + r: the generator
+    advances that word by one per step.)
     """
     seed = tf.cast(seed, tf.int32)
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return seed
-    return seed + tf.stack([0, tf.cast(context.replica_id_in_sync_group, tf.int32)])
+    return tf.random.experimental.stateless_fold_in(
+        seed, tf.cast(context.replica_id_in_sync_group, tf.int32))

@@ -175,8 +175,18 @@ class Client:
         Args:
           images: integers in `[0, 2**bits)`, sent as int32.
           cond: `None` or a dict with `label` / `embedding` / `low_res`, batched like images.
+
+        Raises:
+          ValueError: images that are not integers (floats are refused, never truncated, as
+            `model.log_prob` refuses them).
         """
-        inputs = {"images": np.asarray(images, np.int32), **_cond_arrays(cond)}
+        images = np.asarray(images)
+        if images.dtype.kind not in "iu":
+            raise ValueError(
+                f"images must be integers (int32 or uint8) in [0, 2**bits), got "
+                f"{images.dtype.name}; quantize first: np.round(x * (2**bits - 1)) for floats "
+                f"in [0, 1].")
+        inputs = {"images": images.astype(np.int32), **_cond_arrays(cond)}
         return self.predict(inputs, "log_prob")
 
     def sample(self, num, seed=0, temperature=1.0, cond=None):

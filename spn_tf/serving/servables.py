@@ -7,7 +7,8 @@ are new, fully (warm-up requests replayed, `spn_tf.warmup`), before they become 
 only then drops the versions no longer wanted (TF Serving's availability-preserving order), so
 a request never lands on a half-loaded version and an in-flight request keeps the servable it
 started with. While no wanted version has loaded (e.g. a new one failed to load), the newest
-loaded one keeps serving, as TF Serving's `AvailabilityPreservingPolicy` keeps it.
+loaded one keeps serving, as TF Serving's `AvailabilityPreservingPolicy` keeps it; a base path
+that vanishes unloads nothing; a poll that fails is logged and the next one runs.
 
 Nothing here imports spn_tf's model code: a servable is whatever `tf.saved_model.load` returns
 plus the signature defs read from `saved_model.pb`, as a C++ TF Serving would see them.
@@ -140,6 +141,14 @@ class Model:
             if not folders and not self._servables:
                 logging.warning("Could not find base path %s for servable %s with versions",
                                 self.config.base_path, self.name)
+            if not folders and self._servables:
+                # A vanished (or emptied) base path unloads nothing: the loaded versions keep
+                # serving until a version folder appears (TF Serving's
+                # `servable_versions_always_present` behaviour).
+                logging.warning("No versions of servable %s found under base path %s; "
+                                "keeping version %d serving.", self.name,
+                                self.config.base_path, max(self._servables))
+                return
             wanted = wanted_versions(self.config.model_version_policy, folders)
             servables = dict(self._servables)
             for version in sorted(wanted - set(servables)):
@@ -242,7 +251,11 @@ class ModelManager:
 
         def loop():
             while not self._stop.wait(poll_wait_seconds):
-                self.poll()
+                try:
+                    self.poll()
+                except Exception:  # noqa: BLE001 - one failed poll must not stop polling
+                    logging.exception("Polling the model base paths failed; retrying in %s s.",
+                                      poll_wait_seconds)
 
         self._thread = threading.Thread(target=loop, name="version-poller", daemon=True)
         self._thread.start()

@@ -20,6 +20,7 @@ finishes those in flight (up to `--shutdown_grace_seconds`) and exits 0. It bind
 only (a dev server); there is no REST API and no server-side batching.
 """
 
+import re
 import signal
 import sys
 import threading
@@ -82,6 +83,23 @@ def _input_tensors(signature_name, function, inputs):
     return tensors
 
 
+def error_text(message):
+    """A graph error's message without the Python runtime's wrappers ("Graph execution
+    error", "Detected at node", node and op names), as a client should read it; an assertion's
+    data `[a] [b]` joined as `a b`. E.g. `images values must be in [0, 4) (bits=2); got 7 at
+    row 1`."""
+    lines = [line for line in message.splitlines()
+             if line.strip() and not line.startswith(("Graph execution error",
+                                                      "Detected at node",
+                                                      "<stack traces unavailable>"))
+             and not line.lstrip().startswith("[[")]
+    text = re.sub(r"\s*\[Op:[^\]]*\]$", "", " ".join(lines).strip())
+    if text.startswith("assertion failed: [") and text.endswith("]"):
+        text = " ".join(part.strip() for part in
+                        text[len("assertion failed: ["):-1].split("] ["))
+    return text or message
+
+
 def predict(manager, request):
     """Answers one `PredictRequest` (TF Serving's semantics); raises `RequestError`."""
     servable = _servable(manager, request.model_spec)
@@ -102,7 +120,7 @@ def predict(manager, request):
         outputs = function(**tensors)
     except tf.errors.OpError as error:
         raise RequestError(_CODES.get(error.error_code, grpc.StatusCode.UNKNOWN),
-                           error.message) from None
+                           error_text(error.message)) from None
     response = predict_pb2.PredictResponse()
     response.model_spec.name = servable.name
     response.model_spec.version.value = servable.version

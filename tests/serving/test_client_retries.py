@@ -1,4 +1,5 @@
-"""Client call policy without a server: retries on UNAVAILABLE only, deadline, row seeds."""
+"""Client call policy without a server: retries on UNAVAILABLE only, deadline, row seeds,
+images refused before any call."""
 
 import grpc
 import numpy as np
@@ -66,3 +67,13 @@ def test_row_seeds_count_up_the_second_word():
     assert row_seeds(2, 0).dtype == np.int32
     with pytest.raises(ValueError, match="seed must be an int or a pair"):
         row_seeds(2, [1, 2, 3])
+
+
+@pytest.mark.parametrize("images", [np.full((1, 2, 2, 1), 0.5, np.float32),
+                                    np.ones((1, 2, 2, 1), bool)])
+def test_non_integer_images_are_refused_before_any_call(client, images):
+    calls = []
+    client.predict = lambda inputs, signature: calls.append(signature)
+    with pytest.raises(ValueError, match="images must be integers .* quantize first"):
+        client.log_prob(images)
+    assert not calls

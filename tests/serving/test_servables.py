@@ -1,6 +1,8 @@
 """Version folders, version policies and warm-up at load, as TF Serving's file system source
 and manager handle them."""
 
+import time
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,8 +11,8 @@ from tensorflow_serving.config import file_system_storage_path_source_pb2, model
 
 from spn_tf import models, warmup
 from spn_tf.export import export_model
-from spn_tf.serving.servables import (Model, RequestError, State, version_folders,
-                                      wanted_versions)
+from spn_tf.serving.servables import (Model, ModelManager, RequestError, State,
+                                      version_folders, wanted_versions)
 
 Policy = file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig \
     .ServableVersionPolicy
@@ -49,7 +51,7 @@ def test_requests_for_missing_versions_and_labels_get_tf_serving_errors(tmp_path
     assert model.states() == {}
 
 
-def test_a_version_replays_its_warm_up_requests_at_load_and_a_failing_one_does_not_load(
+def test_warm_up_is_replayed_and_a_failed_load_or_vanished_base_path_keeps_the_old_version(
         tmp_path):
     model = models.build("raster", 2, channels=1, bits=1, preset="tiny", cond={"label": 2})
     export_model(model, str(tmp_path / "1"), warmup_batch_sizes=(1, 3))
@@ -67,8 +69,44 @@ def test_a_version_replays_its_warm_up_requests_at_load_and_a_failing_one_does_n
     with tf.io.TFRecordWriter(str(path)) as writer:
         for log in logs:
             writer.write(log.SerializeToString())
+    images = {"images": tf.zeros([2, 2, 2, 1], tf.int32), "label": tf.constant([0, 1])}
+    before = served.servable().signatures["log_prob"](**images)["log_prob"].numpy()
     served.poll()
     state, error = served.states()[2]
     assert State.Name(state) == "END" and "warm-up request for signature" in error
     assert "label values must be class ids in [0, 2)" in error
+    # A corrupt new version does not load either; a vanished base path unloads nothing.
+    (tmp_path / "3").mkdir()
+    (tmp_path / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    served.poll()
+    assert State.Name(served.states()[3][0]) == "END" and served.states()[3][1]
+    tmp_path.rename(tmp_path.with_name(tmp_path.name + "-moved"))
+    served.poll()
     assert served.servable().version == 1
+    np.testing.assert_array_equal(
+        served.servable().signatures["log_prob"](**images)["log_prob"].numpy(), before)
+
+
+def test_the_poller_survives_a_failed_poll(tmp_path, monkeypatch):
+    model = models.build("raster", 2, channels=1, bits=1, preset="tiny")
+    manager = ModelManager(model_server_config_pb2.ModelServerConfig(
+        model_config_list=model_server_config_pb2.ModelConfigList(config=[
+            model_server_config_pb2.ModelConfig(name="m", base_path=str(tmp_path))])))
+    polls, real_poll = [], Model.poll
+
+    def poll(self):
+        polls.append(1)
+        if len(polls) == 1:
+            raise OSError("the file system hiccuped")
+        real_poll(self)
+
+    monkeypatch.setattr(Model, "poll", poll)
+    export_model(model, str(tmp_path / "1"), warmup_batch_sizes=())
+    manager.start_polling(0.05)
+    try:
+        deadline = time.monotonic() + 60
+        while not manager.model("m").states() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        manager.stop_polling()
+    assert len(polls) >= 2 and manager.model("m").servable().version == 1

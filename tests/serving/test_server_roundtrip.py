@@ -168,9 +168,17 @@ BAD_REQUESTS = {
     "dtype": (_request("log_prob", **{**_GOOD, "images": np.ones([2, 4, 4, 1], np.float32)}),
               "INVALID_ARGUMENT", "('images') to be int32 but float32"),
     "pixel_too_large": (_request("log_prob", **{**_GOOD, "images": _TOO_LARGE}),
-                        "INVALID_ARGUMENT", "images values must be in [0, 4)"),
+                        "INVALID_ARGUMENT",
+                        "images values must be in [0, 4) (bits=2); got 4 at row 0"),
     "pixel_negative": (_request("log_prob", **{**_GOOD, "images": _NEGATIVE}),
-                       "INVALID_ARGUMENT", "images values must be in [0, 4)"),
+                       "INVALID_ARGUMENT",
+                       "images values must be in [0, 4) (bits=2); got -1 at row 0"),
+    "label_out_of_range": (_request("log_prob", **{**_GOOD, "label": np.int32([0, 9])}),
+                           "INVALID_ARGUMENT",
+                           "label values must be class ids in [0, 3); got 9 at row 1"),
+    "empty_batch": (_request("log_prob", images=np.zeros([0, 4, 4, 1], np.int32),
+                             label=np.zeros([0], np.int32)),
+                    "INVALID_ARGUMENT", "empty batch: images has no rows; send at least one"),
     "batch_mismatch": (_request("log_prob", **{**_GOOD, "label": np.zeros([3], np.int32)}),
                        "INVALID_ARGUMENT", "batch mismatch: label and images"),
     "seed_shape": (_request("sample", **{**_SEED, "seed": np.zeros([1, 3], np.int32)}),
@@ -198,6 +206,8 @@ def test_bad_request_is_refused_and_the_server_keeps_answering(raster, case):
             stub.Predict(request, timeout=60)
     assert error.value.code() == getattr(grpc.StatusCode, code)
     assert message in error.value.details()
+    assert "Graph execution error" not in error.value.details()
+    assert "[[" not in error.value.details() and "Op:" not in error.value.details()
     got = client.log_prob(_GOOD["images"], {"label": _GOOD["label"]})["log_prob"]
     np.testing.assert_allclose(got, model.log_prob(_GOOD["images"], {"label": _GOOD["label"]}),
                                rtol=1e-5)
