@@ -18,6 +18,9 @@ from spn_tf.check.model_checks import random_cond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = np.array([[0, 1], [7, 2], [3, 9]], np.int32)
+# Small warm-up batches keep these exports cheap; the default sizes (those of
+# export/batching_parameters.txt) are checked on the CLI's export.
+WARMUP_BATCH_SIZES = (1, 2)
 TEMPERATURES = np.array([1.0, 0.5, 0.0], np.float32)
 
 # One tiny model per kind; together they cover label, embedding and low_res inputs.
@@ -114,7 +117,8 @@ def exports(tmp_path_factory):
         if kind not in cache:
             cache[kind] = _model(kind)
         if (kind, xla) not in cache:
-            export_dir = export.export_model(cache[kind], str(base / f"{kind}-{xla}"), xla)
+            export_dir = export.export_model(cache[kind], str(base / f"{kind}-{xla}"), xla,
+                                             WARMUP_BATCH_SIZES)
             cache[kind, xla] = (cache[kind], export_dir, tf.saved_model.load(export_dir))
         return cache[kind, xla]
 
@@ -208,7 +212,7 @@ def test_warm_up_requests_are_prediction_logs_for_every_signature_and_batch_size
                  for log in logs}
     assert len(logs) == len(requested)
     assert requested == {(name, batch) for name in SIGNATURES[kind]
-                         for batch in warmup.BATCH_SIZES}
+                         for batch in WARMUP_BATCH_SIZES}
     assert warmup.replay(loaded, export_dir) == len(logs)  # every request runs
 
 
@@ -348,6 +352,11 @@ def test_cli_writes_versions_and_never_overwrites(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     first = os.path.join("exports", "tiny", "1")
     assert f"wrote {first}" in result.stdout and "sample(seed: int32 [-1, 2]" in result.stdout
+    warm = warmup.read(str(tmp_path / first))  # the default: every signature at 1, 8 and 32
+    assert sorted((name, len(inputs["seed" if "seed" in inputs else "images"]))
+                  for name, inputs in warm) == sorted(
+        (name, batch) for name in ("log_prob", "log_prob_uint8", "sample", "complete")
+        for batch in warmup.BATCH_SIZES)
     assert export.next_version(str(tmp_path / "exports"), "tiny") == 2
     second = export.export_run(str(run), str(tmp_path / "exports"), "tiny")
     assert second.endswith(os.path.join("tiny", "2"))
