@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import models
+from spn_tf import data, models
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +49,18 @@ def test_out_of_range_values_inside_a_dataset_fail_in_graph_with_the_message(mod
     ds = tf.data.Dataset.from_tensor_slices({"images": IMAGES * 60, "label": LABELS}).batch(4)
     with pytest.raises(tf.errors.InvalidArgumentError, match="images values must be < 4"):
         model.evaluate(ds, verbose=0)
+
+
+def test_8bit_data_on_a_5bit_model_gives_the_message_every_time_through_fit():
+    # The range check gates every op that reads the values, the loss's included: ungated,
+    # the loss's gather gradient failed first ("segment_ids ... out of range") in 4 of 20
+    # runs of exactly this.
+    model = models.build("raster", 16, channels=3, bits=5, preset="tiny")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    ds = data.load("embedded", image_size=16, bits=8, batch_size=32, repeat=True)
+    for _ in range(20):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="images values must be < 32"):
+            model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
 
 
 def test_conditioning_errors_are_plain_value_errors(model):

@@ -208,7 +208,13 @@ class DensityModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         images, cond = inputs_lib.split_inputs(x)
-        images = tf.cast(images, tf.int32)
+        if _keras_shape_inference():
+            images = tf.cast(images, tf.int32)
+        else:
+            # Gated by the range checks, as `model(x)` gates them: the loss reads the images
+            # too (a gather, whose gradient would otherwise race the checks and fail first
+            # with "segment_ids ... out of range").
+            images, _ = self.check_inputs(images, cond)
         log_prob = self._log_prob_from_outputs(images, cond, y_pred)
         loss = tf.reduce_mean(bits_per_dim(log_prob, self.num_dims))
         for extra in self.losses:
