@@ -27,6 +27,7 @@ from spn_tf.training.evaluation import mean_bits_per_dim
 from spn_tf.training.schedules import WarmupThenDecay
 from spn_tf.training.step import TrainStep
 from spn_tf.training.summaries import RunSummaries
+from spn_tf.training.variable_paths import checkpoint_variables
 
 
 @dataclasses.dataclass(frozen=True)
@@ -394,10 +395,8 @@ def train_and_evaluate(config):
         optimizer.build(model.trainable_variables)
     checkpoints = RunCheckpoints(os.path.join(config.model_dir, "checkpoints"),
                                  config.keep_checkpoints, is_chief, task_id,
-                                 # Keras 3 models give tf.train.Checkpoint no children: list
-                                 # every variable (seed generator states included).
-                                 model_variables=list(model.variables),
-                                 optimizer=optimizer)
+                                 # By attribute path, never by creation order.
+                                 variables=checkpoint_variables(model, optimizer))
     keras_path = os.path.join(config.model_dir, "model.keras")
     resumed = checkpoints.restore_latest()
     if resumed:
