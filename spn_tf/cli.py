@@ -45,7 +45,24 @@ def config_path(name):
 
 
 def expand_config_flags(argv):
-    """`--config=NAME` → `--flagfile=<path of the shipped NAME.cfg>`, in place in `argv`."""
+    """`--config=NAME` → `--flagfile=<path of the shipped NAME.cfg>`, in place in `argv`.
+
+    Raises:
+      app.UsageError: an unknown NAME, or a `--flagfile` that does not exist (naming the
+        `--config` that stands for it where it names a shipped configuration, e.g.
+        `--flagfile=configs/imagenet32.cfg` run outside a checkout).
+    """
+    for arg in argv:
+        if arg.startswith("--flagfile="):
+            path = arg.split("=", 1)[1]
+            if not os.path.exists(path):
+                name = os.path.basename(path).removesuffix(".cfg")
+                hint = (f"the shipped configuration of that name works wherever spn_tf is "
+                        f"installed: --config={name}" if name in config_names() else
+                        f"pass the path of a .cfg file, or --config=NAME with NAME one of "
+                        f"{config_names()}")
+                raise app.UsageError(f"--flagfile={path}: no such file in {os.getcwd()}; "
+                                     f"{hint}.")
     return [f"--flagfile={config_path(arg.split('=', 1)[1])}"
             if arg.startswith("--config=") else arg for arg in argv]
 
@@ -61,6 +78,11 @@ def run(main, define_flags, configs=False, before_main=None):
     """
     startup.quiet_tensorflow_logs()
     define_flags()
+    if configs:  # expanded below, before absl parses; defined so that the help lists it
+        flags.DEFINE_string("config", None, "A shipped configuration by name (one of "
+                            f"{', '.join(config_names())}): stands for --flagfile=<its "
+                            "path>, wherever spn_tf is installed; later flags override it.",
+                            module_name=sys.argv[0])  # listed with the tool's own flags
     app.define_help_flags()
     hide_foreign_flags_from_help()
     argv = sys.argv

@@ -132,15 +132,20 @@ def tfds_split(name, split, available):
     raise ValueError(f"dataset {name!r} has splits {available}, not {split!r}.")
 
 
-def _tfds_dataset(name, split, data_dir):
-    ds = tfds_examples(name, split, data_dir)
+def _tfds_dataset(name, split, data_dir, seed):
+    ds = tfds_examples(name, split, data_dir, seed)
     return ds.map(lambda ex: (ex["image"], ex.get("label", tf.constant(0, tf.int64))),
                   num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def tfds_examples(name, split, data_dir):
+def tfds_examples(name, split, data_dir, seed=0):
     """A prepared TFDS dataset's examples (dicts), or `DatasetNotPreparedError` saying how to
-    prepare it; never downloads."""
+    prepare it; never downloads.
+
+    Training splits are read with their files in an order drawn from `seed` (and interleaved
+    deterministically): the same seed reads the same examples in the same order, which exact
+    resume and the fixed training subset rely on.
+    """
     import tensorflow_datasets as tfds
 
     try:
@@ -154,7 +159,8 @@ def tfds_examples(name, split, data_dir):
     try:
         # TFDS itself decides whether the data is there (so `tfds.testing.mock_data` works);
         # it raises AssertionError before reading anything when it is not.
-        ds = builder.as_dataset(split=split, shuffle_files=split.startswith("train"))
+        ds = builder.as_dataset(split=split, shuffle_files=split.startswith("train"),
+                                read_config=tfds.ReadConfig(shuffle_seed=seed))
     except AssertionError as error:
         family = name.split("/")[0]
         target = data_dir or "~/tensorflow_datasets"
@@ -216,7 +222,9 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
         models; `embedded` only).
       flip: random horizontal flips (augmentation).
       data_dir: where prepared TFDS data lives.
-      seed: shuffle order and flips (stateless: the same seed gives the same stream).
+      seed: shuffle order (with TFDS, file order too) and flips: the same seed gives the same
+        stream under the same global seed (tf.data combines the two for its shuffles;
+        `spn_tf.train` sets the global seed from `--seed`). Flips are stateless.
       drop_remainder: defaults to `repeat` (static batch shapes for training, XLA and TPUs).
       shard: `(num_shards, index)`: this input pipeline's share of the examples (one per
         worker under multi-worker training); its flips draw from their own stream.
@@ -245,7 +253,7 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
     elif name.startswith(FOLDER):
         ds = _folder_dataset(name[len(FOLDER):], split)
     else:
-        ds = _tfds_dataset(name, split, data_dir)
+        ds = _tfds_dataset(name, split, data_dir, seed)
 
     def prepare(index, example):
         image, label = example

@@ -211,11 +211,23 @@ _upscale_depth = _sampler(lambda model, inputs: (
     else ({**_cond(inputs), "low_res": inputs["msb"]}, None)))
 
 
+def _describe_model(model, inputs, xla):
+    """`describe`: what a client needs to know before calling (one row per request row)."""
+    rows = tf.shape(inputs["rows"])[:1]
+    facts = {"bits": model.bits, "image_size": model.image_size, "channels": model.channels,
+             "num_frames": getattr(model, "num_frames", 1)}
+    return {name: tf.fill(rows, value) for name, value in facts.items()}
+
+
 def signatures(model):
     """The signatures this model exports: `{name: (body, [TensorSpec inputs])}`.
 
-    `body(model, inputs, xla)` maps the named inputs to a dict of named outputs.
+    `body(model, inputs, xla)` maps the named inputs to a dict of named outputs. Every kind
+    has `describe`: `rows` int32 `(batch,)` (any values) → `bits`, `image_size`, `channels`,
+    `num_frames` (1 for images), int32 `(batch,)`; batched like the others, so TF Serving's
+    batching serves it too.
     """
+    describe = (_describe_model, [tf.TensorSpec([None], tf.int32, name="rows")])
     cond = _cond_specs(model)
     draw = [tf.TensorSpec([None, 2], tf.int32, name="seed"),
             tf.TensorSpec([None], tf.float32, name="temperature")]
@@ -227,6 +239,7 @@ def signatures(model):
             "log_prob_uint8": (lambda m, inputs, xla: _log_prob(m, inputs),
                                [_clip_spec("clips", model, tf.uint8)] + cond),
             "sample": (_sample_video, [_image_spec("first_frames", model)] + draw + cond),
+            "describe": describe,
         }
     specs = {
         "log_prob": (lambda m, inputs, xla: _log_prob(m, inputs),
@@ -234,6 +247,7 @@ def signatures(model):
         "log_prob_uint8": (lambda m, inputs, xla: _log_prob(m, inputs),
                            [_image_spec("images", model, dtype=tf.uint8)] + cond),
         "sample": (_sample, draw + cond),
+        "describe": describe,
     }
     if kind == "raster":
         specs["complete"] = (_complete, [_image_spec("images", model),

@@ -107,7 +107,15 @@ def _labels(model, num, labels):
         if labels:
             raise ValueError("--labels given, but the model is not class-conditional.")
         return {}
-    values = np.array([int(v) for v in labels], np.int32) if labels else np.arange(classes)
+    if not labels:
+        return {"label": np.resize(np.arange(classes), num).astype(np.int32)}
+    try:
+        values = np.array([int(v) for v in labels], np.int64)
+    except ValueError:
+        raise ValueError(f"--labels must be class indices (integers), got {labels}.") from None
+    if values.min() < 0 or values.max() >= classes:
+        raise ValueError(f"--labels must be class indices in [0, {classes}) for this model, "
+                         f"got {labels}.")
     return {"label": np.resize(values, num).astype(np.int32)}
 
 
@@ -119,7 +127,12 @@ def _captions(model, num, captions):
     if not captions:
         raise ValueError("this model is text-conditional: pass --captions='a caption' (one flag "
                          "per caption, cycled over the images).")
-    return {"text": np.resize(np.array(captions, object), num)}  # the model checks them
+    limit = model.cond_spec["text"]
+    long = [c for c in captions if len(c.encode("utf-8")) > limit]
+    if long:
+        raise ValueError(f"--captions must be at most {limit} UTF-8 bytes each (this model's "
+                         f"text length); too long: {long}.")
+    return {"text": np.resize(np.array(captions, object), num)}
 
 
 class StageLog:
@@ -177,18 +190,20 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
     """Draws `num` images from `model_dir/model.keras` into the image `out`; returns them."""
     check_image_path(out)
     model = load_checkpoint(os.path.join(model_dir, "model.keras"))
+    video = hasattr(model, "sample_video")
+    if video and (labels or captions or given_path):
+        raise ValueError("a video model predicts held-out clips from their first frames "
+                         "and actions: --labels, --captions and --given do not apply.")
+    if not video:  # every input is checked before the sampler is announced
+        cond = {**_labels(model, num, labels), **_captions(model, num, captions)}
+        given, given_cond = (None, {}) if given_path is None else given_for(
+            model, read_image(given_path, "--given"), num)
+        cond.update(given_cond)
     sampler = pick_sampler(model, -(-num // batch_size), sampler)
     logging.info("sampler: %s%s", sampler, " (the first batch includes a one-time XLA "
                  "compile, seconds on a CPU)" if sampler == "compiled" else "")
-    if hasattr(model, "sample_video"):
-        if labels or captions or given_path:
-            raise ValueError("a video model predicts held-out clips from their first frames "
-                             "and actions: --labels, --captions and --given do not apply.")
+    if video:
         return predict_clips(model_dir, model, num, seed, temperature, sampler, out)
-    cond = {**_labels(model, num, labels), **_captions(model, num, captions)}
-    given, given_cond = (None, {}) if given_path is None else given_for(
-        model, read_image(given_path, "--given"), num)
-    cond.update(given_cond)
     chunks, start, first = [], time.time(), 0.0
     for begin in range(0, num, batch_size):
         end = min(num, begin + batch_size)

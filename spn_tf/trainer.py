@@ -14,6 +14,7 @@ import json
 import math
 import os
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -151,19 +152,29 @@ def make_optimizer(config):
 
 
 def load_checkpoint(path):
-    """Loads a `.keras` checkpoint, turning a missing, corrupt or foreign file into a clear
-    error."""
+    """Loads a `.keras` checkpoint, turning a missing, truncated, corrupt or foreign file into
+    an error that says what happened and what to do."""
+    model_dir = os.path.dirname(path) or "."
+    if os.path.isfile(model_dir):
+        raise ValueError(
+            f"--model_dir={model_dir} is a file, not a run directory: pass the directory that "
+            f"holds it, --model_dir={os.path.dirname(model_dir) or '.'}")
     if not os.path.exists(path):
-        model_dir = os.path.dirname(path) or "."
         raise ValueError(
             f"no checkpoint in {model_dir} ({os.path.basename(path)} does not exist); train one "
             f"first: python -m spn_tf.train --model_dir={model_dir}")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{path} is not a complete .keras archive ({os.path.getsize(path):,} bytes: "
+            f"truncated or damaged, e.g. by an interrupted copy). It is left untouched: copy it "
+            f"again from where it was written, or move it away and train again.")
     try:
         return keras.saving.load_model(path)
     except Exception as error:  # Keras raises many types for a bad archive.
         raise ValueError(
             f"checkpoint {path} could not be read ({error.__class__.__name__}: {error}). It is "
-            f"left untouched: move it away or pass another --model_dir to start afresh.") from None
+            f"left untouched: it may be damaged or written by another spn_tf version; move it "
+            f"away, or pass another --model_dir.") from None
 
 
 class TrainingDivergedError(ValueError):
@@ -221,16 +232,24 @@ def held_out_dataset(config):
     return test.take(config.eval_batches) if config.eval_batches else test
 
 
-# Batches of the fixed training subset on which the final train bits/dim are measured when
-# `eval_batches` is 0 (the whole test split).
+# Batches of the training subset when the held-out split's size is unknown.
 TRAIN_SUBSET_BATCHES = 8
 
 
 def train_subset(config):
-    """A fixed subset of the training split: its first batches in stored order, no flips
-    (`eval_batches` of them, or `TRAIN_SUBSET_BATCHES`)."""
-    train = _load(config, "train", batch_size=config.batch_size, shuffle=False)
-    return train.take(config.eval_batches or TRAIN_SUBSET_BATCHES)
+    """A fixed sample of the training split, as many batches as the held-out evaluation.
+
+    Drawn from `config.seed` (shuffled without flips; TFDS files in a seeded order; under
+    the global seed the run sets from it, `keras.utils.set_random_seed`), so the
+    same run measures the same examples, spread over the split rather than the first photos
+    in stored order: in-memory data (embedded, folders) are shuffled whole; a TFDS split is
+    sampled through its seeded file order and a 4,096-example shuffle buffer.
+    """
+    batches = int(held_out_dataset(config).cardinality())
+    if batches < 0:  # unknown or infinite
+        batches = TRAIN_SUBSET_BATCHES
+    train = _load(config, "train", batch_size=config.batch_size, shuffle=True)
+    return train.take(batches)
 
 
 def _evaluate(config, model, optimizer, dataset=None):
@@ -328,9 +347,13 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
     return images_per_second
 
 
-# The fields that define the model and so its weights; the rest (steps, rates, data, ...) may
-# change between the runs of one directory (e.g. resuming with more steps).
-MODEL_FIELDS = ("model", "preset", "image_size", "channels", "bits", "conditional", "hparams")
+def model_configuration(config):
+    """The whole configuration of the model `config` builds, as JSON has it: the family and
+    every argument of its class (preset resolved, conditioning included)."""
+    _, arguments = models.resolve(config.model, config.image_size, channels=config.channels,
+                                  bits=config.bits, preset=config.preset,
+                                  cond=_cond_spec(config), **config.hparams)
+    return json.loads(json.dumps({"model": config.model, **arguments}))
 
 
 def run_config(model_dir, **overrides):
@@ -346,8 +369,9 @@ def run_config(model_dir, **overrides):
 
 
 def check_model_dir(config):
-    """Refuses a `model_dir` whose `config.json` describes another model, before anything in
-    the directory changes.
+    """Refuses a `model_dir` whose `config.json` describes another model (its whole
+    configuration differs from this run's), before anything in the directory changes. Other
+    fields (steps, rates, data) may change between the runs of one directory.
 
     Raises:
       ValueError: naming each differing field, its value there and here.
@@ -356,14 +380,12 @@ def check_model_dir(config):
     if not os.path.exists(path):
         return
     try:
-        with open(path) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{path} could not be read ({error}); move it away or pass another "
-                         f"--model_dir.") from None
-    here = json.loads(json.dumps(dataclasses.asdict(config)))  # tuples as JSON has them
-    differ = [f"{field}={saved.get(field)!r} there, {here[field]!r} here"
-              for field in MODEL_FIELDS if saved.get(field) != here[field]]
+        there = model_configuration(run_config(config.model_dir))
+    except ValueError as error:
+        raise ValueError(f"{error} Move it away or pass another --model_dir.") from None
+    here = model_configuration(config)
+    differ = [f"{field}={there.get(field)!r} there, {here.get(field)!r} here"
+              for field in sorted(set(there) | set(here)) if there.get(field) != here.get(field)]
     if differ:
         raise ValueError(
             f"--model_dir={config.model_dir} holds a run of another configuration ("
@@ -380,6 +402,11 @@ def train_and_evaluate(config):
     start. Evaluation, samples and `model.keras` use the EMA weights when `ema_decay` is set.
     """
     keras.utils.set_random_seed(config.seed)
+    check_model_dir(config)
+    # Missing data fails here, in well under a second, before a model is built or anything is
+    # written.
+    _load(config, "train", batch_size=1, shuffle=False)
+    held_out_dataset(config)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     strategy = make_strategy(config.strategy, config.tpu_address)
@@ -388,7 +415,6 @@ def train_and_evaluate(config):
         raise ValueError(f"--batch_size={config.batch_size} must be a multiple of the "
                          f"{replicas} replicas of --strategy={config.strategy}.")
     is_chief, task_id = chief_and_task(strategy)
-    check_model_dir(config)
     with strategy.scope():
         model = build_model(config)
         optimizer = make_optimizer(config)
@@ -423,11 +449,12 @@ def train_and_evaluate(config):
     train_seconds = time.time() - start
     held_out = _evaluate(config, model, optimizer)
     # Exact, with the final weights: not a running mean over the steps that changed them.
-    train_bits = _evaluate(config, model, optimizer, train_subset(config))
+    subset = train_subset(config)
+    train_bits = _evaluate(config, model, optimizer, subset)
     summaries.scalars("eval", config.steps, bits_per_dim=held_out)
     with averaged_weights(model, optimizer):
         metrics = {"train_bits_per_dim": train_bits, "held_out_bits_per_dim": held_out,
-                   "train_subset_batches": config.eval_batches or TRAIN_SUBSET_BATCHES,
+                   "train_subset_batches": int(subset.cardinality()),
                    "steps": int(optimizer.iterations.numpy()), "train_seconds": train_seconds,
                    "images_per_second": images_per_second,
                    "parameters": int(model.count_params())}

@@ -73,7 +73,7 @@ def load(name=CAMERA, split="train", image_size=16, num_frames=4, bits=5, channe
         clips, actions, _ = camera_clips(split, image_size, num_frames, seed=seed)
         ds = tf.data.Dataset.from_tensor_slices((clips, actions))
     elif name == BAIR:
-        ds = data.tfds_examples(BAIR, split, data_dir).map(
+        ds = data.tfds_examples(BAIR, split, data_dir, seed).map(
             lambda ex: (tf.image.resize(ex["image_main"][:num_frames], (image_size, image_size),
                                         "area"), ex["action"][:num_frames - 1]))
     else:

@@ -20,6 +20,7 @@ def test_helpfull_lists_our_flags_and_absl_flagfile_only():
     modules = re.findall(r"^(\S+):$", result.stdout, re.M)[1:]  # after the "flags:" title
     assert [os.path.basename(m) for m in modules] == ["train.py", "absl.flags"], modules
     assert "--batch_size" in result.stdout and "--flagfile" in result.stdout
+    assert "--config: A shipped configuration by name" in result.stdout
     # TensorFlow's imports registered them: still defined, only hidden from the help.
     for hidden in ("--test_tmpdir", "--logtostderr", "--delta_threshold", "--hbm_oom_exit"):
         assert hidden not in result.stdout
@@ -34,6 +35,14 @@ def test_shipped_configs_resolve_by_name_wherever_the_package_is():
         "train", f"--flagfile={path}", "--steps=2"]
     with pytest.raises(app.UsageError, match=r"--config='imagenet33' is not a shipped"):
         cli.config_path("imagenet33")
+
+
+def test_a_missing_flagfile_names_the_config_that_stands_for_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside a checkout: no configs/ here
+    with pytest.raises(app.UsageError, match=r"no such file .* --config=imagenet32\."):
+        cli.expand_config_flags(["train", "--flagfile=configs/imagenet32.cfg"])
+    with pytest.raises(app.UsageError, match=r"path of a \.cfg file, or --config=NAME"):
+        cli.expand_config_flags(["train", "--flagfile=mine.cfg"])
 
 
 def test_an_install_carries_the_configs(tmp_path):

@@ -36,12 +36,13 @@ KINDS = {
                       depth_condition_bits=1),
 }
 SIGNATURES = {
-    "raster": {"log_prob", "log_prob_uint8", "sample", "complete"},
-    "spn": {"log_prob", "log_prob_uint8", "sample", "upscale_size"},
-    "upscaling": {"log_prob", "log_prob_uint8", "sample", "upscale_size", "upscale_depth"},
-    "multiscale": {"log_prob", "log_prob_uint8", "sample", "super_resolve"},
-    "multiscale_b": {"log_prob", "log_prob_uint8", "sample", "super_resolve"},
-    "spn_depth": {"log_prob", "log_prob_uint8", "sample", "upscale_depth"},
+    "raster": {"log_prob", "log_prob_uint8", "sample", "describe", "complete"},
+    "spn": {"log_prob", "log_prob_uint8", "sample", "describe", "upscale_size"},
+    "upscaling": {"log_prob", "log_prob_uint8", "sample", "describe", "upscale_size",
+                  "upscale_depth"},
+    "multiscale": {"log_prob", "log_prob_uint8", "sample", "describe", "super_resolve"},
+    "multiscale_b": {"log_prob", "log_prob_uint8", "sample", "describe", "super_resolve"},
+    "spn_depth": {"log_prob", "log_prob_uint8", "sample", "describe", "upscale_depth"},
 }
 
 
@@ -373,7 +374,7 @@ def test_cli_writes_versions_and_never_overwrites(tmp_path):
     result = _export_cli(f"--model_dir={tmp_path / 'nowhere'}", "--name=tiny", cwd=tmp_path)
     assert result.returncode != 0 and "no checkpoint at" in result.stderr
     (run / "model.keras").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="could not be read"):
+    with pytest.raises(ValueError, match="not a complete .keras archive"):
         export.export_run(str(run), str(tmp_path / "exports"), "tiny")
     with pytest.raises(ValueError, match="already exists and is not empty"):
         export.export_model(model, str(tmp_path / first))

@@ -78,9 +78,13 @@ def test_bad_inputs_give_clear_errors(model_dir, tmp_path):
     corrupt.mkdir()
     (corrupt / "model.keras").write_bytes(b"not a zip")
     result = _sample_cli(f"--model_dir={corrupt}", f"--out={tmp_path / 'x.png'}")
-    assert result.returncode != 0 and "could not be read" in result.stderr
+    assert result.returncode != 0 and "not a complete .keras archive" in result.stderr
     with pytest.raises(ValueError, match=r"label.*\[0, 3\)"):
         sample.run(str(model_dir), 2, 2, 0, 1.0, ["7"], None, "auto", str(tmp_path / "y.png"))
+    # Refused before the sampler is announced (nothing suggests sampling had started).
+    result = _sample_cli(f"--model_dir={model_dir}", "--labels=x", f"--out={tmp_path / 'y.png'}")
+    assert result.returncode != 0 and "--labels must be class indices" in result.stderr
+    assert "sampler:" not in result.stderr
 
 
 def test_non_image_given_is_a_clear_error_not_a_traceback(model_dir, tmp_path):

@@ -115,7 +115,7 @@ def test_a_model_dir_of_another_configuration_is_refused_and_left_unchanged(tmp_
                     run=QUICK)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "holds a run of another configuration" in result.stderr
-    assert "bits=3 there, 4 here" in result.stderr and "hparams={} there" in result.stderr
+    assert "bits=3 there, 4 here" in result.stderr and "filters=6 there, 8 here" in result.stderr
     assert _contents(model_dir) == before
     # A run of the same model continues there (more steps are not another configuration).
     result = _train(model_dir, "--steps=2", "--bits=3", run=QUICK)

@@ -51,6 +51,17 @@ def build(name, image_size, channels=3, bits=8, preset="small", cond=None, **ove
       >>> model.log_prob(tf.zeros([4, 8, 8, 1], tf.int32)).shape
       TensorShape([4])
     """
+    cls, arguments = resolve(name, image_size, channels, bits, preset, cond, **overrides)
+    return cls(**arguments)
+
+
+def resolve(name, image_size, channels=3, bits=8, preset="small", cond=None, **overrides):
+    """What `build` would construct, without constructing it: `(class, keyword arguments)`,
+    the preset's hyperparameters with the overrides applied (the whole model configuration).
+
+    Raises:
+      ValueError: unknown model, preset or hyperparameter.
+    """
     cls = model_class(name)
     module = importlib.import_module(MODELS[name][0])
     if preset not in PRESET_NAMES:
@@ -63,9 +74,9 @@ def build(name, image_size, channels=3, bits=8, preset="small", cond=None, **ove
             f"unknown hyperparameters {sorted(unknown)} for model {name!r}; known: "
             f"{sorted(hparams)}.")
     hparams.update(overrides)
-    return cls(image_size=image_size, channels=channels, bits=bits, cond=cond, **hparams)
+    return cls, dict(image_size=image_size, channels=channels, bits=bits, cond=cond, **hparams)
 
 
 __all__ = ["DensityModel", "GatedPixelCNN", "MODELS", "MultidimensionalUpscaling",
            "MultiscalePixelCNN", "MultiscaleVideoPixelCNN", "SubscalePixelNetwork", "build",
-           "model_class"]
+           "model_class", "resolve"]

@@ -78,7 +78,8 @@ def _text_array(captions):
 
 
 def _cond_arrays(cond):
-    dtypes = {"label": np.int32, "embedding": np.float32, "low_res": np.int32}
+    dtypes = {"label": np.int32, "embedding": np.float32, "low_res": np.int32,
+              "action": np.float32}
     unknown = set(cond or {}) - set(dtypes) - {"text"}
     if unknown:
         raise ValueError(f"unknown conditioning {sorted(unknown)}; allowed: "
@@ -203,6 +204,34 @@ class Client:
                   **_cond_arrays(cond)}
         return self.predict(inputs, "sample")["images"]
 
+    def sample_video(self, first_frames, actions, seed=0, temperature=1.0):
+        """int32 clips `(B, T, H, W, C)` a video export predicts from int `(B, H, W, C)` first
+        frames and float `(B, T - 1, A)` actions; row i drawn with seed `(seed0, seed1 + i)`."""
+        first_frames = np.asarray(first_frames, np.int32)
+        num = len(first_frames)
+        temperature = np.broadcast_to(np.asarray(temperature, np.float32), (num,))
+        inputs = {"first_frames": first_frames, "seed": row_seeds(num, seed),
+                  "temperature": temperature, **_cond_arrays({"action": actions})}
+        return self.predict(inputs, "sample")["clips"]
+
+    def describe(self):
+        """`{"bits", "image_size", "channels", "num_frames"}` of the served model, from its
+        `describe` signature (what a client needs before it sends or shows pixels).
+
+        Raises:
+          ValueError: the export has no `describe` signature (made before it existed, or not
+            by spn_tf): pass the bit depth yourself (`--bits`).
+        """
+        try:
+            answer = self.predict({"rows": np.zeros([1], np.int32)}, "describe")
+        except ServingError as error:
+            # TF Serving's answer to an unknown signature key.
+            if error.code != grpc.StatusCode.FAILED_PRECONDITION or "describe" not in str(error):
+                raise
+            raise ValueError(f"model {self.model!r} on {self.server} has no 'describe' "
+                             f"signature (an older or foreign export): pass --bits.") from None
+        return {name: int(value[0]) for name, value in answer.items()}
+
     def metadata(self):
         """signature name → `SignatureDef` proto, from `GetModelMetadata`."""
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
@@ -220,11 +249,16 @@ class Client:
         return {s.version: (_STATE_NAMES(s.state), s.status.error_message)
                 for s in response.model_version_status}
 
-    def image_shape(self, signature="log_prob"):
-        """`(height, width, channels)` of the `images` input of `signature` (from metadata)."""
+    def image_shape(self, signature="log_prob", name="images"):
+        """`(height, width, channels)` of the `name` input (or output) of `signature` (from
+        metadata)."""
         signature_def = self.metadata()[signature]
-        tensor = signature_def.inputs.get("images") or signature_def.outputs["images"]
+        tensor = signature_def.inputs.get(name) or signature_def.outputs[name]
         return tuple(d.size for d in tensor.tensor_shape.dim[1:])
+
+    def is_video(self):
+        """Whether the served model predicts clips (its `sample` takes `first_frames`)."""
+        return "first_frames" in self.metadata()["sample"].inputs
 
 
 def read_images(paths, shape, bits):
@@ -246,6 +280,24 @@ def read_images(paths, shape, bits):
     return np.stack(images).astype(np.int32)
 
 
+def read_actions(path, rows, frames):
+    """float32 `(rows, frames - 1, A)` actions from a `.npy` file holding `(frames - 1, A)`
+    (the same for every row) or `(rows, frames - 1, A)`."""
+    if not path:
+        raise ValueError("a video model needs --actions=actions.npy: float (T-1, A) or "
+                         "(clips, T-1, A) actions.")
+    try:
+        actions = np.load(path, allow_pickle=False).astype(np.float32)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--actions={path} could not be read as a .npy array ({error}).") from None
+    if actions.ndim == 2:
+        actions = np.broadcast_to(actions, (rows,) + actions.shape)
+    if actions.ndim != 3 or actions.shape[:2] != (rows, frames - 1):
+        raise ValueError(f"--actions={path} holds shape {list(actions.shape)}; this model takes "
+                         f"({frames - 1}, A) or ({rows}, {frames - 1}, A).")
+    return actions
+
+
 def define_flags():
     flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC API.")
     flags.DEFINE_string("model", None, "Model name on the server.")
@@ -258,12 +310,18 @@ def define_flags():
                       "image or cycled.")
     flags.DEFINE_multi_string("captions", None, "Captions for a text-conditional model, one "
                               "flag each, one per image or cycled (sent as DT_STRING).")
-    flags.DEFINE_string("out", "samples.png", "sample: output PNG grid.")
-    flags.DEFINE_list("images", None, "log_prob: 8-bit PNG files at the model's size.")
-    flags.DEFINE_integer("bits", None, "Bits per sub-pixel of the model (to scale PNGs).",
+    flags.DEFINE_string("out", "samples.png", "sample: output PNG grid (video: one row of "
+                        "frames per clip).")
+    flags.DEFINE_list("images", None, "log_prob: 8-bit PNG files at the model's size (video: "
+                      "each file a filmstrip of the clip's T frames side by side); video "
+                      "sample: the first frames.")
+    flags.DEFINE_string("actions", None, "Video models: a .npy of float actions, (T-1, A) for "
+                        "every clip or (clips, T-1, A).")
+    flags.DEFINE_integer("bits", None, "Bits per sub-pixel (default: what the server's "
+                         "'describe' signature says; needed only for exports without it).",
                          lower_bound=1, upper_bound=8)
     flags.DEFINE_float("timeout", 30.0, "Seconds per call, retries included.")
-    flags.mark_flags_as_required(["model", "bits"])
+    flags.mark_flags_as_required(["model"])
 
 
 def _cli_cond(labels, captions, rows):
@@ -276,9 +334,44 @@ def _cli_cond(labels, captions, rows):
     return cond or None
 
 
-def run(client, signature, num, seed, temperature, labels, out, image_paths, bits,
-        captions=None):
-    """Runs the CLI's call with `client`; returns the lines it prints."""
+def _filmstrips(paths, facts, bits):
+    """int32 clips `(len(paths), T, H, W, C)` from PNG filmstrips `(H, T * W, C)`."""
+    frames, size, channels = facts["num_frames"], facts["image_size"], facts["channels"]
+    strips = read_images(paths, (size, frames * size, channels), bits)
+    return strips.reshape(len(paths), size, frames, size, channels).transpose(0, 2, 1, 3, 4)
+
+
+def _run_video(client, signature, seed, temperature, out, image_paths, facts, bits,
+               actions_path):
+    if not image_paths:
+        raise ValueError(f"a video model needs --images: first frames (sample) or filmstrips "
+                         f"of {facts['num_frames']} frames (log_prob).")
+    frames = facts["num_frames"]
+    actions = read_actions(actions_path, len(image_paths), frames)
+    if signature == "sample":
+        first = read_images(image_paths, client.image_shape("sample", "first_frames"), bits)
+        clips = client.sample_video(first, actions, seed, temperature)
+        write_grid(clips.reshape((-1,) + clips.shape[2:]), bits, out, columns=frames)
+        return [f"wrote {len(clips)} clips of {frames} frames to {out}"]
+    clips = _filmstrips(image_paths, facts, bits)
+    bits_per_dim = client.predict({"clips": clips, "action": actions}, "log_prob")[
+        "bits_per_dim"]
+    return [f"{path}: {value:.4f} bits/dim" for path, value in zip(image_paths, bits_per_dim)]
+
+
+def run(client, signature, num, seed, temperature, labels, out, image_paths, bits=None,
+        captions=None, actions_path=None):
+    """Runs the CLI's call with `client`; returns the lines it prints. `bits=None` asks the
+    server (`describe`); a video export is driven by first frames and actions."""
+    video = client.is_video()
+    facts = client.describe() if bits is None or video else {}
+    bits = bits or facts["bits"]
+    if video:
+        if labels or captions:
+            raise ValueError("a video model is conditioned on actions: --labels and "
+                             "--captions do not apply.")
+        return _run_video(client, signature, seed, temperature, out, image_paths, facts, bits,
+                          actions_path)
     if signature == "sample":
         images = client.sample(num, seed, temperature, _cli_cond(labels, captions, num))
         write_grid(images, bits, out)
@@ -298,7 +391,8 @@ def main(argv):
     try:
         with Client(FLAGS.server, FLAGS.model, FLAGS.version, timeout=FLAGS.timeout) as client:
             for line in run(client, FLAGS.signature, FLAGS.num, FLAGS.seed, FLAGS.temperature,
-                            labels, FLAGS.out, FLAGS.images, FLAGS.bits, FLAGS.captions):
+                            labels, FLAGS.out, FLAGS.images, FLAGS.bits, FLAGS.captions,
+                            FLAGS.actions):
                 print(line)
     except (ServingError, ValueError) as error:
         sys.exit(f"spn_tf.serving.client: error: {error}")

@@ -101,3 +101,35 @@ def test_new_version_is_served_without_a_failed_call(two_models, tmp_path, serve
     with Client(f"127.0.0.1:{port}", "m") as client:
         assert client.status() == {1: ("END", ""), 2: ("AVAILABLE", "")}
     assert stop_server(process) == 0
+
+
+def test_sigterm_lets_a_call_in_flight_finish_and_refuses_new_ones(tmp_path, server_factory):
+    # Slow enough to be in flight when the signal comes: 24*24*3 sequential draws per row.
+    model = models.build("raster", 24, channels=3, bits=3, preset="tiny")
+    export_version(model, tmp_path / "slow", 1)
+    process, port = server_factory(["--model_name=slow", f"--model_base_path={tmp_path / 'slow'}",
+                                    "--shutdown_grace_seconds=120"])
+    wait_until_available(port, ["slow"], process)
+    result = {}
+
+    def call():
+        with Client(f"127.0.0.1:{port}", "slow", timeout=240, max_attempts=1) as client:
+            result["images"] = client.sample(16, seed=3)
+        result["end"] = time.monotonic()
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(1.0)
+    os.kill(process.pid, signal.SIGTERM)
+    signalled = time.monotonic()
+    time.sleep(0.5)
+    with Client(f"127.0.0.1:{port}", "slow", timeout=10, max_attempts=1) as late:
+        with pytest.raises(ServingError, match="unavailable"):
+            late.status()
+    caller.join(240)
+    assert process.wait(60) == 0
+    assert "images" in result, "the call in flight did not complete"
+    # It was in flight when the signal came (it ended after it), and it is whole.
+    assert result["end"] > signalled
+    assert result["images"].shape == (16, 24, 24, 3)
+    assert result["images"].min() >= 0 and result["images"].max() < 8

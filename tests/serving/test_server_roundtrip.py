@@ -135,6 +135,38 @@ def test_video_clips_and_actions_equal_the_in_process_model(served):
     np.testing.assert_array_equal(sampled, want)
 
 
+def test_video_export_through_the_client_cli(served, tmp_path):
+    built, port = served
+    model, rng = built["video"], np.random.default_rng(4)
+    clips = rng.integers(0, 2, (2, 3, 4, 4, 1)).astype(np.int32)
+    actions = rng.normal(size=(2, 2, 2)).astype(np.float32)
+    np.save(tmp_path / "actions.npy", actions)
+    bits = model.bits
+    firsts, strips = [], []
+    for i, clip in enumerate(clips):  # 8-bit PNGs: first frames, and filmstrips of 3 frames
+        firsts.append(str(tmp_path / f"first{i}.png"))
+        tf.io.write_file(firsts[-1], tf.io.encode_png((clip[0] << (8 - bits)).astype(np.uint8)))
+        strips.append(str(tmp_path / f"clip{i}.png"))
+        strip = np.concatenate(list(clip), axis=1) << (8 - bits)
+        tf.io.write_file(strips[-1], tf.io.encode_png(strip.astype(np.uint8)))
+    with Client(f"127.0.0.1:{port}", "video", timeout=60) as client:
+        assert client.describe() == {"bits": bits, "image_size": 4, "channels": 1,
+                                     "num_frames": 3}
+        lines = run(client, "log_prob", 0, 0, 1.0, None, None, strips,
+                    actions_path=str(tmp_path / "actions.npy"))
+        out = tmp_path / "clips.png"
+        assert run(client, "sample", 0, 5, 1.0, None, str(out), firsts,
+                   actions_path=str(tmp_path / "actions.npy")) == [
+            f"wrote 2 clips of 3 frames to {out}"]
+        drawn = client.sample_video(clips[:, 0], actions, seed=5)
+        with pytest.raises(ValueError, match="needs --actions"):
+            run(client, "sample", 0, 5, 1.0, None, str(out), firsts)
+    want = model.bits_per_dim(clips, {"action": actions}).numpy()
+    assert lines == [f"{p}: {v:.4f} bits/dim" for p, v in zip(strips, want)]
+    np.testing.assert_array_equal(drawn[:, 0], clips[:, 0])
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
 def test_metadata_and_status(raster):
     model, client = raster
     signatures = client.metadata()
@@ -251,7 +283,7 @@ def test_eight_clients_mixed_requests_each_get_their_own_answer(raster):
 def test_client_cli_writes_samples_png_and_prints_bits_per_dim(raster, tmp_path):
     model, client = raster
     base = [sys.executable, "-m", "spn_tf.serving.client", f"--server={client.server}",
-            "--model=raster", "--bits=2", "--labels=1"]
+            "--model=raster", "--labels=1"]  # no --bits: the client asks `describe`
     out = tmp_path / "samples.png"
     subprocess.run(base + ["--signature=sample", "--num=4", "--seed=0", f"--out={out}"],
                    check=True, timeout=120)
