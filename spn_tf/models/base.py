@@ -118,7 +118,12 @@ class DensityModel(keras.Model):
         return super().save(*args, **kwargs)
 
     def fit(self, x=None, *args, **kwargs):
+        """`keras.Model.fit`, with the data checked first. A `tf.data.Dataset` is shuffled by
+        its own pipeline, so `shuffle` defaults to False for one (Keras's default True would
+        only warn that it is ignored)."""
         self.check_data(x)
+        if isinstance(x, tf.data.Dataset) and not args:
+            kwargs.setdefault("shuffle", False)
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):

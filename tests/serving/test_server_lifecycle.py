@@ -104,8 +104,9 @@ def test_new_version_is_served_without_a_failed_call(two_models, tmp_path, serve
 
 
 def test_sigterm_lets_a_call_in_flight_finish_and_refuses_new_ones(tmp_path, server_factory):
-    # Slow enough to be in flight when the signal comes: 24*24*3 sequential draws per row.
-    model = models.build("raster", 24, channels=3, bits=3, preset="tiny")
+    # Slow enough to be in flight when the signal comes: 32*32*3 sequential steps of the
+    # `small` raster model for 16 rows (measured: 16x16 takes 0.8 s, this several seconds).
+    model = models.build("raster", 32, channels=3, bits=3, preset="small")
     export_version(model, tmp_path / "slow", 1)
     process, port = server_factory(["--model_name=slow", f"--model_base_path={tmp_path / 'slow'}",
                                     "--shutdown_grace_seconds=120"])
@@ -119,7 +120,7 @@ def test_sigterm_lets_a_call_in_flight_finish_and_refuses_new_ones(tmp_path, ser
 
     caller = threading.Thread(target=call)
     caller.start()
-    time.sleep(1.0)
+    time.sleep(0.5)
     os.kill(process.pid, signal.SIGTERM)
     signalled = time.monotonic()
     time.sleep(0.5)
@@ -131,5 +132,5 @@ def test_sigterm_lets_a_call_in_flight_finish_and_refuses_new_ones(tmp_path, ser
     assert "images" in result, "the call in flight did not complete"
     # It was in flight when the signal came (it ended after it), and it is whole.
     assert result["end"] > signalled
-    assert result["images"].shape == (16, 24, 24, 3)
+    assert result["images"].shape == (16, 32, 32, 3)
     assert result["images"].min() >= 0 and result["images"].max() < 8
