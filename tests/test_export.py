@@ -354,9 +354,9 @@ def test_cli_writes_versions_and_never_overwrites(tmp_path):
     first = os.path.join("exports", "tiny", "1")
     assert f"wrote {first}" in result.stdout and "sample(seed: int32 [-1, 2]" in result.stdout
     warm = warmup.read(str(tmp_path / first))  # the default: every signature at 1, 8 and 32
-    assert sorted((name, len(inputs["seed" if "seed" in inputs else "images"]))
-                  for name, inputs in warm) == sorted(
-        (name, batch) for name in ("log_prob", "log_prob_uint8", "sample", "complete")
+    assert sorted((name, len(next(iter(inputs.values())))) for name, inputs in warm) == sorted(
+        (name, batch)
+        for name in ("log_prob", "log_prob_uint8", "sample", "describe", "complete")
         for batch in warmup.BATCH_SIZES)
     assert export.next_version(str(tmp_path / "exports"), "tiny") == 2
     second = export.export_run(str(run), str(tmp_path / "exports"), "tiny")

@@ -42,3 +42,22 @@ def test_import_spn_tf_reaches_submodules_and_loads_every_saved_model_kind(tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     got = [float(line) for line in result.stdout.strip().splitlines()[-len(KINDS):]]
     assert got == [float(np.float32(value)) for value in expected]
+
+
+def test_the_readme_fit_example_runs_and_prints_nothing_to_stderr(tmp_path):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "README.md")) as f:
+        readme = f.read()
+    start = readme.index("## Using the models in your own code")
+    code = readme[readme.index("```python\n", start) + 10:readme.index("```\n", start + 40)]
+    assert "model.fit(ds, steps_per_epoch=100, epochs=3)" in code
+    # The same program, shorter: one step, the tiny preset, files in tmp_path.
+    code = (code.replace("steps_per_epoch=100, epochs=3", "steps_per_epoch=1, epochs=1")
+            .replace('preset="small"', 'preset="tiny"').replace('"model.keras"',
+                                                                 repr(str(tmp_path / "m.keras"))))
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
+                                                            "SPN_TF_VERBOSE")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr == ""

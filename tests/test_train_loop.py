@@ -159,3 +159,23 @@ def test_upscaling_composite_evaluation_by_chunks_equals_its_log_prob():
     ds = tf.data.Dataset.from_tensor_slices(images).batch(2)
     assert mean_bits_per_dim(model, ds, slices_per_call=5) == pytest.approx(
         float(np.mean(model.bits_per_dim(images).numpy())), rel=1e-5)
+
+
+class _FaultyModel:
+    """Returns negative bits/dim from a compiled function (eagerly: `eager`)."""
+
+    num_dims = 1
+
+    def __init__(self, eager):
+        self.eager = eager
+
+    def bits_per_dim(self, images, cond=None):
+        value = self.eager if tf.executing_eagerly() else -1.0
+        return tf.fill(tf.shape(images)[:1], value)
+
+
+def test_negative_bits_per_dim_are_recomputed_or_refused():
+    batches = [tf.zeros([2, 1, 1, 1], tf.int32)]
+    assert mean_bits_per_dim(_FaultyModel(0.5), batches) == pytest.approx(0.5)
+    with pytest.raises(FloatingPointError, match="a numerical fault, not a result"):
+        mean_bits_per_dim(_FaultyModel(-1.0), batches)
