@@ -15,13 +15,13 @@ from spn_tf.startup import quiet_import
 with quiet_import():
     import tensorflow  # noqa: F401  (loaded here, quietly, for every module below)
 
-from spn_tf import (data, distributions, grid, hparams, inputs, layers, models, orderings,
-                    sampling, testing)
+from spn_tf import (data, distributions, exactness, grid, hparams, inputs, layers, models,
+                    orderings, sampling)
 from spn_tf.models import (DensityModel, GatedPixelCNN, MultidimensionalUpscaling,
                            MultiscalePixelCNN, SubscalePixelNetwork)
 
 __version__ = "0.1.0"
 
 __all__ = ["DensityModel", "GatedPixelCNN", "MultidimensionalUpscaling", "MultiscalePixelCNN",
-           "SubscalePixelNetwork", "data", "distributions", "grid", "hparams", "inputs", "layers",
-           "models", "orderings", "sampling", "testing"]
+           "SubscalePixelNetwork", "data", "distributions", "exactness", "grid", "hparams",
+           "inputs", "layers", "models", "orderings", "sampling"]

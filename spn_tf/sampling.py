@@ -282,15 +282,6 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
     return images
 
 
-def raster_loop(decoder, preprocess, images, known, uniform, temperature, context=None):
-    """The fastest exact raster loop for a `MaskedDecoder`: `cached_raster_sample`.
-
-    Arguments as in `cached_raster_sample`.
-    """
-    return cached_raster_sample(decoder, preprocess, images, known, uniform, temperature,
-                                context)
-
-
 def compile_loop(loop, jit_compile=True):
     """`loop` as a `tf.function` (XLA-compiled by default), traced once per input shape.
 

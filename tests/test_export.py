@@ -13,7 +13,8 @@ import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import prediction_log_pb2
 
-from spn_tf import export, models, testing, warmup
+from spn_tf import export, models, warmup
+import helpers as testing
 from spn_tf.check.model_checks import random_cond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -4,7 +4,8 @@ sum to `log_prob` and sit where the ordering generates each sub-pixel."""
 import numpy as np
 import pytest
 
-from spn_tf import models, testing
+from spn_tf import models
+import helpers as testing
 
 KINDS = {
     "raster": ("raster", {}),

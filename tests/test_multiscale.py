@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import data, testing
+from spn_tf import data
+import helpers as testing
 from spn_tf.layers import GroupPredictor, MaskedDecoder
 from spn_tf.models import build
 from spn_tf.models.multiscale import MultiscalePixelCNN
-from spn_tf.testing import group_steps, multiscale_order
+from helpers import group_steps, multiscale_order
 
 
 def tiny(image_size, channels, bits, base_size, cond=None, **overrides):

@@ -16,7 +16,7 @@ import numpy as np
 import spn_tf
 
 for name in ("data", "distributions", "grid", "hparams", "inputs", "layers", "orderings",
-             "sampling", "testing"):
+             "sampling", "exactness"):
     getattr(spn_tf, name)
 images = np.zeros((1, 4, 4, 1), np.int32)
 for path in sys.argv[1:]:
@@ -42,6 +42,15 @@ def test_import_spn_tf_reaches_submodules_and_loads_every_saved_model_kind(tmp_p
     assert result.returncode == 0, result.stderr[-2000:]
     got = [float(line) for line in result.stdout.strip().splitlines()[-len(KINDS):]]
     assert got == [float(np.float32(value)) for value in expected]
+
+
+def test_import_spn_tf_imports_no_test_code():
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, spn_tf; print(sorted(m for m in sys.modules if "
+         "m == 'pytest' or m.startswith(('_pytest', 'spn_tf.testing', 'helpers'))))"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
 
 
 def test_the_readme_fit_example_runs_and_prints_nothing_to_stderr(tmp_path):

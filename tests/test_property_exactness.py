@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import hparams, models, testing
+from spn_tf import hparams, models
+import helpers as testing
 
 SEED = 2026
 

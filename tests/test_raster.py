@@ -7,7 +7,7 @@ import tensorflow as tf
 import keras
 import spn_tf
 from spn_tf import data, models
-from spn_tf.testing import (assert_causal, assert_normalized, assert_samples_follow,
+from helpers import (assert_causal, assert_normalized, assert_samples_follow,
                             raster_order)
 
 

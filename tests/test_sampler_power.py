@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from spn_tf import models, testing
+from spn_tf import models
+import helpers as testing
 
 ALPHA = 1e-3
 NUM_SAMPLES = 20_000

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from spn_tf import models, sampling
 from spn_tf.layers import MaskedDecoder
-from spn_tf.testing import assert_samples_follow
+from helpers import assert_samples_follow
 
 
 def _raster(size=4, channels=3, bits=3, cond=None, **overrides):
@@ -50,7 +50,7 @@ def test_compiled_equals_reference_for_seeds_temperatures_and_given(overrides):
                 if known is not None:
                     np.testing.assert_array_equal(compiled.numpy()[mask], given[mask])
     # 18 calls, one batch size: one trace.
-    assert model.compiled_raster_loop.experimental_get_tracing_count() == 1
+    assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 1
 
 
 def test_cached_loop_equals_naive_with_spatial_context_and_wide_images():
@@ -126,10 +126,9 @@ def test_attention_step_equals_call_at_every_pixel():
 
 def test_trace_once_per_batch_size_and_temperature_is_an_input():
     model = _raster(4, 1, 2)
-    loop = model.compiled_raster_loop
     first = model.sample(3, 0, 1.0)
     second = model.sample(3, 1, 0.7)
-    assert loop.experimental_get_tracing_count() == 1
+    assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 1
     assert not np.array_equal(first, second)
     model.sample(5, 0)
     assert loop.experimental_get_tracing_count() == 2
@@ -226,7 +225,7 @@ def test_spn_compiled_equals_reference_with_upscaling_and_completion(overrides):
                 np.testing.assert_array_equal(compiled, reference)
     np.testing.assert_array_equal(compiled.numpy()[:, 0, :], images[:, 0, :])  # slices 0, 1
     # 12 calls of up to 4 slices each: one trace serves every slice.
-    assert model.compiled_slice_sampler.experimental_get_tracing_count() == 1
+    assert model._sample_loops["slice", "xla"].experimental_get_tracing_count() == 1
 
 
 def test_multiscale_compiled_equals_reference_with_super_resolution():
@@ -246,7 +245,7 @@ def test_multiscale_compiled_equals_reference_with_super_resolution():
                 np.testing.assert_array_equal(compiled, reference)
     np.testing.assert_array_equal(compiled.numpy()[:, ::2, ::2], low_res)
     # Two starting resolutions (base, 4x4): two traces for 8 calls.
-    assert model.compiled_scales_sampler.experimental_get_tracing_count() == 2
+    assert model._sample_loops["scales", "xla"].experimental_get_tracing_count() == 2
 
 
 def test_progress_reports_each_host_side_step_and_changes_no_image():

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import data, models, orderings, testing
-from spn_tf.testing import sharpen
+from spn_tf import data, models, orderings
+import helpers as testing
+from helpers import sharpen
 from spn_tf.models.subscale import SubscalePixelNetwork
 
 

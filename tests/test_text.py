@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import data, export, models, sample, testing
+from spn_tf import data, export, models, sample
+import helpers as testing
 from spn_tf.layers import TextEncoder
 from spn_tf.layers.text_encoder import text_to_bytes
 from spn_tf.trainer import TrainConfig, train_and_evaluate

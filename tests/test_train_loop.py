@@ -85,6 +85,16 @@ def test_warmup_then_decay_shapes():
         WarmupThenDecay(1.0, 10, warmup_steps=11)
 
 
+def test_cosine_schedule_is_keras_cosine_decay_after_warmup_and_skips_no_step():
+    ours = WarmupThenDecay(1.0, 10, warmup_steps=4, decay="cosine", final_learning_rate=0.1)
+    theirs = keras.optimizers.schedules.CosineDecay(0.0, 6, alpha=0.1, warmup_target=1.0,
+                                                    warmup_steps=4)
+    for step in range(4, 11):
+        assert float(ours(step)) == pytest.approx(float(theirs(step)), abs=1e-6)
+    # Why ours stays: Keras's warm-up starts at its initial rate, so step 0 would not move.
+    assert float(theirs(0)) == 0.0 and float(ours(0)) == pytest.approx(0.25)
+
+
 def test_ema_weights_are_used_inside_the_block_and_training_weights_come_back():
     model, optimizer, _, _ = _train({"ema_decay": 0.5}, steps=3)
     trained = model.get_weights()

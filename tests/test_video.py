@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import data, evaluate, export, models, orderings, sample, testing, trainer, video_data
+from spn_tf import data, evaluate, export, models, orderings, sample, trainer, video_data
+import helpers as testing
 from spn_tf.check import export_checks, model_checks
 from spn_tf.layers import FrameEncoder
 

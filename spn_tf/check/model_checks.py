@@ -11,12 +11,12 @@
 * normalization — `sum_x p(x) = 1` by enumeration on a tiny copy (same class and layers, a
   2x2 image at 1-2 bits).
 * sampler — compiled vs reference agreement over seeds; a G-test that the tiny copy's samples
-  follow its `log_prob` (`spn_tf.testing.assert_samples_follow`).
+  follow its `log_prob` (`spn_tf.exactness.assert_samples_follow`).
 """
 
 import numpy as np
 
-from spn_tf import testing
+from spn_tf import exactness
 from spn_tf.check import NA, Verdict, verdict
 from spn_tf.models import (GatedPixelCNN, MultidimensionalUpscaling, MultiscalePixelCNN,
                            MultiscaleVideoPixelCNN, SubscalePixelNetwork)
@@ -37,7 +37,7 @@ def input_shape(model):
 def all_inputs(model):
     """Every example of the model's space: images, or clips (every frame every image)."""
     shape = input_shape(model)
-    every = testing.all_images(shape[0] * shape[1] if len(shape) == 4 else shape[0],
+    every = exactness.all_images(shape[0] * shape[1] if len(shape) == 4 else shape[0],
                                shape[-2], shape[-1], model.bits)
     return every.reshape((-1,) + shape)
 
@@ -51,11 +51,11 @@ def generation_order(model):
         return np.stack([np.full_like(frame, -1)] + [frame + t * steps
                                                       for t in range(model.num_frames - 1)])
     if isinstance(model, SubscalePixelNetwork):
-        return testing.subscale_order(size, c, model.subscale_factor, model.slice_range[0])
+        return exactness.subscale_order(size, c, model.subscale_factor, model.slice_range[0])
     if isinstance(model, MultiscalePixelCNN):
-        return testing.multiscale_order(size, c, model.base_size, model.group_pixelcnn_patch)
+        return exactness.multiscale_order(size, c, model.base_size, model.group_pixelcnn_patch)
     if isinstance(model, GatedPixelCNN):
-        return testing.raster_order(size, size, c)
+        return exactness.raster_order(size, size, c)
     raise ValueError(f"spn_tf.check knows the orderings of GatedPixelCNN, SubscalePixelNetwork, "
                      f"MultiscalePixelCNN, MultidimensionalUpscaling and "
                      f"MultiscaleVideoPixelCNN; {type(model).__name__} is none of them "
@@ -65,7 +65,7 @@ def generation_order(model):
 def modelled(model):
     """bool `input_shape`: the sub-pixels whose terms the model computes (others are given)."""
     if isinstance(model, SubscalePixelNetwork):
-        return testing.subscale_modelled(model.image_size, model.channels,
+        return exactness.subscale_modelled(model.image_size, model.channels,
                                          model.subscale_factor, model.slice_range)
     return generation_order(model) >= 0 if _is_video(model) else np.ones(input_shape(model),
                                                                            bool)
@@ -257,7 +257,7 @@ def normalization(name, model, rng):
         tiny = tiny_copy(model)
         cond = random_cond(tiny, 1, rng)
         images = all_inputs(tiny)
-        log_prob = testing.batched_log_prob(tiny, images, _repeat(cond, len(images)))
+        log_prob = exactness.batched_log_prob(tiny, images, _repeat(cond, len(images)))
         # Sub-pixels a network is given (or leaves to another) take every value once each.
         free = int((~modelled(tiny)).sum())
         total = float(np.exp(log_prob.astype(np.float64)).sum()) / 2 ** (tiny.bits * free)
@@ -271,7 +271,7 @@ def normalization(name, model, rng):
 def samples_follow(name, model, rng, num_samples=3000):
     """Verdict: the tiny copy's compiled samples follow its `log_prob` (G-test)."""
     try:
-        tiny = testing.sharpen(tiny_copy(model), 2.0)
+        tiny = exactness.sharpen(tiny_copy(model), 2.0)
     except ValueError as error:
         return [Verdict(f"samples follow log_prob [{name}]", NA, f"no tiny copy: {error}")]
     cond = random_cond(tiny, 1, rng)
@@ -283,7 +283,7 @@ def samples_follow(name, model, rng, num_samples=3000):
         every = all_inputs(tiny)
         support = every[(every == samples[:1])[:, free].all(axis=1)]
     try:
-        statistic, p_value = testing.assert_samples_follow(tiny, samples, cond or None,
+        statistic, p_value = exactness.assert_samples_follow(tiny, samples, cond or None,
                                                            support)
     except AssertionError as error:
         status = NA if "no power" in str(error) else "FAIL"

@@ -339,13 +339,6 @@ class MultiscalePixelCNN(DensityModel):
         return sample_scales(low_res, base_noise, group_noise, temperature, self._context(cond),
                              cond.get(ALIGNED))
 
-    @property
-    def compiled_scales_sampler(self):
-        """`_sample_scales` XLA-compiled (the base by the cached raster loop); one trace per
-        batch size and starting resolution."""
-        return self.sample_loop("scales", "xla",
-                                functools.partial(self._sample_scales, compiled=True))
-
     def _sample_scales(self, low_res, base_noise, group_noise, temperature, context,
                        aligned=None, compiled=False):
         """The base image (unless `low_res` is given), then every group of every scale."""
@@ -355,8 +348,9 @@ class MultiscalePixelCNN(DensityModel):
             zeros, unknown = tf.zeros(base_shape, tf.int32), tf.zeros(base_shape, tf.bool)
             base_context = self._base_context(context, aligned)
             if compiled:
-                low_res = sampling.raster_loop(self.base_decoder, self.scale, zeros, unknown,
-                                               base_noise, temperature, base_context)
+                low_res = sampling.cached_raster_sample(
+                    self.base_decoder, self.scale, zeros, unknown, base_noise, temperature,
+                    base_context)
             else:
                 low_res = sampling.raster_sample(self.reference_base_logits, zeros, unknown,
                                                  base_noise, temperature, base_context)
@@ -413,8 +407,9 @@ class MultiscalePixelCNN(DensityModel):
         zeros = tf.zeros(tf.shape(noise_patches), tf.int32)
         unknown = tf.zeros(tf.shape(noise_patches), tf.bool)
         if compiled:
-            patches = sampling.raster_loop(predictor.patch_pixelcnn, self.scale, zeros, unknown,
-                                           noise_patches, temperature, feature_patches)
+            patches = sampling.cached_raster_sample(
+                predictor.patch_pixelcnn, self.scale, zeros, unknown, noise_patches,
+                temperature, feature_patches)
         else:
             patches = sampling.raster_sample(self.reference_patch_logits[group], zeros,
                                              unknown, noise_patches, temperature,

@@ -95,15 +95,10 @@ class GatedPixelCNN(DensityModel):
             lambda images, context: self.decoder(self.scale(images), context=context))
 
     def _raster_loop(self, images, known, uniform, temperature, context):
-        """`sampling.raster_loop` over this decoder: `(images, known, uniform, temperature,
-        context)` → images."""
-        return sampling.raster_loop(self.decoder, self.scale, images, known, uniform,
-                                    temperature, context)
-
-    @property
-    def compiled_raster_loop(self):
-        """`_raster_loop` XLA-compiled (what `sample` runs); one trace per batch size."""
-        return self.sample_loop("raster", "xla", self._raster_loop)
+        """`sampling.cached_raster_sample` over this decoder: `(images, known, uniform,
+        temperature, context)` → images."""
+        return sampling.cached_raster_sample(self.decoder, self.scale, images, known, uniform,
+                                             temperature, context)
 
     def describe_ordering(self):
         return f"raster order, {self.num_dims} sequential steps (one per sub-pixel)"

@@ -112,9 +112,9 @@ class SubscalePixelNetwork(DensityModel):
 
     Sampling walks slice by slice (the embedder once per slice), then position by position and
     channel by channel inside the slice with `spn_tf.sampling.raster_sample` (`compiled=False`)
-    or, by default, the same loop XLA-compiled and cached (`spn_tf.sampling.raster_loop`, one
-    compiled call per slice; the same images for the same seed up to rare float-rounding
-    flips). Noise is drawn
+    or, by default, the same loop XLA-compiled and cached
+    (`spn_tf.sampling.cached_raster_sample`, one compiled call per slice; the same images for
+    the same seed up to rare float-rounding flips). Noise is drawn
     once per call, `(B, S*S, h, w, C)` uniforms from `seed`. `given` (known content, returned
     unchanged) is one of:
       * `{"low_res": int (B, H/S, W/S, C)}` — the first slice, a sub-sampled low-resolution
@@ -339,7 +339,7 @@ class SubscalePixelNetwork(DensityModel):
     def _sample_slice(self, slices, slice_index, uniform, temperature, context, visible,
                       compiled=False):
         """Slice `slice_index` given the earlier ones: the embedder once, then the decoder in
-        raster order (`sampling.raster_sample`, or the cached `sampling.raster_loop`).
+        raster order (`sampling.raster_sample`, or the cached `sampling.cached_raster_sample`).
 
         Returns:
           int32 `(B, h, w, C)`.
@@ -350,8 +350,8 @@ class SubscalePixelNetwork(DensityModel):
                                   context=context, visible=visible)
         zeros, unknown = tf.zeros([batch, h, w, c], tf.int32), tf.zeros([batch, h, w, c], tf.bool)
         if compiled:
-            return sampling.raster_loop(self.decoder, self.scale, zeros, unknown, uniform,
-                                        temperature, embedding)
+            return sampling.cached_raster_sample(self.decoder, self.scale, zeros, unknown,
+                                                 uniform, temperature, embedding)
         return sampling.raster_sample(self.reference_logits, zeros, unknown, uniform,
                                       temperature, context=embedding)
 
@@ -361,12 +361,6 @@ class SubscalePixelNetwork(DensityModel):
         sampler; one trace per batch size serves every slice."""
         return sampling.reference_network(
             lambda images, embedding: self.decoder(self.scale(images), context=embedding))
-
-    @property
-    def compiled_slice_sampler(self):
-        """`_sample_slice` XLA-compiled; one trace per batch size serves every slice."""
-        return self.sample_loop("slice", "xla",
-                                functools.partial(self._sample_slice, compiled=True))
 
     def describe_ordering(self):
         s, h = self.subscale_factor, self.image_size // self.subscale_factor

@@ -171,13 +171,6 @@ class MultidimensionalUpscaling(DensityModel):
                 *self.part_inputs(part, images, cond), part_outputs)
             for part, part_outputs in outputs.items()])
 
-    def part_log_probs(self, images, cond=None):
-        """`{part: float32 (B,)}`: each network's exact term of `log_prob`."""
-        images, cond = self.check_inputs(images, cond)
-        self.build()
-        return {part: self.networks[part].log_prob(*self.part_inputs(part, images, cond))
-                for part in self.networks}
-
     def _given_msb(self, given, batch_size):
         """`(msb, k)` from `given={"msb": ..., "num_slices": k}` (k = S*S when absent)."""
         if self.depth_bits is None:

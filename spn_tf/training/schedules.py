@@ -12,6 +12,11 @@ DECAYS = ("constant", "linear", "cosine")
 class WarmupThenDecay(keras.optimizers.schedules.LearningRateSchedule):
     """`learning_rate * (step + 1) / warmup_steps` during warm-up, then the decay.
 
+    After warm-up, `cosine` equals `keras.optimizers.schedules.CosineDecay` (tested). Kept
+    because Keras's warm-up (CosineDecay only) starts at its initial rate, so with 0 the
+    first step does not move the weights, and Keras has no warm-up before a constant or
+    linear decay.
+
     Args:
       learning_rate: the peak rate, reached at the end of warm-up.
       total_steps: the run's last step; the decay reaches `final_learning_rate` there.

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from spn_tf.layers import (CausalSelfAttention, ConditionEmbedding, GatedResidualBlock,
                            MaskedConv2D, MaskedDecoder)
-from spn_tf.testing import assert_causal, raster_order, run_layer_test
+from helpers import assert_causal, raster_order, run_layer_test
 
 X = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype(np.float32)
 

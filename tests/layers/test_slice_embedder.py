@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import models, testing
+from spn_tf import models
+import helpers as testing
 from spn_tf.models import subscale
 from spn_tf.layers import SliceEmbedder
 

@@ -1,4 +1,4 @@
-"""Shared test helpers: the papers' claims as reusable checks.
+"""What `spn_tf.check` and the tests prove about a model, as library code.
 
 * `all_images` — every image of a tiny space, to sum `exp(log_prob)` over (normalization).
 * `assert_normalized` — `sum_x p(x) == 1`.
@@ -8,13 +8,11 @@
   `exp(log_prob)` at a stated false-alarm rate (`g_test`, `chi2_sf`).
 * `raster_order`, `subscale_order`, `multiscale_order` — generation steps for
   `assert_causal`; `subscale_logits` lays an SPN's slice logits out as the image.
-* `run_layer_test` — config round trip, serialization, a jit-compiled `fit` step for a layer.
 """
 
 import itertools
 import math
 
-import keras
 import numpy as np
 import tensorflow as tf
 
@@ -88,14 +86,6 @@ def assert_causal(logits_fn, order, seed=0, modelled=None):
     sees_past = (jacobian * ~forbidden).max(axis=1) > 0
     blind = np.where(has_past & ~sees_past)[0]
     assert blind.size == 0, f"sub-pixels {blind.tolist()} see none of the earlier sub-pixels"
-
-
-def sharpen(model, factor=3.0):
-    """Scales every weight so the model is far from uniform: sampling tests need the power."""
-    model.build()
-    for weight in model.trainable_weights:
-        weight.assign(weight * factor)
-    return model
 
 
 def raster_order(height, width, channels):
@@ -174,40 +164,13 @@ def multiscale_order(image_size, channels, base_size, patch=0):
 
 
 def chi2_sf(statistic, dof):
-    """Upper tail `P(X >= statistic)` of a chi-square with `dof` degrees of freedom.
-
-    The regularized upper incomplete gamma `Q(dof / 2, statistic / 2)`, computed exactly (to
-    ~1e-12) with its power series below `a + 1` and Lentz's continued fraction above
-    (Numerical Recipes §6.2); scipy is not a dependency.
-    """
-    a, x = 0.5 * dof, 0.5 * statistic
-    if x <= 0:
+    """Upper tail `P(X >= statistic)` of a chi-square with `dof` degrees of freedom: the
+    regularized upper incomplete gamma `Q(dof / 2, statistic / 2)` (`tf.math.igammac`, in
+    float64)."""
+    if statistic <= 0:
         return 1.0
-    log_prefix = -x + a * math.log(x) - math.lgamma(a)
-    if x < a + 1:
-        term = total = 1.0 / a
-        for n in range(1, 10_000):
-            term *= x / (a + n)
-            total += term
-            if term < total * 1e-15:
-                break
-        return max(0.0, 1.0 - total * math.exp(log_prefix))
-    tiny = 1e-300
-    b = x + 1.0 - a
-    c, d = 1.0 / tiny, 1.0 / b
-    h = d
-    for n in range(1, 10_000):
-        an = -n * (n - a)
-        b += 2.0
-        d = an * d + b
-        d = tiny if abs(d) < tiny else d
-        c = b + an / c
-        c = tiny if abs(c) < tiny else c
-        d = 1.0 / d
-        h *= d * c
-        if abs(d * c - 1.0) < 1e-15:
-            break
-    return math.exp(log_prefix) * h
+    return float(tf.math.igammac(tf.constant(0.5 * dof, tf.float64),
+                                 tf.constant(0.5 * statistic, tf.float64)))
 
 
 def pool_cells(probs, num_samples, min_expected=5.0):
@@ -324,29 +287,3 @@ def assert_samples_follow(model, samples, cond_row=None, support=None, alpha=1e-
     return statistic, p_value
 
 
-def run_layer_test(cls, init_kwargs, input_data, expected_output_shape, call_kwargs=None):
-    """One line per layer: config round trip, JSON serialization, eager and jit `fit` step."""
-    call_kwargs = call_kwargs or {}
-    layer = cls(**init_kwargs)
-    output = layer(input_data, **call_kwargs)
-    assert tuple(output.shape) == tuple(expected_output_shape), output.shape
-    clone = cls.from_config(layer.get_config())
-    assert clone.get_config() == layer.get_config()
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert type(restored) is cls and restored.get_config() == layer.get_config()
-    clone(input_data, **call_kwargs)
-    clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(clone(input_data, **call_kwargs), output, rtol=1e-5, atol=1e-5)
-
-    class Wrapper(keras.Model):
-        def __init__(self):
-            super().__init__()
-            self.inner = cls(**init_kwargs)
-
-        def call(self, x):
-            return self.inner(x, **call_kwargs)
-
-    model = Wrapper()
-    model.compile(optimizer="sgd", loss="mse", jit_compile=True)
-    model.fit(input_data, tf.zeros_like(output), epochs=1, batch_size=len(input_data), verbose=0)
-    return output
