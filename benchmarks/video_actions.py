@@ -17,7 +17,7 @@ import os
 import numpy as np
 from absl import app, flags
 
-from spn_tf import trainer, video_data
+from spn_tf import run_folder, video_data
 from spn_tf.orderings import reduce_bits
 
 FLAGS = flags.FLAGS
@@ -39,7 +39,7 @@ def main(argv):
     print("| run | aligned layers | true actions | permuted | zero |")
     print("|---|---|---|---|---|")
     for model_dir in FLAGS.model_dirs:
-        model = trainer.load_checkpoint(os.path.join(model_dir, "model.keras"))
+        model = run_folder.load_checkpoint(os.path.join(model_dir, "model.keras"))
         clips, actions, _ = video_data.camera_clips("test", model.image_size, model.num_frames)
         clips = np.asarray(reduce_bits(clips, model.bits))
         permuted = actions[np.random.default_rng(0).permutation(len(actions))]

@@ -14,7 +14,8 @@ import sys
 from absl import app, flags
 
 from spn_tf import cli, grid
-from spn_tf.trainer import held_out_batch, held_out_dataset, load_checkpoint, run_config
+from spn_tf.run_data import held_out_batch, held_out_dataset
+from spn_tf.run_folder import load_checkpoint, run_config
 from spn_tf.training.evaluation import mean_bits_per_dim
 
 FLAGS = flags.FLAGS

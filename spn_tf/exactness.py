@@ -11,7 +11,6 @@
 """
 
 import itertools
-import math
 
 import numpy as np
 import tensorflow as tf

@@ -53,7 +53,7 @@ import spn_tf
 from spn_tf import cli
 from spn_tf import models, orderings, warmup
 from spn_tf.distributions import bits_per_dim
-from spn_tf.trainer import load_checkpoint
+from spn_tf.run_folder import load_checkpoint
 
 FLAGS = flags.FLAGS
 METADATA_FILE = os.path.join("assets.extra", "spn_tf.json")

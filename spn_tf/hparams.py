@@ -8,6 +8,7 @@ passed it and says what is allowed. Example of what they prevent: an even kernel
 `p(x)` over a tiny space was 1.36).
 """
 
+import ast
 import numbers
 
 
@@ -82,3 +83,22 @@ def check_layer_indices(name, indices, num_layers, num_layers_name="num_layers")
             f"{name}={list(indices)} must be distinct block indices in [0, {num_layers}) "
             f"({num_layers_name}={num_layers}).")
     return indices
+
+
+def parse_overrides(items):
+    """`--hparams` entries → keyword overrides: `["filters=64", "attention_layers=(1,)"]` →
+    `{"filters": 64, "attention_layers": (1,)}` (values as Python literals, else strings).
+
+    Raises:
+      ValueError: an entry that is not `key=value`.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--hparams entry {item!r} is not key=value.")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out

@@ -38,7 +38,8 @@ from absl import app, flags, logging
 from spn_tf import cli, compile_cache
 from spn_tf.grid import check_image_path, read_image, write_grid
 from spn_tf.orderings import reduce_bits
-from spn_tf.trainer import load_checkpoint, predict_held_out_clips, run_config
+from spn_tf.run_data import predict_held_out_clips
+from spn_tf.run_folder import load_checkpoint, run_config
 
 FLAGS = flags.FLAGS
 _cache = []  # the XLA cache directory in use: set by `enable_cache`, before `main`

@@ -1,17 +1,17 @@
 """`python -m spn_tf.train --flagfile=configs/quickstart.cfg`: train, evaluate, sample.
 
-Flags are turned into a frozen `spn_tf.trainer.TrainConfig`; absl rejects misspelt flags,
+Flags are turned into a frozen `spn_tf.run_folder.TrainConfig`; absl rejects misspelt flags,
 also inside a flagfile, and the command line overrides the file.
 """
 
-import ast
 import sys
 
 from absl import app, flags, logging
 
-from spn_tf import cli
-from spn_tf import models, strategies
-from spn_tf.trainer import TrainConfig, train_and_evaluate
+from spn_tf import cli, models, strategies
+from spn_tf.hparams import parse_overrides
+from spn_tf.run_folder import TrainConfig
+from spn_tf.trainer import train_and_evaluate
 from spn_tf.training.schedules import DECAYS
 
 FLAGS = flags.FLAGS
@@ -82,22 +82,8 @@ def define_flags():
     flags.DEFINE_integer("seed", 0, "Random seed.")
 
 
-def parse_hparams(items):
-    """`["filters=64", "attention_layers=(1,)"]` → `{"filters": 64, ...}` (Python literals)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise flags.ValidationError(f"--hparams entry {item!r} is not key=value.")
-        try:
-            out[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            out[key.strip()] = value.strip()
-    return out
-
-
 def config_from_flags():
-    hparams = parse_hparams(FLAGS.hparams)
+    hparams = parse_overrides(FLAGS.hparams)
     if FLAGS.subscale_factor is not None:
         hparams["subscale_factor"] = FLAGS.subscale_factor
     if FLAGS.depth_bits is not None:

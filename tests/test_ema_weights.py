@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import export, trainer
-from spn_tf.trainer import TrainConfig
+from spn_tf import export, run_data, run_folder, trainer
+from spn_tf.run_folder import TrainConfig
 from spn_tf.training.evaluation import mean_bits_per_dim
 from spn_tf.training.variable_paths import checkpoint_variables, structural_paths
 
@@ -42,7 +42,7 @@ def test_model_keras_evaluation_and_export_hold_the_ema_of_the_step_weights(tmp_
                    for path, value in weights.items()}
     assert any(not np.allclose(formula[path], steps[-1][path]) for path in formula)
 
-    saved = trainer.load_checkpoint(f"{config.model_dir}/model.keras")
+    saved = run_folder.load_checkpoint(f"{config.model_dir}/model.keras")
     for path, variable in structural_paths(saved).items():
         if variable.trainable:
             np.testing.assert_allclose(variable.numpy(), formula[path], rtol=1e-6, atol=1e-7,
@@ -51,12 +51,12 @@ def test_model_keras_evaluation_and_export_hold_the_ema_of_the_step_weights(tmp_
     for path, variable in structural_paths(model).items():
         if variable.trainable:
             variable.assign(formula[path])
-    held_out = mean_bits_per_dim(model, trainer.held_out_dataset(config))
+    held_out = mean_bits_per_dim(model, run_data.held_out_dataset(config))
     assert metrics["held_out_bits_per_dim"] == pytest.approx(held_out, abs=1e-6)
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())[
         "held_out_bits_per_dim"] == metrics["held_out_bits_per_dim"]
 
-    images = next(iter(trainer.held_out_dataset(config)))["images"]
+    images = next(iter(run_data.held_out_dataset(config)))["images"]
     served = tf.saved_model.load(export.export_model(saved, str(tmp_path / "export"),
                                                      warmup_batch_sizes=()))
     np.testing.assert_allclose(served.signatures["log_prob"](images=images)["log_prob"],

@@ -1,6 +1,7 @@
 """What a run reads: a spread training sample, seeded TFDS reads, exact resume on TFDS data,
 missing data found before anything is built or written, and the whole-configuration guard."""
 
+import dataclasses
 import json
 import os
 
@@ -9,8 +10,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from spn_tf import data, trainer
-from spn_tf.trainer import TrainConfig
+from spn_tf import data, run_data, run_folder, trainer
+from spn_tf.run_folder import TrainConfig
 
 TINY = dict(preset="tiny", image_size=4, bits=3, batch_size=4, eval_batches=1,
             num_samples=1, log_every=100)
@@ -22,23 +23,23 @@ def _labels(dataset):
 
 def test_train_subset_is_a_seeded_sample_spread_over_the_split_the_size_of_held_out():
     config = TrainConfig(conditional=True, **{**TINY, "eval_batches": 0, "batch_size": 32})
-    subset = trainer.train_subset(config)
-    held_out = sum(int(tf.shape(b["images"])[0]) for b in trainer.held_out_dataset(config))
+    subset = run_data.train_subset(config)
+    held_out = sum(int(tf.shape(b["images"])[0]) for b in run_data.held_out_dataset(config))
     labels = _labels(subset)
     assert len(labels) == held_out == 320
     # Stored order starts with 256 crops of photo 0; a spread sample holds every photo.
     assert set(labels) == set(range(10))
-    np.testing.assert_array_equal(labels, _labels(trainer.train_subset(config)))
+    np.testing.assert_array_equal(labels, _labels(run_data.train_subset(config)))
     other = TrainConfig(conditional=True, seed=1, **{**TINY, "eval_batches": 0,
                                                      "batch_size": 32})
-    assert not np.array_equal(labels, _labels(trainer.train_subset(other)))
+    assert not np.array_equal(labels, _labels(run_data.train_subset(other)))
 
 
 def test_tfds_training_reads_are_fixed_by_the_seed():
     def images(seed):
         config = TrainConfig(dataset="cifar10", conditional=True, seed=seed,
                              **{**TINY, "eval_batches": 3})
-        return np.concatenate([b["images"].numpy() for b in trainer.train_subset(config)])
+        return np.concatenate([b["images"].numpy() for b in run_data.train_subset(config)])
 
     with tfds.testing.mock_data(num_examples=64):
         first, again, other = images(0), images(0), images(5)
@@ -86,16 +87,16 @@ def test_missing_data_stops_before_a_model_is_built_and_writes_nothing(tmp_path,
 
 def test_guard_compares_the_whole_model_configuration(tmp_path):
     saved = TrainConfig(model_dir=str(tmp_path), **TINY)
-    (tmp_path / "config.json").write_text(json.dumps(trainer.dataclasses.asdict(saved)))
-    trainer.check_model_dir(TrainConfig(model_dir=str(tmp_path), steps=9, **TINY))  # same model
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(saved)))
+    run_folder.check_model_dir(TrainConfig(model_dir=str(tmp_path), steps=9, **TINY))  # same model
     with pytest.raises(ValueError, match=r"cond=None there, \{'text': 64\} here"):
-        trainer.check_model_dir(TrainConfig(model_dir=str(tmp_path), text_conditional=True,
+        run_folder.check_model_dir(TrainConfig(model_dir=str(tmp_path), text_conditional=True,
                                             **TINY))
     # Equal to the preset's own value: the same model.
-    trainer.check_model_dir(TrainConfig(model_dir=str(tmp_path), hparams={"filters": 6},
+    run_folder.check_model_dir(TrainConfig(model_dir=str(tmp_path), hparams={"filters": 6},
                                         **TINY))
     with pytest.raises(ValueError, match="filters=6 there, 8 here"):
-        trainer.check_model_dir(TrainConfig(model_dir=str(tmp_path), hparams={"filters": 8},
+        run_folder.check_model_dir(TrainConfig(model_dir=str(tmp_path), hparams={"filters": 8},
                                             **TINY))
 
 
@@ -109,10 +110,10 @@ def test_checkpoint_errors_say_what_happened_and_what_to_do(tmp_path):
     model.save(str(whole))
     with pytest.raises(ValueError, match=r"is a file, not a run directory: pass the directory "
                                          r"that holds it, --model_dir=.*run$"):
-        trainer.load_checkpoint(str(whole / "model.keras"))
+        run_folder.load_checkpoint(str(whole / "model.keras"))
     truncated = tmp_path / "truncated.keras"
     truncated.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
     with pytest.raises(ValueError, match="not a complete .keras archive .*truncated") as error:
-        trainer.load_checkpoint(str(truncated))
+        run_folder.load_checkpoint(str(truncated))
     assert "File not found" not in str(error.value)
-    assert trainer.load_checkpoint(str(whole)).count_params() == model.count_params()
+    assert run_folder.load_checkpoint(str(whole)).count_params() == model.count_params()

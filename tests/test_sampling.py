@@ -131,7 +131,7 @@ def test_trace_once_per_batch_size_and_temperature_is_an_input():
     assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 1
     assert not np.array_equal(first, second)
     model.sample(5, 0)
-    assert loop.experimental_get_tracing_count() == 2
+    assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 2
 
 
 def test_reference_networks_trace_once_per_shape():

@@ -17,7 +17,8 @@ from spn_tf import data, export, models, sample
 import helpers as testing
 from spn_tf.layers import TextEncoder
 from spn_tf.layers.text_encoder import text_to_bytes
-from spn_tf.trainer import TrainConfig, train_and_evaluate
+from spn_tf.run_folder import TrainConfig
+from spn_tf.trainer import train_and_evaluate
 
 CAPTIONS = ["a red square", "ciel bleu, café"]  # the second has multi-byte characters
 TINY = {

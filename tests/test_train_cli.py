@@ -10,7 +10,7 @@ import numpy as np
 import keras
 import pytest
 
-from spn_tf import grid, trainer
+from spn_tf import grid, run_data, run_folder
 from spn_tf.training.evaluation import mean_bits_per_dim
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,10 +60,10 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
         metrics["held_out_bits_per_dim"], abs=1e-5)
     # Train bits/dim: exact, of the final model on the fixed training subset (not a running
     # mean over the steps that changed the weights).
-    config = trainer.run_config(str(model_dir))
+    config = run_folder.run_config(str(model_dir))
     keras.utils.set_random_seed(config.seed)  # as the run did: tf.data shuffles use it
-    exact = mean_bits_per_dim(trainer.load_checkpoint(str(model_dir / "model.keras")),
-                              trainer.train_subset(config), config.batch_size)
+    exact = mean_bits_per_dim(run_folder.load_checkpoint(str(model_dir / "model.keras")),
+                              run_data.train_subset(config), config.batch_size)
     assert metrics["train_bits_per_dim"] == pytest.approx(exact, abs=1e-5)
 
 
@@ -117,7 +117,7 @@ def test_checkpoint_of_every_model_loads_in_a_fresh_process(model, tmp_path):
     # A fresh interpreter has imported none of the model modules: loading must still find them.
     _train(f"--model={model}", "--preset=tiny", "--image_size=4", "--steps=1", "--batch_size=4",
            "--num_samples=1", f"--model_dir={tmp_path}")
-    code = ("from spn_tf.trainer import load_checkpoint; "
+    code = ("from spn_tf.run_folder import load_checkpoint; "
             f"print(type(load_checkpoint('{tmp_path}/model.keras')).__name__)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from spn_tf import models
-from spn_tf.trainer import TrainConfig, build_model, make_optimizer
+from spn_tf.run_folder import TrainConfig
+from spn_tf.trainer import build_model, make_optimizer
 from spn_tf.training.averaging import averaged_weights
 from spn_tf.training.evaluation import (chunked_log_prob, mean_bits_per_dim,
                                          slice_chunks_log_prob)

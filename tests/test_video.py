@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import data, evaluate, export, models, orderings, sample, trainer, video_data
+from spn_tf import data, evaluate, export, models, orderings, run_folder, sample, video_data
 import helpers as testing
 from spn_tf.check import export_checks, model_checks
 from spn_tf.layers import FrameEncoder
@@ -199,7 +199,7 @@ def test_video_quickstart_config_trains_and_writes_truth_and_prediction_rows(tmp
     np.testing.assert_array_equal(out.reshape(3, 2, 4, 4, 4, 3)[:, 1, 0], truth[:, 0])
     side = lambda tiles: 4 * (5 * tiles + 1)  # 4x4 tiles, 1-pixel gaps, enlarged 4x
     assert read_image(str(tmp_path / "clips.png")).shape == (side(6), side(4), 3)
-    evaluate.write_heatmap_of(model, trainer.run_config(str(tmp_path)), str(tmp_path / "map.png"),
+    evaluate.write_heatmap_of(model, run_folder.run_config(str(tmp_path)), str(tmp_path / "map.png"),
                               2)
     # 8 frames beside their maps, 4 pairs a row.
     assert read_image(str(tmp_path / "map.png")).shape == (side(2), side(8), 3)

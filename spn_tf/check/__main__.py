@@ -18,8 +18,8 @@ from absl import app, flags
 
 from spn_tf import cli, models
 from spn_tf.check import export_checks, format_table, model_checks
-from spn_tf.train import parse_hparams
-from spn_tf.trainer import load_checkpoint
+from spn_tf.hparams import parse_overrides
+from spn_tf.run_folder import load_checkpoint
 
 FLAGS = flags.FLAGS
 
@@ -64,7 +64,7 @@ def verdicts_for(flag_values):
             cond = {"action": flag_values.action_dims}
         model = models.build(flag_values.model, flag_values.image_size,
                              int(flag_values.channels), flag_values.bits, flag_values.preset,
-                             cond, **parse_hparams(flag_values.hparams))
+                             cond, **parse_overrides(flag_values.hparams))
     return model_checks.audit_model(model, flag_values.seed, flag_values.agreement_seeds,
                                     flag_values.max_positions)
 
