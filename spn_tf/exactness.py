@@ -87,6 +87,15 @@ def assert_causal(logits_fn, order, seed=0, modelled=None):
     assert blind.size == 0, f"sub-pixels {blind.tolist()} see none of the earlier sub-pixels"
 
 
+def sharpen(model, factor=3.0):
+    """Scales every weight so the model is far from uniform: a G-test of its sampler needs
+    the power (`spn_tf.check` and the tests)."""
+    model.build()
+    for weight in model.trainable_weights:
+        weight.assign(weight * factor)
+    return model
+
+
 def raster_order(height, width, channels):
     """Generation steps of raster order: `(H, W, C)` array `0..H*W*C-1`."""
     return np.arange(height * width * channels).reshape(height, width, channels)

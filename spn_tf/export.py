@@ -51,63 +51,11 @@ from absl import app, flags
 
 import spn_tf
 from spn_tf import cli
-from spn_tf import models, orderings, warmup
-from spn_tf.distributions import bits_per_dim
+from spn_tf import models, warmup
 from spn_tf.run_folder import load_checkpoint
 
 FLAGS = flags.FLAGS
 METADATA_FILE = os.path.join("assets.extra", "spn_tf.json")
-
-
-def _kind(model):
-    for kind, (_, cls) in models.MODELS.items():
-        if type(model).__name__ == cls:
-            return kind
-    raise ValueError(f"cannot export {type(model).__name__}: not one of the spn_tf models "
-                     f"{sorted(models.MODELS)}.")
-
-
-def _image_spec(name, model, side=None, dtype=tf.int32):
-    side = side or model.image_size
-    return tf.TensorSpec([None, side, side, model.channels], dtype, name=name)
-
-
-def _clip_spec(name, model, dtype=tf.int32):
-    side = model.image_size
-    return tf.TensorSpec([None, model.num_frames, side, side, model.channels], dtype, name=name)
-
-
-def _cond_specs(model):
-    """Signature inputs for the conditioning the model takes, in `cond` key order."""
-    specs = []
-    if "action" in model.cond_spec:
-        specs.append(tf.TensorSpec([None, model.num_frames - 1, model.cond_spec["action"]],
-                                   tf.float32, name="action"))
-    if "label" in model.cond_spec:
-        specs.append(tf.TensorSpec([None], tf.int32, name="label"))
-    if "embedding" in model.cond_spec:
-        specs.append(tf.TensorSpec([None, model.cond_spec["embedding"]], tf.float32,
-                                   name="embedding"))
-    if "text" in model.cond_spec:
-        specs.append(tf.TensorSpec([None], tf.string, name="text"))
-    if getattr(model, "depth_condition_bits", None):
-        specs.append(_image_spec("low_res", model))
-    if getattr(model, "condition_on_base", False):
-        specs.append(_image_spec("low_res", model, model.image_size // 2))
-    return specs
-
-
-def _value_bits(model, name):
-    """Bits of an image-valued input: values must lie in `[0, 2**bits)`."""
-    if name == "msb":
-        return model.depth_bits if hasattr(model, "depth_bits") else model.depth_condition_bits
-    if name == "low_res" and getattr(model, "depth_condition_bits", None):
-        return model.depth_condition_bits
-    if name == "low_res" and getattr(model, "depth_bits", None):
-        return model.depth_bits  # the composite's first slice at its top bits (`upscale_size`)
-    if name == "mask":
-        return 1
-    return model.bits
 
 
 def _in_range(value, low, high, allowed):
@@ -137,10 +85,11 @@ def _checks(model, inputs):
                 tf.shape(value)[0], tf.shape(inputs[first])[0],
                 message=f"batch mismatch: {name} and {first} must have the same size on "
                         f"dimension 0"))
-        if name in ("images", "clips", "first_frames", "low_res", "msb", "mask"):
-            top = 2 ** _value_bits(model, name)
-            allowed = f"{name} values must be in [0, {top})" + (
-                f" (bits={_value_bits(model, name)})" if name != "mask" else " (0 or 1)")
+        if value.shape.rank >= 4:  # image-valued: images, clips, first frames, low_res, ...
+            bits = model.input_value_bits(name)
+            allowed = f"{name} values must be in [0, {2 ** bits})" + (
+                f" (bits={bits})" if name != "mask" else " (0 or 1)")
+            top = 2 ** bits
             checks.append(_in_range(tf.cast(value, tf.int32), 0, top, allowed))
         elif name == "label":
             classes = model.cond_spec["label"]
@@ -155,116 +104,6 @@ def _checks(model, inputs):
             checks.append(tf.debugging.assert_non_negative(
                 value, message="temperature values must be finite floats >= 0"))
     return checks
-
-
-def _cond(inputs, given=()):
-    """The conditioning inputs of a signature, less those that are `given` content."""
-    return {key: inputs[key] for key in ("label", "embedding", "text", "low_res", "action")
-            if key in inputs and key not in given}
-
-
-def _log_prob(model, inputs):
-    pixels = inputs["clips"] if "clips" in inputs else inputs["images"]
-    log_prob = model.log_prob(tf.cast(pixels, tf.int32), _cond(inputs))
-    return {"log_prob": log_prob, "bits_per_dim": bits_per_dim(log_prob, model.num_dims)}
-
-
-def _sampler(given_fn):
-    """A sampling signature's body: `given_fn(model, inputs)` → `(cond, given)`."""
-    def body(model, inputs, xla):
-        cond, given = given_fn(model, inputs)
-        return {"images": model.sample_rows(inputs["seed"], inputs["temperature"], cond, given,
-                                            jit_compile=xla)}
-    return body
-
-
-# `sample`, and `super_resolve` (multiscale takes its low-resolution image as cond["low_res"]).
-_sample = _sampler(lambda model, inputs: (_cond(inputs), None))
-_complete = _sampler(lambda model, inputs: (_cond(inputs), {
-    "images": inputs["images"], "mask": tf.cast(inputs["mask"], tf.bool)}))
-
-
-def _sample_video(model, inputs, xla):
-    return {"clips": model.sample_rows(inputs["seed"], inputs["temperature"], _cond(inputs),
-                                       {"frames": inputs["first_frames"]}, jit_compile=xla)}
-
-
-def _first_slice_given(model, low_res):
-    """`given` for `upscale_size`: the first slice `(B, H/S, W/S, C)`.
-
-    A depth-upscaling composite takes it at its top `depth_bits` (the output of its first
-    network), so that the rest is drawn from the exact conditional (`given["msb"]` with
-    `num_slices=1`); given at full depth the composite could only approximate it.
-    """
-    if not getattr(model, "depth_bits", None):
-        return {"low_res": low_res}
-    rest = tf.repeat(tf.zeros_like(low_res)[:, None], model.subscale_factor ** 2 - 1, axis=1)
-    slices = tf.concat([low_res[:, None], rest], axis=1)
-    return {"msb": orderings.subscale_merge(slices, model.subscale_factor), "num_slices": 1}
-
-
-_upscale_size = _sampler(lambda model, inputs: (
-    _cond(inputs, given=("low_res",)), _first_slice_given(model, inputs["low_res"])))
-# The composite takes the most significant bits as given["msb"], a depth SPN as cond["low_res"].
-_upscale_depth = _sampler(lambda model, inputs: (
-    (_cond(inputs), {"msb": inputs["msb"]}) if hasattr(model, "depth_bits")
-    else ({**_cond(inputs), "low_res": inputs["msb"]}, None)))
-
-
-def _describe_model(model, inputs, xla):
-    """`describe`: what a client needs to know before calling (one row per request row)."""
-    rows = tf.shape(inputs["rows"])[:1]
-    facts = {"bits": model.bits, "image_size": model.image_size, "channels": model.channels,
-             "num_frames": getattr(model, "num_frames", 1)}
-    return {name: tf.fill(rows, value) for name, value in facts.items()}
-
-
-def signatures(model):
-    """The signatures this model exports: `{name: (body, [TensorSpec inputs])}`.
-
-    `body(model, inputs, xla)` maps the named inputs to a dict of named outputs. Every kind
-    has `describe`: `rows` int32 `(batch,)` (any values) → `bits`, `image_size`, `channels`,
-    `num_frames` (1 for images), int32 `(batch,)`; batched like the others, so TF Serving's
-    batching serves it too.
-    """
-    describe = (_describe_model, [tf.TensorSpec([None], tf.int32, name="rows")])
-    cond = _cond_specs(model)
-    draw = [tf.TensorSpec([None, 2], tf.int32, name="seed"),
-            tf.TensorSpec([None], tf.float32, name="temperature")]
-    kind = _kind(model)
-    if kind == "multiscale_video":
-        return {
-            "log_prob": (lambda m, inputs, xla: _log_prob(m, inputs),
-                         [_clip_spec("clips", model)] + cond),
-            "log_prob_uint8": (lambda m, inputs, xla: _log_prob(m, inputs),
-                               [_clip_spec("clips", model, tf.uint8)] + cond),
-            "sample": (_sample_video, [_image_spec("first_frames", model)] + draw + cond),
-            "describe": describe,
-        }
-    specs = {
-        "log_prob": (lambda m, inputs, xla: _log_prob(m, inputs),
-                     [_image_spec("images", model)] + cond),
-        "log_prob_uint8": (lambda m, inputs, xla: _log_prob(m, inputs),
-                           [_image_spec("images", model, dtype=tf.uint8)] + cond),
-        "sample": (_sample, draw + cond),
-        "describe": describe,
-    }
-    if kind == "raster":
-        specs["complete"] = (_complete, [_image_spec("images", model),
-                                         _image_spec("mask", model)] + draw + cond)
-    depth_spn = kind == "spn" and model.depth_condition_bits is not None
-    if kind == "upscaling" or (kind == "spn" and model.slice_range[0] <= 1 and not depth_spn):
-        factor = model.subscale_factor
-        if factor > 1:
-            specs["upscale_size"] = (_upscale_size, [_image_spec(
-                "low_res", model, model.image_size // factor)] + draw + cond)
-    if (kind == "upscaling" and model.depth_bits) or depth_spn:
-        specs["upscale_depth"] = (_upscale_depth, [_image_spec("msb", model)] + draw + [
-            spec for spec in cond if spec.name != "low_res"])
-    if kind == "multiscale" and model.num_scales and not model.condition_on_base:
-        specs["super_resolve"] = (_sample, [_image_spec(
-            "low_res", model, model.image_size // 2)] + draw + cond)
-    return specs
 
 
 def _endpoint(model, body, specs, xla):
@@ -287,14 +126,10 @@ def _describe(spec):
 
 def metadata(model, signature_io, xla):
     """What a client needs without spn_tf: kind, geometry, bits, conditioning, signatures."""
-    config = model.get_config()
     return {
-        "model": _kind(model), "class": type(model).__name__,
+        "model": model.kind, "class": type(model).__name__,
         "image_size": model.image_size, "channels": model.channels, "bits": model.bits,
-        "cond": model.cond_spec,
-        **{key: config[key] for key in ("subscale_factor", "depth_bits", "depth_condition_bits",
-                                        "base_size", "condition_on_base", "num_frames")
-           if key in config},
+        "cond": model.cond_spec, **model.serving_metadata(),
         "xla": xla, "serving_default": "log_prob", "signatures": signature_io,
         "spn_tf_version": spn_tf.__version__, "tensorflow_version": tf.__version__,
     }
@@ -318,6 +153,9 @@ def export_model(model, export_dir, xla=False, warmup_batch_sizes=warmup.BATCH_S
     Raises:
       ValueError: `export_dir` already holds something.
     """
+    if not isinstance(model, models.DensityModel):
+        raise ValueError(f"cannot export {type(model).__name__}: not an spn_tf model (a "
+                         f"spn_tf.models.DensityModel).")
     export_dir = os.fspath(export_dir)
     if os.path.exists(export_dir) and os.listdir(export_dir):
         raise ValueError(f"export_dir {export_dir} already exists and is not empty; an export "
@@ -326,7 +164,7 @@ def export_model(model, export_dir, xla=False, warmup_batch_sizes=warmup.BATCH_S
     archive = keras.export.ExportArchive()
     archive.track(model)
     signature_io, signature_specs = {}, {}
-    for name, (body, specs) in signatures(model).items():
+    for name, (body, specs) in model.serving_signatures().items():
         signature_specs[name] = specs
         fn = archive.add_endpoint(name, _endpoint(model, body, specs, xla), input_signature=specs)
         outputs = fn.get_concrete_function().structured_outputs

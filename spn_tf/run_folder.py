@@ -91,7 +91,8 @@ class TrainConfig:
 
 
 def is_video(config):
-    return config.model == "multiscale_video"
+    """Whether the config's model kind draws clips (its data are clips and actions)."""
+    return models.model_class(config.model).produces_clips
 
 
 def cond_spec(config):

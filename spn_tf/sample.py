@@ -71,35 +71,14 @@ def define_flags():
 
 
 def given_for(model, image, num):
-    """`(given, cond)` for `model.sample` from one uint8 `(h, w, c)` 8-bit image."""
-    size, channels = model.image_size, model.channels
-    if image.shape[-1] != channels:
-        raise ValueError(f"--given has {image.shape[-1]} channels; the model takes {channels}.")
-    image = np.repeat(reduce_bits(image, model.bits).numpy()[None], num, axis=0)
-    side = image.shape[1]
-    if image.shape[1] != image.shape[2]:
-        raise ValueError(f"--given must be square, got {image.shape[1:3]}.")
-    if hasattr(model, "subscale_factor"):
-        slice_size = size // model.subscale_factor
-        # A depth-upscaling composite keeps full-depth slices only approximately (its doc).
-        approximate = {"approximate": True} if getattr(model, "depth_bits", None) else {}
-        if side == slice_size:
-            return {"low_res": image, **approximate}, {}
-        if side == size:
-            return {"images": image, "num_slices": model.subscale_factor ** 2 // 2,
-                    **approximate}, {}
-        allowed = f"{slice_size} (upscaling) or {size} (completion)"
-    elif hasattr(model, "base_size"):
-        if side == size:
-            image, side = image[:, ::2, ::2], side // 2
-        return None, {"low_res": image}  # the model checks the resolution
-    else:
-        if side == size:
-            mask = np.zeros(image.shape, bool)
-            mask[:, :size // 2] = True
-            return {"images": image, "mask": mask}, {}
-        allowed = str(size)
-    raise ValueError(f"--given is {side}x{side}; this model takes {allowed} pixels square.")
+    """`(given, cond)` for `model.sample` from one uint8 `(h, w, c)` 8-bit image: what the
+    image means is the model's to say (`model.given_from_image`)."""
+    if image.shape[-1] != model.channels:
+        raise ValueError(f"--given has {image.shape[-1]} channels; the model takes "
+                         f"{model.channels}.")
+    if image.shape[0] != image.shape[1]:
+        raise ValueError(f"--given must be square, got {image.shape[:2]}.")
+    return model.given_from_image(reduce_bits(image, model.bits).numpy(), num)
 
 
 def _labels(model, num, labels):
@@ -158,21 +137,13 @@ class StageLog:
         logging.info("  %s: %d/%d (%.1f s%s)", stage, done, total, elapsed, left)
 
 
-# Sampler calls below which `auto` samples a multiscale model with the reference sampler.
-# Measured here (2 CPU cores, 16 images of 16x16x3, `small` presets, shared machine): the
-# multiscale reference sampler takes 0.8-1.9 s per call, the compiled one 14.5 s cold (the
-# XLA compile) and 0.05 s warm, so compiling pays from about 8 calls on; raster and SPN
-# compiled take 3.5 s and 6.8 s cold against 31 s and 23 s for their reference samplers.
-MULTISCALE_REFERENCE_CALLS = 8
-
-
 def pick_sampler(model, calls, sampler="auto"):
     """`"compiled"` or `"reference"` for `calls` sampler calls: `auto` compiles unless the
-    model has few sequential steps (multiscale: O(log N)) and the run is short."""
+    run is shorter than the model's `reference_sampler_calls` (multiscale: O(log N) steps,
+    so its reference sampler beats an XLA compile for a few calls)."""
     if sampler != "auto":
         return sampler
-    few_steps = hasattr(model, "base_size")
-    return "reference" if few_steps and calls < MULTISCALE_REFERENCE_CALLS else "compiled"
+    return "reference" if calls < model.reference_sampler_calls else "compiled"
 
 
 def predict_clips(model_dir, model, num, seed, temperature, sampler, out):
@@ -191,7 +162,7 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
     """Draws `num` images from `model_dir/model.keras` into the image `out`; returns them."""
     check_image_path(out)
     model = load_checkpoint(os.path.join(model_dir, "model.keras"))
-    video = hasattr(model, "sample_video")
+    video = model.produces_clips
     if video and (labels or captions or given_path):
         raise ValueError("a video model predicts held-out clips from their first frames "
                          "and actions: --labels, --captions and --given do not apply.")

@@ -1,19 +1,10 @@
-"""Test helpers: `spn_tf.exactness` (the proofs), plus what only tests need."""
+"""Test helpers: `spn_tf.exactness` (the proofs, `sharpen`), plus what only tests need."""
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from spn_tf.exactness import *  # noqa: F401,F403 - the tests reach the proofs through here
-
-
-def sharpen(model, factor=3.0):
-    """Scales every weight so the model is far from uniform: sampling tests need the power."""
-    model.build()
-    for weight in model.trainable_weights:
-        weight.assign(weight * factor)
-    return model
-
 
 
 def run_layer_test(cls, init_kwargs, input_data, expected_output_shape, call_kwargs=None):

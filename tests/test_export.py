@@ -15,7 +15,6 @@ from tensorflow_serving.apis import prediction_log_pb2
 
 from spn_tf import export, models, warmup
 import helpers as testing
-from spn_tf.check.model_checks import random_cond
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEEDS = np.array([[0, 1], [7, 2], [3, 9]], np.int32)
@@ -60,7 +59,7 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
     """`{signature: inputs}`, one request per signature of `model`, `len(seeds)` rows each."""
     rng = np.random.default_rng(0)
     batch, size = len(seeds), model.image_size
-    cond = random_cond(model, batch, rng)
+    cond = model.random_cond(batch, rng)
     draw = {"seed": seeds, "temperature": temperatures, **cond}
     images = _image(model, size, model.bits, rng, batch)
     out = {"log_prob": {"images": images, **cond},
@@ -72,10 +71,10 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
         out["complete"] = {"images": images, "mask": mask, **draw}
     if hasattr(model, "subscale_factor") and not getattr(model, "depth_condition_bits", None):
         out["upscale_size"] = {"low_res": _image(model, size // model.subscale_factor,
-                                                 export._value_bits(model, "low_res"), rng,
+                                                 model.input_value_bits("low_res"), rng,
                                                  batch), **draw}
     if getattr(model, "depth_bits", None) or getattr(model, "depth_condition_bits", None):
-        msb = _image(model, size, export._value_bits(model, "msb"), rng, batch)
+        msb = _image(model, size, model.input_value_bits("msb"), rng, batch)
         out["upscale_depth"] = {"msb": msb, **{k: v for k, v in draw.items() if k != "low_res"}}
     if hasattr(model, "base_size"):
         out["super_resolve"] = {"low_res": _image(model, size // 2, model.bits, rng, batch),
@@ -156,7 +155,7 @@ def test_log_prob_is_exact_and_normalized_through_the_saved_model(exported):
     _, model, _, loaded = exported
     images = testing.all_images(model.image_size, model.image_size, 1, model.bits)
     cond = {k: np.repeat(v[:1], len(images), 0)
-            for k, v in random_cond(model, 1, np.random.default_rng(1)).items()}
+            for k, v in model.random_cond(1, np.random.default_rng(1)).items()}
     log_prob = np.concatenate([
         _call(loaded, "log_prob", {"images": images[i:i + 4096],
                                    **{k: v[i:i + 4096] for k, v in cond.items()}})["log_prob"]
@@ -223,7 +222,7 @@ def test_samples_follow_log_prob(kind, exports):
     model, _, loaded = exports(kind)
     n = 3000
     seeds = np.stack([np.full(n, 11), np.arange(n)], 1).astype(np.int32)
-    cond_row = random_cond(model, 1, np.random.default_rng(2))
+    cond_row = model.random_cond(1, np.random.default_rng(2))
     samples = _call(loaded, "sample", {"seed": seeds, "temperature": np.ones(n, np.float32),
                                        **{k: np.repeat(v, n, 0) for k, v in cond_row.items()}})
     testing.assert_samples_follow(model, samples["images"], cond_row or None)

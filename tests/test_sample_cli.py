@@ -122,7 +122,7 @@ def test_auto_sampler_skips_the_compile_only_for_short_multiscale_runs():
     multiscale = models.build("multiscale", 4, channels=1, bits=2, preset="tiny", base_size=2)
     raster = models.build("raster", 4, channels=1, bits=2, preset="tiny")
     assert sample.pick_sampler(multiscale, 1) == "reference"
-    assert sample.pick_sampler(multiscale, sample.MULTISCALE_REFERENCE_CALLS) == "compiled"
+    assert sample.pick_sampler(multiscale, multiscale.reference_sampler_calls) == "compiled"
     assert sample.pick_sampler(raster, 1) == "compiled"
     assert sample.pick_sampler(multiscale, 1, "compiled") == "compiled"
 

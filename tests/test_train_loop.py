@@ -9,8 +9,7 @@ from spn_tf import models
 from spn_tf.run_folder import TrainConfig
 from spn_tf.trainer import build_model, make_optimizer
 from spn_tf.training.averaging import averaged_weights
-from spn_tf.training.evaluation import (chunked_log_prob, mean_bits_per_dim,
-                                         slice_chunks_log_prob)
+from spn_tf.training.evaluation import mean_bits_per_dim
 from spn_tf.training.schedules import WarmupThenDecay
 from spn_tf.training.step import TrainStep
 
@@ -141,14 +140,14 @@ def test_exact_spn_evaluation_by_chunks_equals_one_batch_and_bounds_the_slice_ba
     slice_logits = model._slice_logits
 
     def recording(slices, slice_index, context, visible):
-        if tf.executing_eagerly():  # slice_chunks_log_prob runs eagerly below
+        if tf.executing_eagerly():  # chunked_log_prob runs eagerly below
             built.append(int(tf.size(slice_index)))
         return slice_logits(slices, slice_index, context, visible)
 
     model._slice_logits = recording
     for chunk in (3, 7):  # 5 images x 4 slices = 20 slices, in uneven chunks
         built.clear()
-        got = slice_chunks_log_prob(model, tf.constant(images), cond, chunk).numpy()
+        got = model.chunked_log_prob(tf.constant(images), cond, chunk).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-5)
         assert max(built) <= chunk and sum(built) == 20
     ds = tf.data.Dataset.from_tensor_slices({"images": images, **cond}).batch(2)
@@ -165,7 +164,7 @@ def test_upscaling_composite_evaluation_by_chunks_equals_its_log_prob():
     model.build()
     images = IMAGES[:3]
     expected = model.log_prob(images).numpy()
-    got = chunked_log_prob(model, tf.constant(images), None, 4).numpy()
+    got = model.chunked_log_prob(tf.constant(images), None, 4).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     ds = tf.data.Dataset.from_tensor_slices(images).batch(2)
     assert mean_bits_per_dim(model, ds, slices_per_call=5) == pytest.approx(

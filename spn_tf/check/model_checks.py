@@ -18,99 +18,15 @@ import numpy as np
 
 from spn_tf import exactness
 from spn_tf.check import NA, Verdict, verdict
-from spn_tf.models import (GatedPixelCNN, MultidimensionalUpscaling, MultiscalePixelCNN,
-                           MultiscaleVideoPixelCNN, SubscalePixelNetwork)
 
 TINY_SPACE = 4096  # images enumerated for exact normalization, at most
 
 
-def _is_video(model):
-    return isinstance(model, MultiscaleVideoPixelCNN)
-
-
-def input_shape(model):
-    """One example's shape: `(H, W, C)`, or `(T, H, W, C)` for a video model's clips."""
-    frame = (model.image_size, model.image_size, model.channels)
-    return (model.num_frames,) + frame if _is_video(model) else frame
-
-
 def all_inputs(model):
     """Every example of the model's space: images, or clips (every frame every image)."""
-    shape = input_shape(model)
-    every = exactness.all_images(shape[0] * shape[1] if len(shape) == 4 else shape[0],
-                               shape[-2], shape[-1], model.bits)
+    shape = model.example_shape
+    every = exactness.all_images(int(np.prod(shape[:-2])), shape[-2], shape[-1], model.bits)
     return every.reshape((-1,) + shape)
-
-
-def generation_order(model):
-    """int `input_shape`: the step at which the model generates each sub-pixel (-1: given)."""
-    size, c = model.image_size, model.channels
-    if _is_video(model):  # the first frame given, then each frame in its model's order
-        frame = generation_order(model.frame_model)
-        steps = int(frame.max()) + 1
-        return np.stack([np.full_like(frame, -1)] + [frame + t * steps
-                                                      for t in range(model.num_frames - 1)])
-    if isinstance(model, SubscalePixelNetwork):
-        return exactness.subscale_order(size, c, model.subscale_factor, model.slice_range[0])
-    if isinstance(model, MultiscalePixelCNN):
-        return exactness.multiscale_order(size, c, model.base_size, model.group_pixelcnn_patch)
-    if isinstance(model, GatedPixelCNN):
-        return exactness.raster_order(size, size, c)
-    raise ValueError(f"spn_tf.check knows the orderings of GatedPixelCNN, SubscalePixelNetwork, "
-                     f"MultiscalePixelCNN, MultidimensionalUpscaling and "
-                     f"MultiscaleVideoPixelCNN; {type(model).__name__} is none of them "
-                     f"(subclass one, keeping its ordering).")
-
-
-def modelled(model):
-    """bool `input_shape`: the sub-pixels whose terms the model computes (others are given)."""
-    if isinstance(model, SubscalePixelNetwork):
-        return exactness.subscale_modelled(model.image_size, model.channels,
-                                         model.subscale_factor, model.slice_range)
-    return generation_order(model) >= 0 if _is_video(model) else np.ones(input_shape(model),
-                                                                           bool)
-
-
-def random_cond(model, batch, rng):
-    """Conditioning of `batch` rows for what `model` takes (labels, embeddings, captions, low
-    bits)."""
-    cond = {}
-    if "label" in model.cond_spec:
-        cond["label"] = rng.integers(0, model.cond_spec["label"], batch).astype(np.int32)
-    if "embedding" in model.cond_spec:
-        cond["embedding"] = rng.normal(size=(batch, model.cond_spec["embedding"])).astype(
-            np.float32)
-    if "text" in model.cond_spec:
-        cond["text"] = np.array(["a photo"] * batch, object)
-    if getattr(model, "depth_condition_bits", None):
-        cond["low_res"] = rng.integers(0, 2 ** model.depth_condition_bits, (
-            batch, model.image_size, model.image_size, model.channels)).astype(np.int32)
-    if "action" in model.cond_spec:
-        cond["action"] = rng.normal(size=(batch, model.num_frames - 1,
-                                          model.cond_spec["action"])).astype(np.float32)
-    return cond
-
-
-def units(model):
-    """`[(name, network)]`: the networks whose orderings are checked one by one."""
-    if isinstance(model, MultidimensionalUpscaling):
-        return [(f"{part} network", net) for part, net in model.networks.items()]
-    return [(type(model).__name__, model)]
-
-
-def given_content(model, batch, rng):
-    """`given` for an SPN that models slices after the first ones (random earlier slices) or
-    a video model (a random first frame), the same for every row; None when the model
-    generates from scratch."""
-    if _is_video(model):
-        first = rng.integers(0, 2 ** model.bits, (1,) + input_shape(model)[1:]).astype(np.int32)
-        return {"frames": np.repeat(first, batch, axis=0)}
-    start = getattr(model, "slice_range", (0, 0))[0]
-    if not start:
-        return None
-    images = rng.integers(0, 2 ** model.bits, (1, model.image_size, model.image_size,
-                                                model.channels)).astype(np.int32)
-    return {"images": np.repeat(images, batch, axis=0), "num_slices": start}
 
 
 def _repeat(cond, n):
@@ -140,14 +56,14 @@ def causality(name, model, rng, max_positions=64, trials=2):
     computed at the same row of an equal batch: some kernels round differently by batch row,
     never by the other rows' content. `trials` random images; the reach is their union.
     """
-    order = generation_order(model).reshape(-1)
-    num_values, shape = 2 ** model.bits, input_shape(model)
+    order = model.generation_order().reshape(-1)
+    num_values, shape = 2 ** model.bits, model.example_shape
     positions = _probe_positions(order.reshape(shape), max_positions, rng)
     index = np.arange(len(positions))
     changed = np.zeros((len(positions), order.size), bool)
     for _ in range(trials):
         image = rng.integers(0, num_values, (1, order.size)).astype(np.int32)
-        cond = random_cond(model, 1, rng)
+        cond = model.random_cond(1, rng)
         base = np.repeat(image, len(positions), axis=0)
         probes = base.copy()
         probes[index, positions] = (probes[index, positions] + rng.integers(
@@ -167,18 +83,17 @@ def causality(name, model, rng, max_positions=64, trials=2):
         detail = (f"{len(positions)} sub-pixels changed ({trials} images), every term at their "
                   f"step or earlier bit-identical")
     verdicts = [verdict(f"causality [{name}]", not len(leaks), detail)]
-    later = (order[None, :] > order[positions][:, None]) & modelled(model).reshape(-1)[None, :]
+    later = (order[None, :] > order[positions][:, None]) & model.modelled().reshape(-1)[None, :]
     reach = (changed & later).sum(axis=0) / np.maximum(later.sum(axis=0), 1)
     outputs = later.any(axis=0)
     blind = outputs & (reach == 0)
     detail = (f"terms see {100 * reach[outputs].mean():.0f}% of the changed earlier sub-pixels "
               f"on average (min {100 * reach[outputs].min():.0f}%)") if outputs.any() else (
         "no term has a changed earlier sub-pixel")
-    if isinstance(model, SubscalePixelNetwork) and model.slice_range[1] > 1:
-        first = _first_of_last_slice(model, order)
-        if later[:, first].any():
-            detail += (f"; the first sub-pixel of slice {model.slice_range[1] - 1} sees "
-                       f"{100 * reach[first]:.0f}% of the earlier slices' changed sub-pixels")
+    probe = model.reach_probe(order)
+    if probe and later[:, probe[0]].any():
+        detail += (f"; {probe[1]} sees {100 * reach[probe[0]]:.0f}% of the changed earlier "
+                   f"sub-pixels")
     if blind.any():
         detail += (f"; {int(blind.sum())} terms saw none of the changed earlier sub-pixels in "
                    f"these probes (dead ReLU paths at these weights, or a blind spot)")
@@ -189,27 +104,20 @@ def causality(name, model, rng, max_positions=64, trials=2):
     return verdicts
 
 
-def _first_of_last_slice(model, order):
-    """Flat index of the first sub-pixel (in order) of the model's last modelled slice."""
-    steps_per_slice = (model.image_size // model.subscale_factor) ** 2 * model.channels
-    first_step = (model.slice_range[1] - 1) * steps_per_slice
-    return int(np.flatnonzero(order == first_step)[0])
-
-
 def conditionals(name, model, rng, positions=8, atol=1e-4):
     """Verdicts: probed conditionals sum to one; `log_prob` of a drawn sample = its terms."""
-    shape = input_shape(model)
+    shape = model.example_shape
     num_values = 2 ** model.bits
-    cond = random_cond(model, 1, rng)
+    cond = model.random_cond(1, rng)
     sample = model.sample(1, int(rng.integers(1 << 30)), cond=_repeat(cond, 1),
-                          given=given_content(model, 1, rng)).numpy()
+                          given=model.check_given(1, rng)).numpy()
     log_prob = float(model.log_prob(sample, _repeat(cond, 1))[0])
     total = float(model.log_prob_map(sample, _repeat(cond, 1)).numpy().sum())
     verdicts = [verdict(
         f"log_prob = sum of terms [{name}]", np.isfinite(log_prob) and abs(
             log_prob - total) <= atol * max(1.0, abs(log_prob)),
         f"drawn sample: log_prob {log_prob:.4f}, sum of its {np.prod(shape)} terms {total:.4f}")]
-    flat = np.flatnonzero(modelled(model).reshape(-1))
+    flat = np.flatnonzero(model.modelled().reshape(-1))
     chosen = rng.choice(flat, min(positions, len(flat)), replace=False)
     images = np.repeat(sample.reshape(1, -1), len(chosen) * num_values, axis=0)
     rows = np.arange(len(images))
@@ -226,40 +134,28 @@ def conditionals(name, model, rng, positions=8, atol=1e-4):
 
 
 def tiny_copy(model):
-    """The same class and layers on a 2x2 image at 1 bit (channels kept when the space stays
-    small; the tiny SPN has S = 2, the tiny multiscale base 1, a tiny video 2 frames). Fresh
-    weights.
+    """The same kind on a 2x2 image at 1 bit (`model.tiny_config()`; one channel when three
+    would make the space too large to enumerate). Fresh weights.
 
     Raises:
       ValueError: the configuration does not fit a 2x2 image (the message says why).
     """
-    config = dict(model.get_config(), image_size=2, bits=1)
-    if isinstance(model, SubscalePixelNetwork):
-        start, stop = model.slice_range
-        full = model.subscale_factor ** 2
-        config.update(subscale_factor=2, slice_range=(min(start, 1), 4 if stop == full else
-                                                      min(stop, 4)))
-        if model.depth_condition_bits:
-            config["depth_condition_bits"] = 1
-    if isinstance(model, MultiscalePixelCNN) or _is_video(model):
-        config["base_size"] = 1
-    frames = 1
-    if _is_video(model):
-        config["num_frames"] = frames = 2
-    if 2 ** (4 * frames * model.channels) > TINY_SPACE:
-        config["channels"] = 1
-    return type(model).from_config(config)
+    config = model.tiny_config()
+    tiny = type(model).from_config(config)
+    if 2 ** int(np.prod(tiny.example_shape)) > TINY_SPACE:
+        tiny = type(model).from_config({**config, "channels": 1})
+    return tiny
 
 
 def normalization(name, model, rng):
     """Verdict: `sum_x p(x) = 1` over every image of the tiny copy."""
     try:
         tiny = tiny_copy(model)
-        cond = random_cond(tiny, 1, rng)
+        cond = tiny.random_cond(1, rng)
         images = all_inputs(tiny)
         log_prob = exactness.batched_log_prob(tiny, images, _repeat(cond, len(images)))
         # Sub-pixels a network is given (or leaves to another) take every value once each.
-        free = int((~modelled(tiny)).sum())
+        free = int((~tiny.modelled()).sum())
         total = float(np.exp(log_prob.astype(np.float64)).sum()) / 2 ** (tiny.bits * free)
         what = f" per value of its {free} given sub-pixels" if free else ""
         return [verdict(f"normalization [{name}]", abs(total - 1) < 1e-4,
@@ -274,11 +170,11 @@ def samples_follow(name, model, rng, num_samples=3000):
         tiny = exactness.sharpen(tiny_copy(model), 2.0)
     except ValueError as error:
         return [Verdict(f"samples follow log_prob [{name}]", NA, f"no tiny copy: {error}")]
-    cond = random_cond(tiny, 1, rng)
+    cond = tiny.random_cond(1, rng)
     samples = tiny.sample(num_samples, int(rng.integers(1 << 30)),
                           cond=_repeat(cond, num_samples),
-                          given=given_content(tiny, num_samples, rng)).numpy()
-    support, free = None, ~modelled(tiny)
+                          given=tiny.check_given(num_samples, rng)).numpy()
+    support, free = None, ~tiny.modelled()
     if free.any():  # the images that keep what the network is given (or leaves to another)
         every = all_inputs(tiny)
         support = every[(every == samples[:1])[:, free].all(axis=1)]
@@ -299,10 +195,8 @@ def agreement(model, rng, seeds=2):
     Observed, not guaranteed: float rounding can flip a draw at a CDF boundary (README), so
     this fails only when most images differ (e.g. a compiled path at another temperature).
     """
-    cond = _repeat(random_cond(model, 1, rng), 1) if not isinstance(
-        model, MultidimensionalUpscaling) else _repeat(random_cond(
-            model.networks["first"], 1, rng), 1)
-    given, same = given_content(model, 1, rng), 0
+    cond = _repeat(model.random_cond(1, rng), 1)
+    given, same = model.check_given(1, rng), 0
     for seed in range(seeds):
         compiled = model.sample(1, [7, seed], cond=cond, given=given, compiled=True).numpy()
         reference = model.sample(1, [7, seed], cond=cond, given=given, compiled=False).numpy()
@@ -313,7 +207,8 @@ def agreement(model, rng, seeds=2):
 
 
 def _space(model):
-    frames = f"{model.num_frames} frames of " if _is_video(model) else ""
+    shape = model.example_shape
+    frames = f"{shape[0]} frames of " if len(shape) == 4 else ""
     return (f"{frames}{model.image_size}x{model.image_size}x{model.channels} at {model.bits} "
             f"bit{'s' if model.bits > 1 else ''}")
 
@@ -323,7 +218,7 @@ def audit_model(model, seed=0, agreement_seeds=2, max_positions=64, gtest_sample
     rng = np.random.default_rng(seed)
     model.build()
     verdicts = []
-    for name, network in units(model):
+    for name, network in model.check_units():
         verdicts += causality(name, network, rng, max_positions)
         verdicts += conditionals(name, network, rng)
         verdicts += normalization(name, network, rng)

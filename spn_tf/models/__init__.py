@@ -1,7 +1,5 @@
 """spn_tf models and `build`, the one way to make them by name and preset."""
 
-import importlib
-
 from spn_tf.models.base import DensityModel
 # Imported here, not on first use: loading a `.keras` file needs every model class registered
 # with Keras before the file names it.
@@ -11,22 +9,31 @@ from spn_tf.models.subscale import SubscalePixelNetwork
 from spn_tf.models.upscaling import MultidimensionalUpscaling
 from spn_tf.models.video import MultiscaleVideoPixelCNN
 
-# name → (module, class) of each model family.
-MODELS = {
-    "raster": ("spn_tf.models.raster", "GatedPixelCNN"),
-    "spn": ("spn_tf.models.subscale", "SubscalePixelNetwork"),
-    "upscaling": ("spn_tf.models.upscaling", "MultidimensionalUpscaling"),
-    "multiscale": ("spn_tf.models.multiscale", "MultiscalePixelCNN"),
-    "multiscale_video": ("spn_tf.models.video", "MultiscaleVideoPixelCNN"),
-}
+# name → class of each model kind (`register` adds one).
+MODELS = {cls.kind: cls for cls in (GatedPixelCNN, SubscalePixelNetwork,
+                                      MultidimensionalUpscaling, MultiscalePixelCNN,
+                                      MultiscaleVideoPixelCNN)}
 PRESET_NAMES = ("tiny", "small", "paper")
+
+
+def register(cls):
+    """Makes a `DensityModel` subclass buildable by its `kind` (and so known to the tools:
+    export, sample, evaluate and check ask the model, not its class). Register it with Keras
+    too (`keras.saving.register_keras_serializable`) so that its `.keras` files load.
+
+    Returns:
+      `cls` (usable as a class decorator).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, DensityModel)) or not cls.kind:
+        raise ValueError(f"register takes a DensityModel subclass with a `kind`, got {cls!r}.")
+    MODELS[cls.kind] = cls
+    return cls
 
 
 def model_class(name):
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}.")
-    module, cls = MODELS[name]
-    return getattr(importlib.import_module(module), cls)
+    return MODELS[name]
 
 
 def build(name, image_size, channels=3, bits=8, preset="small", cond=None, **overrides):
@@ -63,11 +70,9 @@ def resolve(name, image_size, channels=3, bits=8, preset="small", cond=None, **o
       ValueError: unknown model, preset or hyperparameter.
     """
     cls = model_class(name)
-    module = importlib.import_module(MODELS[name][0])
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESET_NAMES}.")
-    hparams = module.preset(preset, image_size) if hasattr(module, "preset") else dict(
-        module.PRESETS[preset])
+    hparams = cls.preset_hparams(preset, image_size)
     unknown = set(overrides) - set(hparams) - {"name", "dtype"}
     if unknown:
         raise ValueError(
@@ -79,4 +84,4 @@ def resolve(name, image_size, channels=3, bits=8, preset="small", cond=None, **o
 
 __all__ = ["DensityModel", "GatedPixelCNN", "MODELS", "MultidimensionalUpscaling",
            "MultiscalePixelCNN", "MultiscaleVideoPixelCNN", "SubscalePixelNetwork", "build",
-           "model_class", "resolve"]
+           "model_class", "register", "resolve"]

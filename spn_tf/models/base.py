@@ -24,6 +24,7 @@ from spn_tf import inputs as inputs_lib
 from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
 from spn_tf.layers.masked_conv2d import one_row_matmul
+from spn_tf.models import serving
 
 
 def _keras_shape_inference():
@@ -34,6 +35,15 @@ def _keras_shape_inference():
 
 class DensityModel(keras.Model):
     """Base of the spn_tf models: image geometry, conditioning, loss, validation.
+
+    A model kind owns what differs about it; the tools ask it, never its class:
+    `kind` and `preset_hparams` (`spn_tf.models.build`), `serving_signatures`,
+    `input_value_bits`, `serving_metadata` (`spn_tf.export`), `given_from_image`,
+    `reference_sampler_calls`, `produces_clips` (`spn_tf.sample`), `chunked_log_prob`
+    (exact evaluation in bounded memory), and for `spn_tf.check` `example_shape`,
+    `generation_order`, `modelled`, `check_units`, `random_cond`, `check_given`,
+    `tiny_config` and `reach_probe`. The defaults here are those of a raster-order image
+    model without slices.
 
     Args:
       image_size: height and width of the (square) images.
@@ -313,6 +323,107 @@ class DensityModel(keras.Model):
                         return fn(*args)
             loops[name, loop] = sampling.compile_loop(traced, jit_compile=loop == "xla")
         return loops[name, loop]
+
+    # --- What the tools ask a model kind (see the class doc). ---
+
+    kind = None  # the name `spn_tf.models.build` knows it by, set by each kind
+    PRESETS = {}
+    # Sampler calls below which a one-shot run (`spn_tf.sample --sampler=auto`) uses the
+    # reference sampler rather than compiling (0: always compile).
+    reference_sampler_calls = 0
+    produces_clips = False  # `sample` draws clips from first frames (video kinds)
+
+    @classmethod
+    def preset_hparams(cls, preset, image_size):
+        """The hyperparameters of `preset` at `image_size` (a copy)."""
+        del image_size
+        return dict(cls.PRESETS[preset])
+
+    @property
+    def example_shape(self):
+        """One example's shape: `(H, W, C)`."""
+        return (self.image_size, self.image_size, self.channels)
+
+    def serving_signatures(self):
+        """`{name: (body, [tf.TensorSpec inputs])}` of the SavedModel (`spn_tf.models.serving`):
+        `log_prob`, `log_prob_uint8`, `sample` and `describe`; kinds add their own."""
+        cond = self.serving_cond_specs()
+        return {
+            "log_prob": (serving.log_prob, [serving.image_spec("images", self)] + cond),
+            "log_prob_uint8": (serving.log_prob, [serving.image_spec(
+                "images", self, dtype=tf.uint8)] + cond),
+            "sample": (serving.sample, serving.draw_specs() + cond),
+            "describe": (serving.describe, serving.describe_spec()),
+        }
+
+    def serving_cond_specs(self):
+        """Signature inputs for the conditioning the model takes."""
+        return serving.cond_specs(self.cond_spec)
+
+    def input_value_bits(self, name):
+        """Bits of the image-valued signature input `name`: its values lie in
+        `[0, 2**bits)` (`mask`: 1)."""
+        return 1 if name == "mask" else self.bits
+
+    def serving_metadata(self):
+        """Kind-specific facts for the export's metadata file (e.g. the subscale factor)."""
+        return {}
+
+    def given_from_image(self, image, num):
+        """`(given, cond)` for `sample(num, ...)` from one int `(h, w, C)` image at the model's
+        bits (`spn_tf.sample --given`).
+
+        Raises:
+          ValueError: the model takes no image of that size (the message says which).
+        """
+        raise ValueError(f"{type(self).__name__} takes no --given image.")
+
+    def chunked_log_prob(self, images, cond, slices_per_call):
+        """Exact `log_prob` with at most `slices_per_call` slices per network call, or None
+        for a model without slices (`log_prob` is then one call per batch)."""
+        del images, cond, slices_per_call
+        return None
+
+    def generation_order(self):
+        """int `example_shape`: the step at which sampling draws each sub-pixel (-1: given)."""
+        raise NotImplementedError(f"{type(self).__name__} does not state its ordering.")
+
+    def modelled(self):
+        """bool `example_shape`: the sub-pixels whose terms the model computes."""
+        return self.generation_order() >= 0
+
+    def check_units(self):
+        """`[(name, network)]`: the networks whose orderings are checked one by one."""
+        return [(type(self).__name__, self)]
+
+    def random_cond(self, batch, rng):
+        """Random conditioning of `batch` rows of what the model takes (numpy)."""
+        cond = {}
+        if "label" in self.cond_spec:
+            cond["label"] = rng.integers(0, self.cond_spec["label"], batch).astype(np.int32)
+        if "embedding" in self.cond_spec:
+            cond["embedding"] = rng.normal(size=(batch, self.cond_spec["embedding"])).astype(
+                np.float32)
+        if "text" in self.cond_spec:
+            cond["text"] = np.array(["a photo"] * batch, object)
+        return cond
+
+    def check_given(self, batch, rng):
+        """`given` content the model needs to sample (random, the same for every row), or
+        None when it generates from scratch."""
+        del batch, rng
+        return None
+
+    def tiny_config(self):
+        """The config of the same kind on 2x2 images at 1 bit (fresh weights; `spn_tf.check`
+        enumerates its space)."""
+        return dict(self.get_config(), image_size=2, bits=1)
+
+    def reach_probe(self, order):
+        """`(flat index, what it is)` of a sub-pixel whose reach `spn_tf.check` reports
+        besides the average, or None."""
+        del order
+        return None
 
     def describe_ordering(self):
         """One line: the ordering's key numbers (steps, S and slice size, base size, depth

@@ -3,11 +3,13 @@
 import functools
 
 import keras
+import numpy as np
 
-from spn_tf import sampling
+from spn_tf import exactness, sampling
 from spn_tf.distributions import categorical_log_prob, image_log_prob
 from spn_tf.inputs import check_given_pixels
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder
+from spn_tf.models import serving
 from spn_tf.models.base import DensityModel
 
 PRESETS = {
@@ -50,6 +52,9 @@ class GatedPixelCNN(DensityModel):
       van den Oord, Kalchbrenner, Vinyals, Espeholt, Graves, Kavukcuoglu. Conditional Image
       Generation with PixelCNN Decoders. NeurIPS 2016.
     """
+
+    kind = "raster"
+    PRESETS = PRESETS
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, filters=48, num_layers=4,
                  kernel_size=3, first_kernel_size=5, attention_layers=(), **kwargs):
@@ -102,6 +107,28 @@ class GatedPixelCNN(DensityModel):
 
     def describe_ordering(self):
         return f"raster order, {self.num_dims} sequential steps (one per sub-pixel)"
+
+    def serving_signatures(self):
+        """The base signatures and `complete` (`images` with a `mask` of kept sub-pixels)."""
+        signatures = super().serving_signatures()
+        signatures["complete"] = (serving.complete, [
+            serving.image_spec("images", self), serving.image_spec("mask", self)]
+            + serving.draw_specs() + self.serving_cond_specs())
+        return signatures
+
+    def given_from_image(self, image, num):
+        """A full-size image: its top half kept, the rest completed."""
+        side = image.shape[0]
+        if side != self.image_size:
+            raise ValueError(f"--given is {side}x{side}; this model takes {self.image_size} "
+                             f"pixels square.")
+        images = np.repeat(image[None], num, axis=0)
+        mask = np.zeros(images.shape, bool)
+        mask[:, :self.image_size // 2] = True
+        return {"images": images, "mask": mask}, {}
+
+    def generation_order(self):
+        return exactness.raster_order(self.image_size, self.image_size, self.channels)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,

@@ -3,12 +3,14 @@
 import functools
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from spn_tf import hparams, orderings, sampling
+from spn_tf import exactness, hparams, orderings, sampling
 from spn_tf.distributions import categorical_log_prob
 from spn_tf.inputs import batch_differs, check_images
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
+from spn_tf.models import serving
 from spn_tf.models.base import DensityModel
 
 # Sizes of the SPN's embedder and decoder are not in the sources we could read
@@ -150,6 +152,12 @@ class SubscalePixelNetwork(DensityModel):
       Menick, Kalchbrenner. Generating High Fidelity Images with Subscale Pixel Networks and
       Multidimensional Upscaling. ICLR 2019.
     """
+
+    kind = "spn"
+
+    @classmethod
+    def preset_hparams(cls, preset_name, image_size):
+        return preset(preset_name, image_size)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
                  slice_range=None, depth_condition_bits=None, filters=48, num_layers=4,
@@ -362,6 +370,108 @@ class SubscalePixelNetwork(DensityModel):
         return sampling.reference_network(
             lambda images, embedding: self.decoder(self.scale(images), context=embedding))
 
+    def chunked_log_prob(self, images, cond, slices_per_call):
+        """Exact `log_prob` with at most `slices_per_call` (example, slice) pairs per network
+        call (`slice_log_prob`), summed per example: the memory of a training batch of that
+        many slices, where `log_prob` folds every slice of every image into one batch.
+
+        Returns:
+          float32 `(B,)`, natural log.
+        """
+        start, stop = self.slice_range
+        batch = tf.shape(images)[0]
+        pairs = batch * (stop - start)
+        example = tf.range(pairs) // (stop - start)
+        slice_index = start + tf.range(pairs) % (stop - start)
+        total = tf.zeros([batch], tf.float32)
+        for offset in tf.range(0, pairs, slices_per_call):
+            chunk = tf.range(offset, tf.minimum(offset + slices_per_call, pairs))
+            rows = tf.gather(example, chunk)
+            chunk_cond = None if not cond else {k: tf.gather(v, rows) for k, v in cond.items()}
+            values = self.slice_log_prob(tf.gather(images, rows), tf.gather(slice_index, chunk),
+                                         chunk_cond)
+            total += tf.math.unsorted_segment_sum(values, rows, batch)
+        return total
+
+    def serving_cond_specs(self):
+        specs = super().serving_cond_specs()
+        if self.depth_condition_bits:  # a depth network: conditioned on the top bits
+            specs.append(serving.image_spec("low_res", self))
+        return specs
+
+    def serving_signatures(self):
+        """The base signatures; `upscale_size` (the first slice given) for a network that
+        models the first slice's successors; `upscale_depth` for a depth network."""
+        signatures = super().serving_signatures()
+        draw = serving.draw_specs()
+        cond = self.serving_cond_specs()
+        if self.depth_condition_bits is not None:
+            signatures["upscale_depth"] = (serving.sampler(lambda model, inputs: (
+                {**serving.cond_of(inputs), "low_res": inputs["msb"]}, None)),
+                [serving.image_spec("msb", self)] + draw
+                + [spec for spec in cond if spec.name != "low_res"])
+        elif self.slice_range[0] <= 1 and self.subscale_factor > 1:
+            signatures["upscale_size"] = (serving.sampler(lambda model, inputs: (
+                serving.cond_of(inputs, given=("low_res",)), {"low_res": inputs["low_res"]})),
+                [serving.image_spec("low_res", self, self.slice_size)] + draw + cond)
+        return signatures
+
+    def input_value_bits(self, name):
+        if name in ("msb", "low_res") and self.depth_condition_bits:
+            return self.depth_condition_bits
+        return super().input_value_bits(name)
+
+    def serving_metadata(self):
+        return {"subscale_factor": self.subscale_factor,
+                "depth_condition_bits": self.depth_condition_bits}
+
+    def given_from_image(self, image, num):
+        return subscale_given(self, image, num)
+
+    def generation_order(self):
+        return exactness.subscale_order(self.image_size, self.channels, self.subscale_factor,
+                                        self.slice_range[0])
+
+    def modelled(self):
+        return exactness.subscale_modelled(self.image_size, self.channels,
+                                           self.subscale_factor, self.slice_range)
+
+    def random_cond(self, batch, rng):
+        cond = super().random_cond(batch, rng)
+        if self.depth_condition_bits:
+            cond["low_res"] = rng.integers(0, 2 ** self.depth_condition_bits, (
+                batch,) + self.example_shape).astype(np.int32)
+        return cond
+
+    def check_given(self, batch, rng):
+        """Random earlier slices for a network that models slices after the first ones."""
+        start = self.slice_range[0]
+        if not start:
+            return None
+        images = rng.integers(0, 2 ** self.bits, (1,) + self.example_shape).astype(np.int32)
+        return {"images": np.repeat(images, batch, axis=0), "num_slices": start}
+
+    def tiny_config(self):
+        """S = 2; the slice range kept as far as four slices allow."""
+        config = super().tiny_config()
+        start, stop = self.slice_range
+        full = self.subscale_factor ** 2
+        config.update(subscale_factor=2, slice_range=(min(start, 1), 4 if stop == full else
+                                                      min(stop, 4)))
+        if self.depth_condition_bits:
+            config["depth_condition_bits"] = 1
+        return config
+
+    def reach_probe(self, order):
+        """The first sub-pixel of the last modelled slice (it sees the earlier slices only
+        through the slice embedder)."""
+        if self.slice_range[1] <= 1:
+            return None
+        steps_per_slice = self.slice_size ** 2 * self.channels
+        first_step = (self.slice_range[1] - 1) * steps_per_slice
+        return (int(np.flatnonzero(order == first_step)[0]),
+                f"the first sub-pixel of slice {self.slice_range[1] - 1}")
+
     def describe_ordering(self):
         s, h = self.subscale_factor, self.image_size // self.subscale_factor
         start, stop = self.slice_range
@@ -398,3 +508,18 @@ def _replica_seed(seed):
         return seed
     return tf.random.experimental.stateless_fold_in(
         seed, tf.cast(context.replica_id_in_sync_group, tf.int32))
+
+
+def subscale_given(model, image, num, **extra):
+    """`(given, cond)` for `model.sample` from one int `(h, w, C)` image: a first slice
+    (`h = H/S`: size upscaling) or a full image (its first half of the slices kept:
+    completion). `extra` goes into `given` (e.g. `approximate=True`)."""
+    side, size = image.shape[0], model.image_size
+    images = np.repeat(image[None], num, axis=0)
+    if side == size // model.subscale_factor:
+        return {"low_res": images, **extra}, {}
+    if side == size:
+        return {"images": images, "num_slices": model.subscale_factor ** 2 // 2, **extra}, {}
+    raise ValueError(f"--given is {side}x{side}; this model takes "
+                     f"{size // model.subscale_factor} (upscaling) or {size} (completion) "
+                     f"pixels square.")

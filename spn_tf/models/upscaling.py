@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from spn_tf import hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
-from spn_tf.models import subscale
+from spn_tf.models import serving, subscale
 from spn_tf.models.base import DensityModel
 from spn_tf.models.subscale import SubscalePixelNetwork
 
@@ -91,6 +91,12 @@ class MultidimensionalUpscaling(DensityModel):
       Menick, Kalchbrenner. Generating High Fidelity Images with Subscale Pixel Networks and
       Multidimensional Upscaling. ICLR 2019.
     """
+
+    kind = "upscaling"
+
+    @classmethod
+    def preset_hparams(cls, preset_name, image_size):
+        return preset(preset_name, image_size)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
                  depth_bits=3, train_part="all", part_overrides=None, seed=None, **kwargs):
@@ -227,6 +233,61 @@ class MultidimensionalUpscaling(DensityModel):
                                              {**cond, "low_res": msb},
                                              {"images": lsb, "num_slices": known}, loop)
         return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
+
+    def chunked_log_prob(self, images, cond, slices_per_call):
+        """The sum of its networks' terms, each in chunks of `slices_per_call` slices."""
+        return tf.add_n([network.chunked_log_prob(*self.part_inputs(part, images, cond or {}),
+                                                  slices_per_call)
+                         for part, network in self.networks.items()])
+
+    def serving_signatures(self):
+        """The base signatures, `upscale_size` (the first slice given, at its top
+        `depth_bits`) when S > 1, and `upscale_depth` (the top bits given) with depth
+        upscaling."""
+        signatures = super().serving_signatures()
+        draw, cond = serving.draw_specs(), self.serving_cond_specs()
+        if self.subscale_factor > 1:
+            signatures["upscale_size"] = (serving.sampler(lambda model, inputs: (
+                serving.cond_of(inputs, given=("low_res",)),
+                model._first_slice_given(inputs["low_res"]))), [serving.image_spec(
+                    "low_res", self, self.image_size // self.subscale_factor)] + draw + cond)
+        if self.depth_bits:
+            signatures["upscale_depth"] = (serving.sampler(lambda model, inputs: (
+                serving.cond_of(inputs), {"msb": inputs["msb"]})),
+                [serving.image_spec("msb", self)] + draw + cond)
+        return signatures
+
+    def _first_slice_given(self, low_res):
+        """`given` for `upscale_size`: the first slice `(B, H/S, W/S, C)`.
+
+        With depth upscaling it comes at the top `depth_bits` (the output of the first
+        network), so that the rest is drawn from the exact conditional (`given["msb"]` with
+        `num_slices=1`); given at full depth the composite could only approximate it.
+        """
+        if not self.depth_bits:
+            return {"low_res": low_res}
+        rest = tf.repeat(tf.zeros_like(low_res)[:, None], self.subscale_factor ** 2 - 1, axis=1)
+        slices = tf.concat([low_res[:, None], rest], axis=1)
+        return {"msb": orderings.subscale_merge(slices, self.subscale_factor), "num_slices": 1}
+
+    def input_value_bits(self, name):
+        if name in ("msb", "low_res") and self.depth_bits:
+            return self.depth_bits
+        return super().input_value_bits(name)
+
+    def serving_metadata(self):
+        return {"subscale_factor": self.subscale_factor, "depth_bits": self.depth_bits}
+
+    def given_from_image(self, image, num):
+        """As an SPN's; with depth upscaling, full-depth slices are kept approximately."""
+        extra = {"approximate": True} if self.depth_bits else {}
+        return subscale.subscale_given(self, image, num, **extra)
+
+    def check_units(self):
+        return [(f"{part} network", network) for part, network in self.networks.items()]
+
+    def random_cond(self, batch, rng):
+        return self.networks["first"].random_cond(batch, rng)
 
     def describe_ordering(self):
         s, h = self.subscale_factor, self.image_size // self.subscale_factor

@@ -7,6 +7,7 @@ import tensorflow as tf
 from spn_tf import hparams, sampling
 from spn_tf import inputs as inputs_lib
 from spn_tf.layers import FrameEncoder
+from spn_tf.models import serving
 from spn_tf.models.base import DensityModel
 from spn_tf.models.multiscale import ALIGNED, MultiscalePixelCNN
 from spn_tf.models.multiscale import preset as frame_preset
@@ -50,6 +51,13 @@ class MultiscaleVideoPixelCNN(DensityModel):
     the given first frame); `sample(B, seed, temperature, cond, given={"frames": first})` and
     `sample_video(first_frames, actions, seed)` → int32 clips.
     """
+
+    kind = "multiscale_video"
+    produces_clips = True
+
+    @classmethod
+    def preset_hparams(cls, preset_name, image_size):
+        return preset(preset_name, image_size)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, num_frames=4,
                  encoder_filters=32, encoder_layers=3, encoder_aligned_layers=0,
@@ -182,6 +190,53 @@ class MultiscaleVideoPixelCNN(DensityModel):
                                                    frame_cond, None, loop))
             sampling.report_progress("frames", t, self.num_frames - 1)
         return tf.stack(frames, axis=1)
+
+    @property
+    def example_shape(self):
+        """One clip: `(T, H, W, C)`."""
+        return (self.num_frames,) + self.frame_model.example_shape
+
+    def serving_cond_specs(self):
+        return [tf.TensorSpec([None, self.num_frames - 1, self.action_dims], tf.float32,
+                              name="action")]
+
+    def serving_signatures(self):
+        """`log_prob` / `log_prob_uint8` of `clips`; `sample` of clips from `first_frames`
+        and actions; `describe`."""
+        cond = self.serving_cond_specs()
+        clips = lambda dtype: tf.TensorSpec((None,) + self.example_shape, dtype,  # noqa: E731
+                                            name="clips")
+        return {
+            "log_prob": (serving.log_prob, [clips(tf.int32)] + cond),
+            "log_prob_uint8": (serving.log_prob, [clips(tf.uint8)] + cond),
+            "sample": (serving.sampler(lambda model, inputs: (serving.cond_of(inputs), {
+                "frames": inputs["first_frames"]}), output="clips"),
+                [serving.image_spec("first_frames", self)] + serving.draw_specs() + cond),
+            "describe": (serving.describe, serving.describe_spec()),
+        }
+
+    def serving_metadata(self):
+        return {"num_frames": self.num_frames,
+                **self.frame_model.serving_metadata()}
+
+    def generation_order(self):
+        """The first frame given, then each frame in the frame model's order."""
+        frame = self.frame_model.generation_order()
+        steps = int(frame.max()) + 1
+        return np.stack([np.full_like(frame, -1)] + [frame + t * steps
+                                                      for t in range(self.num_frames - 1)])
+
+    def random_cond(self, batch, rng):
+        return {"action": rng.normal(size=(batch, self.num_frames - 1,
+                                           self.action_dims)).astype(np.float32)}
+
+    def check_given(self, batch, rng):
+        """A random first frame, the same for every row."""
+        first = rng.integers(0, 2 ** self.bits, (1,) + self.example_shape[1:]).astype(np.int32)
+        return {"frames": np.repeat(first, batch, axis=0)}
+
+    def tiny_config(self):
+        return {**super().tiny_config(), "base_size": 1, "num_frames": 2}
 
     def describe_ordering(self):
         return (f"{self.num_frames} frames, the first given, each then by a multiscale model "
