@@ -37,8 +37,6 @@ def define_flags():
 
 def write_heatmap_of(model, config, path, num_images):
     """Writes the first `num_images` held-out images and their per-pixel bits to `path`."""
-    if not path.lower().endswith(".png"):
-        raise app.UsageError(f"--heatmap={path!r} must name a .png file.")
     batch = held_out_batch(config, num_images)
     images, cond = batch["images"], {key: batch[key] for key in model.cond_spec}
     log_prob_map = model.log_prob_map(images, cond or None).numpy()
@@ -49,25 +47,41 @@ def write_heatmap_of(model, config, path, num_images):
     print(f"wrote {path}: images beside their bits per pixel (white = {top:.2f} bits)")
 
 
+def evaluate_run(model_dir, eval_batches=0, eval_slices_per_call=0, data_dir=None):
+    """Exact held-out bits/dim of the run in `model_dir` (its `config.json` names the data,
+    its `model.keras` the model), also written to `<model_dir>/evaluation.json`.
+
+    Returns:
+      `(bits/dim, model, config)`.
+
+    Raises:
+      ValueError: a missing or unreadable run, or missing data (the message says what to do).
+    """
+    overrides = dict(eval_batches=eval_batches, eval_slices_per_call=eval_slices_per_call)
+    if data_dir is not None:
+        overrides["data_dir"] = data_dir
+    config = run_config(model_dir, **overrides)
+    model = load_checkpoint(os.path.join(model_dir, "model.keras"))
+    bits = mean_bits_per_dim(model, held_out_dataset(config),
+                             config.eval_slices_per_call or config.batch_size)
+    with open(os.path.join(model_dir, "evaluation.json"), "w") as f:
+        json.dump({"held_out_bits_per_dim": bits, "eval_batches": config.eval_batches}, f,
+                  indent=2)
+    return bits, model, config
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
-    overrides = dict(eval_batches=FLAGS.eval_batches,
-                     eval_slices_per_call=FLAGS.eval_slices_per_call)
-    if FLAGS.data_dir is not None:
-        overrides["data_dir"] = FLAGS.data_dir
+    if FLAGS.heatmap and not FLAGS.heatmap.lower().endswith(".png"):
+        raise app.UsageError(f"--heatmap={FLAGS.heatmap!r} must name a .png file.")
     try:
-        config = run_config(FLAGS.model_dir, **overrides)
-        model = load_checkpoint(os.path.join(FLAGS.model_dir, "model.keras"))
-        bits = mean_bits_per_dim(model, held_out_dataset(config),
-                                 config.eval_slices_per_call or config.batch_size)
+        bits, model, config = evaluate_run(FLAGS.model_dir, FLAGS.eval_batches,
+                                           FLAGS.eval_slices_per_call, FLAGS.data_dir)
     except ValueError as error:
         sys.exit(f"spn_tf.evaluate: error: {error}")
     if FLAGS.heatmap:
         write_heatmap_of(model, config, FLAGS.heatmap, FLAGS.heatmap_images)
-    with open(os.path.join(FLAGS.model_dir, "evaluation.json"), "w") as f:
-        json.dump({"held_out_bits_per_dim": bits, "eval_batches": config.eval_batches}, f,
-                  indent=2)
     print(f"held-out bits/dim: {bits:.4f}")
 
 

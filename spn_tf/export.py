@@ -18,7 +18,7 @@ string):
     grouped (by a client or TF Serving's batcher) never changes which draw a row gets; row i
     equals `model.sample(1, seed[i], temperature[i])` except where batched float rounding
     moves a logit across a CDF boundary of that row's noise (rare; the agreement rate is
-    measured by `benchmarks/agreement.py` and stated in the README, not promised). The same
+    measured, not promised). The same
     holds for every sampling signature below;
   * raster: `complete` — `images` + `mask` (int32 0/1, 1 = keep) + seed + temperature;
   * SPN / upscaling: `upscale_size` — `low_res` int32 `(B, H/S, W/S, C)`, the first subscale

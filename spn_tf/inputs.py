@@ -1,6 +1,6 @@
 """Checks and unpacks what users pass to models: images and conditioning.
 
-Contract (DESIGN.md): images are int32 or uint8 `(batch, height, width, channels)` with values
+Contract: images are int32 or uint8 `(batch, height, width, channels)` with values
 in `[0, 2**bits)`; conditioning is `None` or a dict with any of `"label"` (int32 `(batch,)`),
 `"embedding"` (float32 `(batch, dim)`), `"low_res"` (an image at lower resolution), `"text"`
 (captions: strings `(batch,)`, encoded inside the model).
@@ -128,12 +128,19 @@ def check_cond(cond, cond_spec, batch_size=None):
                 f"cond['label'] must be int32 of shape (batch,), got {label.dtype.name} "
                 f"{label.shape}.")
         label = tf.cast(label, tf.int32)
+        classes = cond_spec["label"]
         if _is_concrete(label):
             values = label.numpy()
-            if values.size and (values.min() < 0 or values.max() >= cond_spec["label"]):
+            if values.size and (values.min() < 0 or values.max() >= classes):
                 raise ValueError(
-                    f"cond['label'] values must be in [0, {cond_spec['label']}); got "
+                    f"cond['label'] values must be in [0, {classes}); got "
                     f"{values.min()}..{values.max()}.")
+        else:  # gated, as images are: the embedding's gather never sees a bad id first
+            message = f"cond['label'] values must be in [0, {classes})"
+            checks = [tf.debugging.assert_greater_equal(label, 0, message=message),
+                      tf.debugging.assert_less(label, classes, message=message)]
+            with tf.control_dependencies(checks):
+                label = tf.identity(label)
         out["label"] = label
     if "embedding" in cond:
         embedding = tf.convert_to_tensor(cond["embedding"], tf.float32)

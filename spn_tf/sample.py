@@ -21,7 +21,7 @@ row of frames, then the predicted row.
 The compiled loops are kept in TensorFlow's persistent XLA cache (`--xla_cache`, default
 `~/.cache/spn_tf/xla`; `spn_tf.compile_cache`): a later run of the same command loads them
 instead of compiling (measured: the first batch of 8 of multiscale `small` at 32x32x3,
-6.3 s -> 3.7 s; README, Sampling).
+6.3 s -> 3.7 s).
 
 Progress is logged per batch of `--batch_size` images (a compiled batch is one XLA call: the
 first one's line includes the compile, announced before it starts), and inside a batch per

@@ -1,7 +1,7 @@
 """TF Serving warm-up requests: written into an export, replayed when a version loads.
 
 The first call of a signature in a fresh process pays for tracing, graph optimisation and
-kernel set-up (1.5-17.8 s measured on a 2-core CPU for spn_tf exports, BUILD_NOTES). TF Serving
+kernel set-up (1.5-17.8 s measured on a 2-core CPU for spn_tf exports). TF Serving
 removes that from the first real request by replaying, at load, the `PredictionLog` records of
 `<version>/assets.extra/tf_serving_warmup_requests` (a TFRecord file, at most 1,000 records;
 tensorflow/serving `g3doc/saved_model_warmup.md`); a version whose warm-up fails does not load.

@@ -51,6 +51,19 @@ def test_out_of_range_values_inside_a_dataset_fail_in_graph_with_the_message(mod
         model.evaluate(ds, verbose=0)
 
 
+def test_out_of_range_labels_fail_in_graph_with_the_message(model):
+    # Labels of a 10-class data set on a 3-class model: the embedding's gather used to fail
+    # first ("indices[1] = 5 is not in [0, 3)").
+    ds = tf.data.Dataset.from_tensor_slices({"images": IMAGES, "label": LABELS + 5}).batch(4)
+    for _ in range(5):
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=re.escape("values must be in [0, 3)")):
+            model.evaluate(ds, verbose=0)
+    bits = tf.function(lambda x, y: model.bits_per_dim(x, {"label": y}))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=re.escape("must be in [0, 3)")):
+        bits(IMAGES, LABELS + 5)
+
+
 def test_8bit_data_on_a_5bit_model_gives_the_message_every_time_through_fit():
     # The range check gates every op that reads the values, the loss's included: ungated,
     # the loss's gather gradient failed first ("segment_ids ... out of range") in 4 of 20

@@ -192,7 +192,7 @@ def samples_follow(name, model, rng, num_samples=3000):
 def agreement(model, rng, seeds=2):
     """Verdict: the compiled sampler draws the reference sampler's images for the same seeds.
 
-    Observed, not guaranteed: float rounding can flip a draw at a CDF boundary (README), so
+    Observed, not guaranteed: float rounding can flip a draw at a CDF boundary, so
     this fails only when most images differ (e.g. a compiled path at another temperature).
     """
     cond = _repeat(model.random_cond(1, rng), 1)

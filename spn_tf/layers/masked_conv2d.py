@@ -21,7 +21,7 @@ def one_row_matmul(layers):
     the sampler's loops.
 
     For loops run as plain graphs: there oneDNN's Conv2D costs ~100 us a call on such small
-    inputs against ~20 us for the MatMul (BUILD_NOTES, "Served sampling"), and a weight
+    inputs against ~20 us for the MatMul, and a weight
     computed inside a loop is computed again at every step. Not for XLA loops, where the
     convolution is the faster of the two and XLA hoists what does not change.
 

@@ -250,7 +250,7 @@ class DensityModel(keras.Model):
           given: model-specific known content (see the subclass), returned unchanged.
           compiled: run the model's XLA-compiled loop (traced once per batch size); for the
             same seed it gives the reference sampler's (`compiled=False`) images except for
-            rare float-rounding flips (observed rates in the README).
+            rare float-rounding flips (an observed rate, not a promise).
           progress: None, or `progress(stage, done, total)`, called after each step the
             sampler runs from the host: an SPN's slices (each network of an upscaling model
             counts its own), a video's frames. Raster and multiscale images are one compiled

@@ -151,7 +151,7 @@ class MultiscalePixelCNN(DensityModel):
     kind = "multiscale"
     # Measured here (2 CPU cores, 16 images of 16x16x3, `small`): the reference sampler takes
     # 0.8-1.9 s a call, the compiled one 14.5 s cold (the XLA compile) and 0.05 s warm, so
-    # compiling pays from about 8 calls on (README, "Sampling").
+    # compiling pays from about 8 calls on.
     reference_sampler_calls = 8
 
     @classmethod

@@ -13,8 +13,8 @@ from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
 from spn_tf.models import serving
 from spn_tf.models.base import DensityModel
 
-# Sizes of the SPN's embedder and decoder are not in the sources we could read
-# (../shared/PAPERS.md): the `paper` preset keeps the published structure (conv embedder,
+# Sizes of the SPN's embedder and decoder are not in the sources we could read (the paper
+# and what it cites): the `paper` preset keeps the published structure (conv embedder,
 # PixelSNAIL-style decoder with self-attention, 32x32 slices at 128 and 256) with widths of
 # our choosing [unverified].
 _DEFAULTS = dict(slice_range=None, depth_condition_bits=None, num_heads=4, key_dim=16,
