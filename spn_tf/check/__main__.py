@@ -57,10 +57,10 @@ def verdicts_for(flag_values):
         model = load_checkpoint(os.path.join(flag_values.model_dir, "model.keras"))
     else:
         cond = {"label": flag_values.num_classes} if flag_values.num_classes else None
-        if flag_values.model == "multiscale_video":
+        if models.model_class(flag_values.model).produces_clips:
             if cond:
-                raise app.UsageError("--num_classes does not apply to --model=multiscale_video "
-                                     "(it is conditioned on actions).")
+                raise app.UsageError(f"--num_classes does not apply to --model="
+                                     f"{flag_values.model} (it is conditioned on actions).")
             cond = {"action": flag_values.action_dims}
         model = models.build(flag_values.model, flag_values.image_size,
                              int(flag_values.channels), flag_values.bits, flag_values.preset,
