@@ -29,7 +29,11 @@ string):
   * video (`multiscale_video`): `log_prob` / `log_prob_uint8` take `clips` `(B, T, H, W, C)`
     and `action` float32 `(B, T-1, A)` (bits/dim over the predicted frames); `sample` takes
     `first_frames` int32 `(B, H, W, C)`, `action`, seed and temperature → `clips` int32
-    `(B, T, H, W, C)` (the first frame unchanged; row i is `sample_video` of row i alone).
+    `(B, T, H, W, C)` (the first frame unchanged; row i is `sample_video` of row i alone);
+  * every kind: `describe` — `rows` int32 `(B,)` → `bits`, `image_size`, `channels`,
+    `num_frames` int32 `(B,)` (what a client needs before it sends or shows pixels).
+Each model kind lists its own (`DensityModel.serving_signatures`); this module checks the
+inputs and writes them.
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
 `(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a
 depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's
