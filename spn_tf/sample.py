@@ -37,6 +37,7 @@ from absl import app, flags, logging
 
 from spn_tf import cli, compile_cache
 from spn_tf.grid import check_image_path, read_image, write_grid
+from spn_tf.inputs import check_text
 from spn_tf.orderings import reduce_bits
 from spn_tf.run_data import predict_held_out_clips
 from spn_tf.run_folder import load_checkpoint, run_config
@@ -107,12 +108,9 @@ def _captions(model, num, captions):
     if not captions:
         raise ValueError("this model is text-conditional: pass --captions='a caption' (one flag "
                          "per caption, cycled over the images).")
-    limit = model.cond_spec["text"]
-    long = [c for c in captions if len(c.encode("utf-8")) > limit]
-    if long:
-        raise ValueError(f"--captions must be at most {limit} UTF-8 bytes each (this model's "
-                         f"text length); too long: {long}.")
-    return {"text": np.resize(np.array(captions, object), num)}
+    captions = np.array(captions, object)
+    check_text(captions, model.cond_spec["text"])  # the model's own check, before sampling
+    return {"text": np.resize(captions, num)}
 
 
 class StageLog:

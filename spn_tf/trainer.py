@@ -20,7 +20,7 @@ import numpy as np
 from spn_tf import data, models, run_data
 from spn_tf.grid import write_grid
 from spn_tf.run_folder import (check_model_dir, cond_spec, is_video, load_checkpoint,
-                               write_config)
+                               model_configuration, write_config)
 from spn_tf.strategies import chief_and_task, make_strategy
 from spn_tf.training.averaging import averaged_weights
 from spn_tf.training.checkpoints import RunCheckpoints
@@ -144,14 +144,16 @@ def train_and_evaluate(config):
     start. Evaluation, samples and `model.keras` use the EMA weights when `ema_decay` is set.
     """
     keras.utils.set_random_seed(config.seed)
+    model_configuration(config)  # an unknown kind, preset, hyperparameter or conditioning
     check_model_dir(config)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # First of all TensorFlow work: multi-worker collectives must be configured before it.
+    strategy = make_strategy(config.strategy, config.tpu_address)
     # Missing data fails here, in well under a second, before a model is built or anything is
     # written.
     run_data.load(config, "train", batch_size=1, shuffle=False)
     run_data.held_out_dataset(config)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    strategy = make_strategy(config.strategy, config.tpu_address)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise ValueError(f"--batch_size={config.batch_size} must be a multiple of the "
