@@ -137,13 +137,16 @@ def run_config(model_dir, **overrides):
 
 
 def check_model_dir(config):
-    """Refuses a `model_dir` whose `config.json` describes another model (its whole
+    """Validates this run's model configuration (kind, preset, hyperparameters, conditioning)
+    and refuses a `model_dir` whose `config.json` describes another model (its whole
     configuration differs from this run's), before anything in the directory changes. Other
     fields (steps, rates, data) may change between the runs of one directory.
 
     Raises:
-      ValueError: naming each differing field, its value there and here.
+      ValueError: a configuration no model has, or naming each differing field, its value
+        there and here.
     """
+    here = model_configuration(config)
     path = os.path.join(config.model_dir, "config.json")
     if not os.path.exists(path):
         return
@@ -151,7 +154,6 @@ def check_model_dir(config):
         there = model_configuration(run_config(config.model_dir))
     except ValueError as error:
         raise ValueError(f"{error} Move it away or pass another --model_dir.") from None
-    here = model_configuration(config)
     differ = [f"{field}={there.get(field)!r} there, {here.get(field)!r} here"
               for field in sorted(set(there) | set(here)) if there.get(field) != here.get(field)]
     if differ:

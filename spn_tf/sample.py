@@ -79,7 +79,8 @@ def given_for(model, image, num):
                          f"{model.channels}.")
     if image.shape[0] != image.shape[1]:
         raise ValueError(f"--given must be square, got {image.shape[:2]}.")
-    return model.given_from_image(reduce_bits(image, model.bits).numpy(), num)
+    images = np.repeat(reduce_bits(image, model.bits).numpy()[None], num, axis=0)
+    return model.given_from_image(images)
 
 
 def _labels(model, num, labels):

@@ -20,7 +20,7 @@ import numpy as np
 from spn_tf import data, models, run_data
 from spn_tf.grid import write_grid
 from spn_tf.run_folder import (check_model_dir, cond_spec, is_video, load_checkpoint,
-                               model_configuration, write_config)
+                               write_config)
 from spn_tf.strategies import chief_and_task, make_strategy
 from spn_tf.training.averaging import averaged_weights
 from spn_tf.training.checkpoints import RunCheckpoints
@@ -144,8 +144,7 @@ def train_and_evaluate(config):
     start. Evaluation, samples and `model.keras` use the EMA weights when `ema_decay` is set.
     """
     keras.utils.set_random_seed(config.seed)
-    model_configuration(config)  # an unknown kind, preset, hyperparameter or conditioning
-    check_model_dir(config)
+    check_model_dir(config)  # also refuses a kind, preset, hyperparameter or conditioning
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
     # First of all TensorFlow work: multi-worker collectives must be configured before it.

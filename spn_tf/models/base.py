@@ -369,9 +369,9 @@ class DensityModel(keras.Model):
         """Kind-specific facts for the export's metadata file (e.g. the subscale factor)."""
         return {}
 
-    def given_from_image(self, image, num):
-        """`(given, cond)` for `sample(num, ...)` from one int `(h, w, C)` image at the model's
-        bits (`spn_tf.sample --given`).
+    def given_from_image(self, images):
+        """`(given, cond)` for `sample` from int `(B, h, w, C)` copies of one image at the
+        model's bits (`spn_tf.sample --given`).
 
         Raises:
           ValueError: the model takes no image of that size (the message says which).

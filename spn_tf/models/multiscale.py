@@ -3,7 +3,6 @@
 import functools
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from spn_tf import exactness, hparams, sampling
@@ -446,11 +445,11 @@ class MultiscalePixelCNN(DensityModel):
     def serving_metadata(self):
         return {"base_size": self.base_size, "condition_on_base": self.condition_on_base}
 
-    def given_from_image(self, image, num):
+    def given_from_image(self, images):
         """A lower resolution to super-resolve (a full-size image is halved first)."""
-        if image.shape[0] == self.image_size:
-            image = image[::2, ::2]
-        return None, {"low_res": np.repeat(image[None], num, axis=0)}  # checked by `sample`
+        if images.shape[1] == self.image_size:
+            images = images[:, ::2, ::2]
+        return None, {"low_res": images}  # checked by `sample`
 
     def generation_order(self):
         return exactness.multiscale_order(self.image_size, self.channels, self.base_size,

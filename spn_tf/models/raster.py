@@ -116,13 +116,12 @@ class GatedPixelCNN(DensityModel):
             + serving.draw_specs() + self.serving_cond_specs())
         return signatures
 
-    def given_from_image(self, image, num):
+    def given_from_image(self, images):
         """A full-size image: its top half kept, the rest completed."""
-        side = image.shape[0]
+        side = images.shape[1]
         if side != self.image_size:
             raise ValueError(f"--given is {side}x{side}; this model takes {self.image_size} "
                              f"pixels square.")
-        images = np.repeat(image[None], num, axis=0)
         mask = np.zeros(images.shape, bool)
         mask[:, :self.image_size // 2] = True
         return {"images": images, "mask": mask}, {}

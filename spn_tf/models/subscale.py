@@ -425,8 +425,8 @@ class SubscalePixelNetwork(DensityModel):
         return {"subscale_factor": self.subscale_factor,
                 "depth_condition_bits": self.depth_condition_bits}
 
-    def given_from_image(self, image, num):
-        return subscale_given(self, image, num)
+    def given_from_image(self, images):
+        return subscale_given(self, images)
 
     def generation_order(self):
         return exactness.subscale_order(self.image_size, self.channels, self.subscale_factor,
@@ -510,12 +510,11 @@ def _replica_seed(seed):
         seed, tf.cast(context.replica_id_in_sync_group, tf.int32))
 
 
-def subscale_given(model, image, num, **extra):
-    """`(given, cond)` for `model.sample` from one int `(h, w, C)` image: a first slice
-    (`h = H/S`: size upscaling) or a full image (its first half of the slices kept:
+def subscale_given(model, images, **extra):
+    """`(given, cond)` for `model.sample` from int `(B, h, w, C)` images: first slices
+    (`h = H/S`: size upscaling) or full images (their first half of the slices kept:
     completion). `extra` goes into `given` (e.g. `approximate=True`)."""
-    side, size = image.shape[0], model.image_size
-    images = np.repeat(image[None], num, axis=0)
+    side, size = images.shape[1], model.image_size
     if side == size // model.subscale_factor:
         return {"low_res": images, **extra}, {}
     if side == size:

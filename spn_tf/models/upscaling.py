@@ -278,10 +278,10 @@ class MultidimensionalUpscaling(DensityModel):
     def serving_metadata(self):
         return {"subscale_factor": self.subscale_factor, "depth_bits": self.depth_bits}
 
-    def given_from_image(self, image, num):
+    def given_from_image(self, images):
         """As an SPN's; with depth upscaling, full-depth slices are kept approximately."""
         extra = {"approximate": True} if self.depth_bits else {}
-        return subscale.subscale_given(self, image, num, **extra)
+        return subscale.subscale_given(self, images, **extra)
 
     def check_units(self):
         return [(f"{part} network", network) for part, network in self.networks.items()]
