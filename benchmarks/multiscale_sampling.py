@@ -54,7 +54,8 @@ def raster_reference_timer(model, steps):
     uniform, temperature = sampling.draw_uniform([0, 1], shape), tf.ones([1])
     return timing.truncated(
         lambda on_step: sampling.raster_sample(model.reference_logits, zeros, unknown, uniform,
-                                               temperature, on_step=on_step),
+                                               temperature, on_step=on_step,
+                                               head=model.distribution),
         steps, model.num_dims)
 
 

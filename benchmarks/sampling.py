@@ -130,14 +130,17 @@ def raster_timers(size, batch):
     decoder, scale = model.decoder, model.scale
     total = size * size * FLAGS.channels
     naive_compiled = sampling.compile_loop(lambda: sampling.compiled_raster_sample(
-        model.reference_logits.python_function, images, known, uniform, temperature))
+        model.reference_logits.python_function, images, known, uniform, temperature,
+        head=model.distribution))
     cached = {jit: sampling.compile_loop(lambda: sampling.cached_raster_sample(
-        decoder, scale, images, known, uniform, temperature), jit_compile=jit)
+        decoder, scale, images, known, uniform, temperature, head=model.distribution),
+        jit_compile=jit)
         for jit in (False, True)}
     timers = {
         ("raster naive", "reference"): timing.truncated(
             lambda on_step: sampling.raster_sample(model.reference_logits, images, known,
-                                                   uniform, temperature, on_step=on_step),
+                                                   uniform, temperature, on_step=on_step,
+                                                   head=model.distribution),
             total if size <= FLAGS.naive_full_max else FLAGS.steps, total),
         ("raster naive", "compiled"): timing.whole(naive_compiled),
         ("raster cached", "uncompiled"): timing.whole(cached[False]),

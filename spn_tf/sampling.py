@@ -2,7 +2,7 @@
 
 All randomness is drawn once, before a loop, as uniform noise of the image's shape
 (`draw_uniform`), and each sub-pixel is drawn by inverse CDF inside the loop
-(`distributions.sample_categorical`). So a loop run eagerly and the same loop compiled with
+(the model's head, `spn_tf.distributions`, through `head.draw`). So a loop run eagerly and the same loop compiled with
 XLA consume the same noise (XLA's stateless RNG is another stream; NOTES.md) and give the same
 images except where their logits, which differ in float rounding, put a CDF boundary on the
 other side of a uniform draw: observed, not guaranteed (`benchmarks/agreement.py`).
@@ -32,8 +32,6 @@ import contextlib
 import contextvars
 
 import tensorflow as tf
-
-from spn_tf.distributions import sample_categorical
 
 _PROGRESS = contextvars.ContextVar("spn_tf_sampling_progress", default=None)
 
@@ -117,8 +115,8 @@ def _set_at(x, position, values):
     return tf.tensor_scatter_nd_update(x, index, tf.cast(values, x.dtype))
 
 
-def _draw(logits, images, known, uniform, temperature, i, j, c):
-    drawn = sample_categorical(logits[:, i, j, c], uniform[:, i, j, c], temperature)
+def _draw(head, outputs, images, known, uniform, temperature, i, j, c):
+    drawn = head.draw(outputs[:, i, j, c], uniform[:, i, j, c], temperature)
     return tf.where(known[:, i, j, c], images[:, i, j, c], drawn)
 
 
@@ -133,19 +131,21 @@ def reference_network(network):
     return tf.function(network, autograph=False)
 
 
-def raster_sample(network, images, known, uniform, temperature, context=None, on_step=None):
+def raster_sample(network, images, known, uniform, temperature, context=None, on_step=None, *,
+                  head):
     """Reference raster sampler: the full network once per sub-pixel, called from Python.
 
     Args:
-      network: `(images int32 (B, H, W, C), context)` → logits `(B, H, W, C, K)`, causal in
-        raster order; pass a function made once by `reference_network` (any callable works,
-        eagerly and slowly).
+      network: `(images int32 (B, H, W, C), context)` → the head's outputs
+        `(B, H, W, C, head.num_params)`, causal in raster order; pass a function made once by
+        `reference_network` (any callable works, eagerly and slowly).
       images: int32 `(B, H, W, C)`: given values where `known`, anything elsewhere.
       known: bool `(B, H, W, C)`: sub-pixels kept as given.
       uniform: float32 `(B, H, W, C)` noise from `draw_uniform`.
       temperature: float32 `(B,)`.
       context: the network's second argument (a tensor, or None), the same at every step.
       on_step: optional callback `(step, total)` for progress.
+      head: the model's `spn_tf.distributions.Head`, which draws from the outputs.
 
     Returns:
       int32 `(B, H, W, C)`.
@@ -153,14 +153,15 @@ def raster_sample(network, images, known, uniform, temperature, context=None, on
     images = tf.where(known, images, tf.zeros_like(images))
     positions = _positions(images.shape)
     for step, (i, j, c) in enumerate(positions):
-        value = _draw(network(images, context), images, known, uniform, temperature, i, j, c)
+        value = _draw(head, network(images, context), images, known, uniform, temperature, i, j,
+                      c)
         images = _set_subpixel(images, i, j, c, value)
         if on_step is not None:
             on_step(step + 1, len(positions))
     return images
 
 
-def compiled_raster_sample(network, images, known, uniform, temperature, context=None):
+def compiled_raster_sample(network, images, known, uniform, temperature, context=None, *, head):
     """`raster_sample` as one `tf.while_loop` (trace it inside `tf.function(jit_compile=...)`).
 
     Same arguments as `raster_sample`; the same images for the same noise wherever XLA's
@@ -173,8 +174,8 @@ def compiled_raster_sample(network, images, known, uniform, temperature, context
     def body(t, images):
         i, rest = t // (width * channels), t % (width * channels)
         j, c = rest // channels, rest % channels
-        logits = network(images, context)
-        value = _draw(logits, images, known, uniform, temperature, i, j, c)
+        value = _draw(head, network(images, context), images, known, uniform, temperature, i, j,
+                      c)
         return t + 1, _set_subpixel(images, i, j, c, value)
 
     _, images = tf.while_loop(lambda t, _: t < height * width * channels, body,
@@ -188,7 +189,7 @@ def _set_pixel(x, i, j, values):
 
 
 def cached_raster_sample(decoder, preprocess, images, known, uniform, temperature,
-                         context=None):
+                         context=None, *, head):
     """Raster sampling from a `MaskedDecoder` that recomputes only what a new pixel changes.
 
     The decoder's vertical stack at row i sees rows above i only, and its horizontal stack at
@@ -221,7 +222,7 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
     Args:
       decoder: a `spn_tf.layers.MaskedDecoder`.
       preprocess: int32 images → the decoder's float input (e.g. `model.scale`).
-      images, known, uniform, temperature: as in `raster_sample`.
+      images, known, uniform, temperature, head: as in `raster_sample`.
       context: the decoder's context: `(B, 1, 1, D)`, or `(B, H, W, D)` aligned with the
         pixels (cut into strips and windows with them), or None.
 
@@ -264,8 +265,8 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
                 h, inputs = decoder.horizontal_features(
                     preprocess(cut(images, i, left, 1, cols)), window_terms, window_context,
                     window_outputs)
-                logits = tf.gather(decoder.head(h)[:, 0], j - left, axis=1)[:, c]
-                drawn = sample_categorical(logits, uniform[:, i, j, c], temperature)
+                params = tf.gather(decoder.head(h)[:, 0], j - left, axis=1)[:, c]
+                drawn = head.draw(params, uniform[:, i, j, c], temperature)
                 value = tf.where(known[:, i, j, c], images[:, i, j, c], drawn)
                 images = _set_subpixel(images, i, j, c, value)
             # The last channel's window: features at (i, j) see channels < C - 1 only, all
@@ -291,13 +292,15 @@ def compile_loop(loop, jit_compile=True):
     return tf.function(loop, jit_compile=jit_compile, autograph=False)
 
 
-def channel_parallel_sample(logits_fn, images, known, uniform, temperature):
-    """All positions at once, one channel after another: `C` calls of `logits_fn`.
+def channel_parallel_sample(outputs_fn, images, known, uniform, temperature, *, head):
+    """All positions at once, one channel after another: `C` calls of `outputs_fn`.
 
     Args:
-      logits_fn: int32 `(B, h, w, C)` → logits `(B, h, w, C, K)`; positions conditionally
-        independent, channel c seeing channels < c of its own pixel only.
-      images, known, uniform: `(B, h, w, C)` as in `raster_sample`; temperature `(B,)`.
+      outputs_fn: int32 `(B, h, w, C)` → the head's outputs `(B, h, w, C, head.num_params)`;
+        positions conditionally independent, channel c seeing channels < c of its own pixel
+        only.
+      images, known, uniform: `(B, h, w, C)` as in `raster_sample`; temperature `(B,)`;
+        head as in `raster_sample`.
 
     Returns:
       int32 `(B, h, w, C)`.
@@ -306,8 +309,7 @@ def channel_parallel_sample(logits_fn, images, known, uniform, temperature):
     channels = images.shape[-1]
     t = temperature[:, None, None]
     for c in range(channels):
-        logits = logits_fn(images)
-        drawn = sample_categorical(logits[..., c, :], uniform[..., c], t)
+        drawn = head.draw(outputs_fn(images)[..., c, :], uniform[..., c], t)
         drawn = tf.where(known[..., c], images[..., c], drawn)
         onehot = tf.one_hot(c, channels, on_value=True, off_value=False, dtype=tf.bool)
         images = tf.where(onehot, drawn[..., None], images)

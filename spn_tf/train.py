@@ -8,7 +8,7 @@ import sys
 
 from absl import app, flags, logging
 
-from spn_tf import cli, models, strategies
+from spn_tf import cli, distributions, models, strategies
 from spn_tf.hparams import parse_overrides
 from spn_tf.run_folder import TrainConfig
 from spn_tf.trainer import train_and_evaluate
@@ -38,6 +38,12 @@ def define_flags():
     flags.DEFINE_integer("depth_bits", None, "upscaling: most significant bits modelled first "
                          "(0: no depth upscaling, e.g. the 5-bit CelebA-HQ setting).",
                          lower_bound=0)
+    flags.DEFINE_enum("head", None, list(distributions.HEADS),
+                      "Likelihood head of every sub-pixel: a 'categorical' over the 2**bits "
+                      "values (the default) or PixelCNN++'s 'logistic_mixture' (at least 2 "
+                      "bits; fewer outputs, faster at 8 bits).")
+    flags.DEFINE_integer("num_mixtures", None, "Logistic components per sub-pixel "
+                         "(--head=logistic_mixture; default 5).", lower_bound=1)
     flags.DEFINE_enum("upscaling_part", None, ["all", "first", "size", "depth"],
                       "upscaling: the network to train (they factorise the likelihood).")
     flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
@@ -90,6 +96,12 @@ def config_from_flags():
         hparams["depth_bits"] = FLAGS.depth_bits or None
     if FLAGS.upscaling_part is not None:
         hparams["train_part"] = FLAGS.upscaling_part
+    for name in ("head", "num_mixtures"):
+        if FLAGS[name].value is not None:
+            hparams[name] = FLAGS[name].value
+    if "num_mixtures" in hparams and hparams.get("head") != "logistic_mixture":
+        raise ValueError("--num_mixtures is for --head=logistic_mixture (the categorical head "
+                         "has none).")
     return TrainConfig(
         model=FLAGS.model, preset=FLAGS.preset, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
         image_size=FLAGS.image_size, channels=int(FLAGS.channels), bits=FLAGS.bits,

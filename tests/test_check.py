@@ -23,6 +23,9 @@ KINDS = {
     "upscaling": ("upscaling", {"depth_bits": 1}),
     "multiscale_a": ("multiscale", {"base_size": 2}),
     "multiscale_b": ("multiscale", {"base_size": 1, "group_pixelcnn_patch": 2}),
+    # The logistic mixture head (its tiny copy: 2 bits, the fewest it takes).
+    "multiscale_mixture": ("multiscale", {"base_size": 2, "head": "logistic_mixture",
+                                          "num_mixtures": 2}),
 }
 
 

@@ -278,7 +278,7 @@ class TestKeras:
         known = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype(np.float32)
         pixels = np.random.default_rng(1).normal(size=(2, 4, 4, 3)).astype(np.float32)
         testing.run_layer_test(
-            GroupPredictor, dict(filters=6, num_blocks=1, num_values=4, data_channels=3,
+            GroupPredictor, dict(filters=6, num_blocks=1, num_outputs=4, data_channels=3,
                                  num_scales=2),
             known, (2, 4, 4, 3, 4), call_kwargs={"pixels": pixels, "scale": 1})
 
@@ -286,7 +286,7 @@ class TestKeras:
         known = np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype(np.float32)
         pixels = np.random.default_rng(1).normal(size=(2, 4, 4, 3)).astype(np.float32)
         testing.run_layer_test(
-            GroupPredictor, dict(filters=6, num_blocks=1, num_values=4, data_channels=3,
+            GroupPredictor, dict(filters=6, num_blocks=1, num_outputs=4, data_channels=3,
                                  num_scales=2, patch_size=2, patch_layers=1, patch_filters=6),
             known, (2, 4, 4, 3, 4), call_kwargs={"pixels": pixels, "scale": 1})
 

@@ -36,27 +36,41 @@ def _cond(rng):
     return {"label": 3} if rng.random() < 0.5 else None
 
 
-# (image_size, channels, bits): at most 2**12 images to enumerate.
-RASTER_SPACES = [(2, 1, 1), (2, 1, 2), (2, 1, 3), (2, 3, 1), (3, 1, 1), (1, 3, 2)]
-# (image_size, subscale_factor, channels, bits)
-SPN_SPACES = [(2, 1, 1, 2), (2, 2, 1, 2), (2, 2, 3, 1), (3, 1, 1, 1), (3, 3, 1, 1), (2, 1, 3, 1)]
-# (image_size, subscale_factor, channels, bits, depth_bits)
-UPSCALING_SPACES = [(2, 2, 1, 2, 1), (2, 2, 1, 2, None), (2, 1, 1, 3, 2), (1, 1, 3, 2, 1),
-                    (2, 2, 1, 3, 1), (2, 2, 3, 1, None)]
-# (image_size, channels, bits, base_size)
-MULTISCALE_SPACES = [(2, 1, 2, 1), (2, 3, 1, 1), (2, 1, 2, 2), (4, 1, 1, 2), (4, 1, 1, 1),
-                     (2, 1, 3, 1)]
+# Spaces per head (the logistic mixture takes 2 bits or more, in every network of a model).
+# raster: (image_size, channels, bits): at most 2**12 images to enumerate.
+# spn: (image_size, subscale_factor, channels, bits)
+# upscaling: (image_size, subscale_factor, channels, bits, depth_bits)
+# multiscale: (image_size, channels, bits, base_size)
+SPACES = {
+    "categorical": {
+        "raster": [(2, 1, 1), (2, 1, 2), (2, 1, 3), (2, 3, 1), (3, 1, 1), (1, 3, 2)],
+        "spn": [(2, 1, 1, 2), (2, 2, 1, 2), (2, 2, 3, 1), (3, 1, 1, 1), (3, 3, 1, 1),
+                (2, 1, 3, 1)],
+        "upscaling": [(2, 2, 1, 2, 1), (2, 2, 1, 2, None), (2, 1, 1, 3, 2), (1, 1, 3, 2, 1),
+                      (2, 2, 1, 3, 1), (2, 2, 3, 1, None)],
+        "multiscale": [(2, 1, 2, 1), (2, 3, 1, 1), (2, 1, 2, 2), (4, 1, 1, 2), (4, 1, 1, 1),
+                       (2, 1, 3, 1)],
+    },
+    "logistic_mixture": {
+        "raster": [(2, 1, 2), (2, 1, 3), (1, 3, 2), (1, 3, 4)],
+        "spn": [(2, 2, 1, 2), (2, 1, 1, 3), (2, 2, 1, 3), (1, 1, 3, 3)],
+        "upscaling": [(1, 1, 3, 4, 2), (2, 2, 1, 3, None), (2, 2, 1, 2, None)],
+        "multiscale": [(2, 1, 2, 1), (2, 1, 3, 1), (2, 1, 2, 2), (2, 1, 3, 2)],
+    },
+}
 
 
-def random_configs(per_kind=7, seed=SEED):
-    """`(kind, image_size, channels, bits, cond, overrides)` drawn from seeded valid spaces."""
+def random_configs(per_kind=7, seed=SEED, head="categorical"):
+    """`(kind, image_size, channels, bits, cond, overrides)` drawn from seeded valid spaces of
+    `head`'s models."""
     rng = np.random.default_rng(seed)
+    spaces = SPACES[head]
     configs = []
     for _ in range(per_kind):
-        size, c, bits = _choice(rng, RASTER_SPACES)
+        size, c, bits = _choice(rng, spaces["raster"])
         configs.append(("raster", size, c, bits, _cond(rng), _decoder(rng, c)))
 
-        size, s, c, bits = _choice(rng, SPN_SPACES)
+        size, s, c, bits = _choice(rng, spaces["spn"])
         spn = dict(_decoder(rng, c), subscale_factor=s, num_heads=int(rng.integers(1, 3)),
                    key_dim=_choice(rng, (1, 2, 4)), embedder_filters=_choice(rng, (4, 8)),
                    embedder_layers=int(rng.integers(0, 3)),
@@ -65,14 +79,14 @@ def random_configs(per_kind=7, seed=SEED):
             spn["depth_condition_bits"] = 1
         configs.append(("spn", size, c, bits, _cond(rng), spn))
 
-        size, s, c, bits, depth = _choice(rng, UPSCALING_SPACES)
+        size, s, c, bits, depth = _choice(rng, spaces["upscaling"])
         up = dict(_decoder(rng, c), subscale_factor=s, depth_bits=depth,
                   embedder_filters=_choice(rng, (4, 8)), embedder_layers=int(rng.integers(0, 2)))
         if rng.random() < 0.3:
             up["part_overrides"] = {"first": {"filters": c * 2, "kernel_size": 5}}
         configs.append(("upscaling", size, c, bits, _cond(rng), up))
 
-        size, c, bits, base = _choice(rng, MULTISCALE_SPACES)
+        size, c, bits, base = _choice(rng, spaces["multiscale"])
         patch = _choice(rng, (0, 0, 1, 2))
         configs.append(("multiscale", size, c, bits, _cond(rng), dict(
             base_size=base, filters=_features(rng, c) * 2, num_blocks=int(rng.integers(0, 2)),
@@ -80,6 +94,9 @@ def random_configs(per_kind=7, seed=SEED):
             base_layers=int(rng.integers(1, 3)), base_first_kernel_size=_choice(rng, (3, 5)),
             group_pixelcnn_patch=patch, group_pixelcnn_layers=int(rng.integers(1, 3)),
             group_pixelcnn_filters=_features(rng, c))))
+    if head != "categorical":
+        for config in configs:
+            config[5].update(head=head, num_mixtures=int(rng.integers(1, 4)))
     return configs
 
 
@@ -120,13 +137,18 @@ def assert_exact(model, cond_spec):
 
 
 CONFIGS = random_configs()
+MIXTURE_CONFIGS = random_configs(per_kind=3, seed=SEED + 1, head="logistic_mixture")
 
 
-@pytest.mark.parametrize("chunk", range(4))
-def test_random_valid_configurations_are_exact(chunk):
-    """28 seeded configurations (7 per kind), a quarter per test so a failure names fewer."""
+@pytest.mark.parametrize("configs,chunk", [(CONFIGS, i) for i in range(4)]
+                         + [(MIXTURE_CONFIGS, i) for i in range(4)],
+                         ids=[f"categorical-{i}" for i in range(4)]
+                         + [f"logistic_mixture-{i}" for i in range(4)])
+def test_random_valid_configurations_are_exact(configs, chunk):
+    """28 seeded configurations (7 per kind) with the categorical head and 12 (3 per kind)
+    with the logistic mixture, a quarter per test so a failure names fewer."""
     kinds = set()
-    for kind, size, channels, bits, cond, overrides in CONFIGS[chunk::4]:
+    for kind, size, channels, bits, cond, overrides in configs[chunk::4]:
         model = models.build(kind, size, channels=channels, bits=bits, preset="tiny", cond=cond,
                              **overrides)
         try:
@@ -148,6 +170,10 @@ def test_the_draws_cover_every_kind_and_the_risky_settings():
     assert any(o.get("group_pixelcnn_patch") for o in overrides)
     assert any(o.get("depth_condition_bits") for o in overrides)
     assert any(c[4] for c in CONFIGS) and any(c[2] == 3 for c in CONFIGS)
+    # The mixture: every kind, three channels (masks between channels) and 1-3 components.
+    assert {c[0] for c in MIXTURE_CONFIGS} == {"raster", "spn", "upscaling", "multiscale"}
+    assert any(c[2] == 3 for c in MIXTURE_CONFIGS)
+    assert len({c[5]["num_mixtures"] for c in MIXTURE_CONFIGS}) > 1
 
 
 @pytest.mark.parametrize("kind,overrides", [

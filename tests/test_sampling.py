@@ -1,11 +1,13 @@
 """Samplers: compiled == reference on test models, cached == naive, trace counts, bad arguments."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf import models, sampling
+from spn_tf import distributions, models, sampling
 from spn_tf.layers import MaskedDecoder
 from helpers import assert_samples_follow
 
@@ -53,9 +55,12 @@ def test_compiled_equals_reference_for_seeds_temperatures_and_given(overrides):
     assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 1
 
 
-def test_cached_loop_equals_naive_with_spatial_context_and_wide_images():
-    """A context aligned with the pixels (the SPN's slice embedding) is cut with the windows."""
-    decoder = MaskedDecoder(6, 2, 8, 1, kernel_size=3, first_kernel_size=3)
+@pytest.mark.parametrize("head", [distributions.Categorical(8),
+                                  distributions.DiscretizedLogisticMixture(8, 2)])
+def test_cached_loop_equals_naive_with_spatial_context_and_wide_images(head):
+    """A context aligned with the pixels (the SPN's slice embedding) is cut with the windows;
+    with either likelihood head."""
+    decoder = MaskedDecoder(6, 2, head.num_params, 1, kernel_size=3, first_kernel_size=3)
     shape = (2, 9, 7, 1)
     context = tf.random.stateless_normal((2, 9, 7, 5), seed=[1, 2])
     decoder.build(shape, context.shape)
@@ -63,11 +68,11 @@ def test_cached_loop_equals_naive_with_spatial_context_and_wide_images():
     zeros, unknown = tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool)
     uniform, temperature = _noise(shape), tf.fill([2], 1.0)
     naive = sampling.raster_sample(_network(decoder, scale), zeros, unknown, uniform,
-                                   temperature, context)
-    cached = sampling.compile_loop(sampling.cached_raster_sample)(
+                                   temperature, context, head=head)
+    cached = sampling.compile_loop(functools.partial(sampling.cached_raster_sample, head=head))(
         decoder, scale, zeros, unknown, uniform, temperature, context)
     eager_cached = sampling.cached_raster_sample(decoder, scale, zeros, unknown, uniform,
-                                                 temperature, context)
+                                                 temperature, context, head=head)
     np.testing.assert_array_equal(cached, naive)
     np.testing.assert_array_equal(eager_cached, naive)
     assert len(np.unique(naive)) > 3  # the test has power: not a constant image
@@ -92,17 +97,18 @@ def test_cached_loop_with_attention_equals_naive(shape, attention_layers, contex
                          for w in decoder.get_weights()])
     scale = lambda x: tf.cast(x, tf.float32) / 3.5 - 1.0
     given = tf.constant(rng.integers(0, 8, shape), tf.int32)
-    compiled = sampling.compile_loop(sampling.cached_raster_sample)
+    head = distributions.Categorical(8)
+    compiled = sampling.compile_loop(functools.partial(sampling.cached_raster_sample, head=head))
     for seed, temperature, known in ((0, 1.0, np.zeros(shape, bool)),
                                      (1, 0.0, np.zeros(shape, bool)),
                                      (2, 0.7, rng.random(shape) < 0.3)):
         uniform, known = _noise(shape, seed), tf.constant(known)
         temperatures = tf.fill([batch], temperature)
         naive = sampling.raster_sample(_network(decoder, scale), given, known, uniform,
-                                       temperatures, context)
+                                       temperatures, context, head=head)
         cached = compiled(decoder, scale, given, known, uniform, temperatures, context)
         eager = sampling.cached_raster_sample(decoder, scale, given, known, uniform,
-                                              temperatures, context)
+                                              temperatures, context, head=head)
         np.testing.assert_array_equal(cached, naive)
         np.testing.assert_array_equal(eager, naive)
         assert len(np.unique(naive)) > 3  # the test has power: not a constant image

@@ -110,16 +110,16 @@ def test_ema_weights_are_used_inside_the_block_and_training_weights_come_back():
         TrainConfig(ema_decay=1.0)
 
 
-@pytest.mark.parametrize("model_name", ["raster", "spn", "upscaling", "multiscale"])
-def test_mixed_bfloat16_trains_without_nan_and_matches_float32(model_name):
-    overrides = {"spn": {"subscale_factor": 2}, "upscaling": {"subscale_factor": 2,
-                                                             "depth_bits": 1}}
-    _, _, _, float32 = _train({"hparams": overrides.get(model_name, {})}, steps=3,
-                              model_name=model_name)
+@pytest.mark.parametrize("model_name,overrides", [
+    ("raster", {}), ("spn", {"subscale_factor": 2}),
+    ("upscaling", {"subscale_factor": 2, "depth_bits": 1}), ("multiscale", {}),
+    ("raster", {"head": "logistic_mixture"}),  # the mixture's arithmetic stays float32
+])
+def test_mixed_bfloat16_trains_without_nan_and_matches_float32(model_name, overrides):
+    _, _, _, float32 = _train({"hparams": overrides}, steps=3, model_name=model_name)
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
-        model, _, _, mixed = _train({"hparams": overrides.get(model_name, {})}, steps=3,
-                                    model_name=model_name)
+        model, _, _, mixed = _train({"hparams": overrides}, steps=3, model_name=model_name)
         bits = model.bits_per_dim(IMAGES).numpy()
     finally:
         keras.mixed_precision.set_global_policy("float32")

@@ -134,15 +134,15 @@ def conditionals(name, model, rng, positions=8, atol=1e-4):
 
 
 def tiny_copy(model):
-    """The same kind on a 2x2 image at 1 bit (`model.tiny_config()`; one channel when three
-    would make the space too large to enumerate). Fresh weights.
+    """The same kind on a 2x2 image at the fewest bits its head takes (`model.tiny_config()`;
+    one channel when three would make the space too large to enumerate). Fresh weights.
 
     Raises:
       ValueError: the configuration does not fit a 2x2 image (the message says why).
     """
     config = model.tiny_config()
     tiny = type(model).from_config(config)
-    if 2 ** int(np.prod(tiny.example_shape)) > TINY_SPACE:
+    if 2 ** (tiny.bits * int(np.prod(tiny.example_shape))) > TINY_SPACE:
         tiny = type(model).from_config({**config, "channels": 1})
     return tiny
 

@@ -18,8 +18,8 @@ class GroupPredictor(keras.layers.Layer):
     The ResNet is not spatially masked: nothing it sees belongs to the group being predicted.
     The head makes the channels autoregressive inside a pixel (R, then G given R, then B given
     R, G): a 1x1 mask-A convolution of the group's own pixel values (a pure channel mask) is
-    added to the ResNet features, then 1x1 mask-B layers give `data_channels * num_values`
-    logits. So pixels of a group are conditionally independent given the known content.
+    added to the ResNet features, then 1x1 mask-B layers give `data_channels * num_outputs`
+    outputs (the likelihood head's parameters). So pixels of a group are conditionally independent given the known content.
 
     The ResNet ends in a 1x1 projection so that every channel's logits read all its features.
     The ResNet features do not depend on the group's pixels, so a sampler computes them once
@@ -39,7 +39,8 @@ class GroupPredictor(keras.layers.Layer):
     Args:
       filters: features of the ResNet and head, a multiple of `data_channels`.
       num_blocks: residual blocks (two convolutions each).
-      num_values: categories per sub-pixel (`2**bits`).
+      num_outputs: outputs per sub-pixel, the parameters of the model's likelihood head
+        (`spn_tf.distributions`: `2**bits` logits for the categorical).
       data_channels: image channels (1 or 3).
       kernel_size: kernel of the ResNet convolutions (odd).
       num_scales: number of resolution doublings the network is shared by.
@@ -53,14 +54,14 @@ class GroupPredictor(keras.layers.Layer):
     `(B, r, r, data_channels)` (the group's own scaled values; only earlier channels of a
     pixel reach its logits; type B: also the pixels before it in its patch, raster order),
     `context` float `(B, 1, 1, E)` or None → logits float `(B, r, r, data_channels,
-    num_values)`.
+    num_outputs)`.
 
     References:
       Reed, van den Oord, Kalchbrenner, Gómez Colmenarejo, Wang, Belov, de Freitas. Parallel
       Multiscale Autoregressive Density Estimation. ICML 2017.
     """
 
-    def __init__(self, filters, num_blocks, num_values, data_channels=3, kernel_size=3,
+    def __init__(self, filters, num_blocks, num_outputs, data_channels=3, kernel_size=3,
                  num_scales=1, patch_size=0, patch_layers=2, patch_filters=48, **kwargs):
         super().__init__(**kwargs)
         hparams.check_positive("data_channels", data_channels)
@@ -77,7 +78,7 @@ class GroupPredictor(keras.layers.Layer):
             hparams.check_channel_features("patch_filters", patch_filters, data_channels)
         self.filters = filters
         self.num_blocks = num_blocks
-        self.num_values = num_values
+        self.num_outputs = num_outputs
         self.data_channels = data_channels
         self.kernel_size = kernel_size
         self.num_scales = num_scales
@@ -95,13 +96,13 @@ class GroupPredictor(keras.layers.Layer):
         c = data_channels
         if patch_size:
             # Shallow: 3x3 kernels already reach the whole of a 4x4 patch in two layers.
-            self.patch_pixelcnn = MaskedDecoder(patch_filters, patch_layers, num_values, c,
+            self.patch_pixelcnn = MaskedDecoder(patch_filters, patch_layers, num_outputs, c,
                                                 kernel_size=3, first_kernel_size=3,
                                                 name="patch_pixelcnn")
         else:
             self.pixels_in = MaskedConv2D(filters, 1, "A", c, "horizontal")
             self.head_hidden = MaskedConv2D(filters, 1, "B", c, "horizontal")
-            self.head_out = MaskedConv2D(c * num_values, 1, "B", c, "horizontal")
+            self.head_out = MaskedConv2D(c * num_outputs, 1, "B", c, "horizontal")
 
     def build(self, known_shape, pixels_shape, context_shape=None):
         features = tuple(known_shape[:-1]) + (self.filters,)
@@ -133,7 +134,7 @@ class GroupPredictor(keras.layers.Layer):
         return self.features_out(ops.relu(h))
 
     def head(self, features, pixels):
-        """Logits `(B, r, r, data_channels, num_values)` of the group's pixels.
+        """Logits `(B, r, r, data_channels, num_outputs)` of the group's pixels.
 
         Type A: channel c sees `pixels[..., :c]` of its own pixel. Type B: the patch PixelCNN
         on every patch at once (`patch_head`).
@@ -144,19 +145,19 @@ class GroupPredictor(keras.layers.Layer):
             # Static sizes but the batch, which a signature leaves unknown.
             patch = logits.shape[1]
             logits = ops.reshape(logits, (-1, patch, patch,
-                                          self.data_channels * self.num_values))
+                                          self.data_channels * self.num_outputs))
             logits = self.from_patches(logits, side)
             shape = ops.shape(logits)
             return ops.reshape(logits, (shape[0], side, side, self.data_channels,
-                                        self.num_values))
+                                        self.num_outputs))
         h = ops.relu(features + self.pixels_in(pixels))
         out = self.head_out(ops.relu(self.head_hidden(h)))
         shape = ops.shape(out)
         return ops.reshape(out, (shape[0], shape[1], shape[2], self.data_channels,
-                                 self.num_values))
+                                 self.num_outputs))
 
     def patch_head(self, feature_patches, pixel_patches):
-        """Type B: logits `(B', P, P, data_channels, num_values)` of `to_patches` pixels
+        """Type B: logits `(B', P, P, data_channels, num_outputs)` of `to_patches` pixels
         `(B', P, P, data_channels)` (raster order in each patch) given their features."""
         return self.patch_pixelcnn(pixel_patches, context=feature_patches)
 
@@ -188,11 +189,11 @@ class GroupPredictor(keras.layers.Layer):
         return self.head(self.features(known, context, scale), pixels)
 
     def compute_output_shape(self, known_shape, pixels_shape, context_shape=None):
-        return tuple(pixels_shape) + (self.num_values,)
+        return tuple(pixels_shape) + (self.num_outputs,)
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_blocks": self.num_blocks,
-                "num_values": self.num_values, "data_channels": self.data_channels,
+                "num_outputs": self.num_outputs, "data_channels": self.data_channels,
                 "kernel_size": self.kernel_size, "num_scales": self.num_scales,
                 "patch_size": self.patch_size, "patch_layers": self.patch_layers,
                 "patch_filters": self.patch_filters}

@@ -16,14 +16,15 @@ class MaskedDecoder(keras.layers.Layer):
     Mask-A vertical and horizontal convolutions open the two stacks, `num_layers` gated
     residual blocks follow, with causal self-attention after the blocks listed in
     `attention_layers` (PixelSNAIL-style, Chen et al. 2018; the SPN decoder, Menick &
-    Kalchbrenner 2019 §3.2), and a channel-masked 1x1 head gives `2**bits` logits per
-    sub-pixel. The logits at pixel p, channel c depend only on pixels before p (raster order),
-    channels < c of p, and the context at p.
+    Kalchbrenner 2019 §3.2), and a channel-masked 1x1 head gives `num_outputs` per sub-pixel
+    (the likelihood head's parameters). The outputs at pixel p, channel c depend only on pixels
+    before p (raster order), channels < c of p, and the context at p.
 
     Args:
       filters: features per stack, a multiple of `data_channels`.
       num_layers: gated residual blocks.
-      num_values: categories per sub-pixel (`2**bits`).
+      num_outputs: outputs per sub-pixel, the parameters of the model's likelihood head
+        (`spn_tf.distributions`: `2**bits` logits for the categorical).
       data_channels: image channels (1 or 3).
       kernel_size: kernel of the blocks (odd).
       first_kernel_size: kernel of the mask-A input convolutions (odd).
@@ -31,24 +32,24 @@ class MaskedDecoder(keras.layers.Layer):
       num_heads, key_dim: attention sizes.
 
     Call: `(x, context=None)`: `x` float `(B, H, W, C)` (scaled pixels), `context` float
-    `(B, H or 1, W or 1, D)` → logits float `(B, H, W, C, num_values)`.
+    `(B, H or 1, W or 1, D)` → the head's outputs float `(B, H, W, C, num_outputs)`.
     """
 
-    def __init__(self, filters, num_layers, num_values, data_channels=3, kernel_size=3,
+    def __init__(self, filters, num_layers, num_outputs, data_channels=3, kernel_size=3,
                  first_kernel_size=7, attention_layers=(), num_heads=4, key_dim=16, **kwargs):
         super().__init__(**kwargs)
         hparams.check_positive("data_channels", data_channels)
         hparams.check_channel_features("filters", filters, data_channels)
         # Rows above reach the horizontal stack only through a block's vertical term.
         hparams.check_positive("num_layers", num_layers)
-        if not hparams.is_int(num_values) or num_values < 2:
-            raise ValueError(f"num_values={num_values!r} must be an int >= 2.")
+        if not hparams.is_int(num_outputs) or num_outputs < 2:
+            raise ValueError(f"num_outputs={num_outputs!r} must be an int >= 2.")
         hparams.check_odd_kernel("kernel_size", kernel_size)
         hparams.check_first_kernel("first_kernel_size", first_kernel_size)
         hparams.check_layer_indices("attention_layers", attention_layers, num_layers)
         self.filters = filters
         self.num_layers = num_layers
-        self.num_values = num_values
+        self.num_outputs = num_outputs
         self.data_channels = data_channels
         self.kernel_size = kernel_size
         self.first_kernel_size = first_kernel_size
@@ -63,7 +64,7 @@ class MaskedDecoder(keras.layers.Layer):
         self.attentions = [CausalSelfAttention(num_heads, key_dim, name=f"attention_{i}")
                            for i in self.attention_layers]
         self.head_hidden = MaskedConv2D(filters, 1, "B", c, "horizontal")
-        self.head_out = MaskedConv2D(c * num_values, 1, "B", c, "horizontal")
+        self.head_out = MaskedConv2D(c * num_outputs, 1, "B", c, "horizontal")
 
     def build(self, x_shape, context_shape=None):
         features = tuple(x_shape[:-1]) + (self.filters,)
@@ -116,7 +117,7 @@ class MaskedDecoder(keras.layers.Layer):
             rows and columns as `x`; context as in `call`, cut likewise if spatial.
 
         Returns:
-          logits float `(B, H, W, C, num_values)`.
+          logits float `(B, H, W, C, num_outputs)`.
         """
         return self.head(self.horizontal_features(x, vertical_terms, context)[0])
 
@@ -146,16 +147,16 @@ class MaskedDecoder(keras.layers.Layer):
         return h, attention_inputs
 
     def head(self, h):
-        """Logits float `(B, H, W, C, num_values)` from features `(B, H, W, filters)`."""
+        """Logits float `(B, H, W, C, num_outputs)` from features `(B, H, W, filters)`."""
         # ELU, not ReLU: no dead units, so every allowed dependency has a non-zero gradient.
         out = self.head_out(ops.elu(self.head_hidden(ops.elu(h))))
         shape = ops.shape(out)
         return ops.reshape(out, (shape[0], shape[1], shape[2], self.data_channels,
-                                 self.num_values))
+                                 self.num_outputs))
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,
-                "num_values": self.num_values, "data_channels": self.data_channels,
+                "num_outputs": self.num_outputs, "data_channels": self.data_channels,
                 "kernel_size": self.kernel_size, "first_kernel_size": self.first_kernel_size,
                 "attention_layers": list(self.attention_layers), "num_heads": self.num_heads,
                 "key_dim": self.key_dim}

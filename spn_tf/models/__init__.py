@@ -48,7 +48,9 @@ def build(name, image_size, channels=3, bits=8, preset="small", cond=None, **ove
         (the published sizes, where known).
       cond: conditioning the model takes, e.g. `{"label": 10}`, `{"embedding": 384}` or
         `{"text": 64}` (captions of at most 64 UTF-8 bytes).
-      **overrides: any hyperparameter of the preset, by keyword.
+      **overrides: any hyperparameter of the preset, by keyword, and the likelihood head:
+        `head="logistic_mixture"` (with `num_mixtures`) instead of the default
+        `head="categorical"`.
 
     Returns:
       A `DensityModel`.
@@ -73,11 +75,12 @@ def resolve(name, image_size, channels=3, bits=8, preset="small", cond=None, **o
     if preset not in PRESET_NAMES:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESET_NAMES}.")
     hparams = cls.preset_hparams(preset, image_size)
-    unknown = set(overrides) - set(hparams) - {"name", "dtype"}
+    # Every kind takes the likelihood head (`DensityModel`'s), whatever its preset.
+    unknown = set(overrides) - set(hparams) - {"name", "dtype", "head", "num_mixtures"}
     if unknown:
         raise ValueError(
             f"unknown hyperparameters {sorted(unknown)} for model {name!r}; known: "
-            f"{sorted(hparams)}.")
+            f"{sorted(set(hparams) | {'head', 'num_mixtures'})}.")
     hparams.update(overrides)
     return cls, dict(image_size=image_size, channels=channels, bits=bits, cond=cond, **hparams)
 

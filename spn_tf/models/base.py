@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spn_tf import hparams
+from spn_tf import distributions, hparams
 from spn_tf import inputs as inputs_lib
 from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
@@ -53,9 +53,15 @@ class DensityModel(keras.Model):
         `{"embedding": dim}` and/or `{"text": max_length}` (captions of at most `max_length`
         UTF-8 bytes, encoded by a trained `spn_tf.layers.TextEncoder`); `None` for an
         unconditional model.
+      head: the likelihood of each sub-pixel given the network's outputs there:
+        `"categorical"` (`2**bits` logits) or `"logistic_mixture"` (PixelCNN++'s discretized
+        logistic mixture, `3 * num_mixtures` outputs; at least 2 bits). See
+        `spn_tf.distributions`.
+      num_mixtures: logistic components per sub-pixel (`head="logistic_mixture"`).
     """
 
-    def __init__(self, image_size, channels=3, bits=8, cond=None, **kwargs):
+    def __init__(self, image_size, channels=3, bits=8, cond=None, head="categorical",
+                 num_mixtures=5, **kwargs):
         super().__init__(**kwargs)
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}.")
@@ -73,6 +79,9 @@ class DensityModel(keras.Model):
         self.channels = int(channels)
         self.bits = int(bits)
         self.cond_spec = dict(cond or {})
+        self.distribution = distributions.make_head(head, self.bits, num_mixtures)
+        self.head = head
+        self.num_mixtures = int(num_mixtures)
 
     @property
     def num_values(self):
@@ -415,9 +424,9 @@ class DensityModel(keras.Model):
         return None
 
     def tiny_config(self):
-        """The config of the same kind on 2x2 images at 1 bit (fresh weights; `spn_tf.check`
-        enumerates its space)."""
-        return dict(self.get_config(), image_size=2, bits=1)
+        """The config of the same kind on 2x2 images at the fewest bits its head takes (1, or 2
+        for the logistic mixture; fresh weights; `spn_tf.check` enumerates its space)."""
+        return dict(self.get_config(), image_size=2, bits=1 if self.head == "categorical" else 2)
 
     def reach_probe(self, order):
         """`(flat index, what it is)` of a sub-pixel whose reach `spn_tf.check` reports
@@ -443,7 +452,8 @@ class DensityModel(keras.Model):
 
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
-                "bits": self.bits, "cond": self.cond_spec or None}
+                "bits": self.bits, "cond": self.cond_spec or None, "head": self.head,
+                "num_mixtures": self.num_mixtures}
 
     def _outputs(self, images, cond, training):
         raise NotImplementedError

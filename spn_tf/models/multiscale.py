@@ -6,7 +6,6 @@ import keras
 import tensorflow as tf
 
 from spn_tf import exactness, hparams, sampling
-from spn_tf.distributions import categorical_log_prob, image_log_prob
 from spn_tf.inputs import check_images
 from spn_tf.layers import ConditionEmbedding, GroupPredictor, MaskedDecoder
 from spn_tf.models import serving
@@ -122,7 +121,8 @@ class MultiscalePixelCNN(DensityModel):
         `cond["low_res"]`.
 
     Args:
-      image_size, channels, bits, cond: see `DensityModel`; `image_size = base_size * 2**L`.
+      image_size, channels, bits, cond, head, num_mixtures: see `DensityModel`;
+        `image_size = base_size * 2**L`.
       base_size: resolution of the base image.
       filters, num_blocks, kernel_size: the group predictors (see `GroupPredictor`).
       base_filters, base_layers, base_first_kernel_size: the base `MaskedDecoder`.
@@ -131,9 +131,10 @@ class MultiscalePixelCNN(DensityModel):
         side `r` must be a multiple of `min(M, r)` (powers of 2 with a power-of-2 base).
       group_pixelcnn_layers, group_pixelcnn_filters: the type-B patch PixelCNN.
 
-    Call: images int `(B, N, N, C)` (+ cond) → list of logits: the base
-    `(B, base_size, base_size, C, 2**bits)` (absent when `condition_on_base`), then per scale,
-    coarse to fine, `(B, 3, r, r, C, 2**bits)`. `logits_as_image` lays them out as the image.
+    Call: images int `(B, N, N, C)` (+ cond) → list of the head's outputs (`P =
+    model.distribution.num_params`, `2**bits` logits for the categorical head): the base
+    `(B, base_size, base_size, C, P)` (absent when `condition_on_base`), then per scale,
+    coarse to fine, `(B, 3, r, r, C, P)`. `logits_as_image` lays them out as the image.
 
     Example:
       >>> model = spn_tf.models.build("multiscale", 32, preset="small", cond={"label": 10})
@@ -196,13 +197,13 @@ class MultiscalePixelCNN(DensityModel):
         self.group_pixelcnn_filters = group_pixelcnn_filters
         self.condition = ConditionEmbedding.for_cond(filters, self.cond_spec)
         self.base_decoder = None if self.condition_on_base else MaskedDecoder(
-            base_filters, base_layers, self.num_values, channels, kernel_size,
+            base_filters, base_layers, self.distribution.num_params, channels, kernel_size,
             base_first_kernel_size)
         # Paper numbering: group 1 is the lower resolution image; 2, 3, 4 are predicted.
         self.group_predictors = [
-            GroupPredictor(filters, num_blocks, self.num_values, channels, kernel_size,
-                           self.num_scales, group_pixelcnn_patch, group_pixelcnn_layers,
-                           group_pixelcnn_filters, name=f"group_{g + 2}")
+            GroupPredictor(filters, num_blocks, self.distribution.num_params, channels,
+                           kernel_size, self.num_scales, group_pixelcnn_patch,
+                           group_pixelcnn_layers, group_pixelcnn_filters, name=f"group_{g + 2}")
             for g in range(NUM_GROUPS if self.num_scales else 0)]
 
     def resolution(self, scale):
@@ -242,12 +243,12 @@ class MultiscalePixelCNN(DensityModel):
         return outputs
 
     def logits_as_image(self, outputs):
-        """The outputs of `call` laid out as the image: float `(B, N, N, C, 2**bits)`.
+        """The outputs of `call` laid out as the image: float `(B, N, N, C, P)`.
 
         Logits of the base are zeros when the model conditions on the base.
         """
         group_logits = outputs[len(outputs) - self.num_scales:]
-        k = self.channels * self.num_values
+        k = self.channels * self.distribution.num_params
         if self.base_decoder is None:
             batch = tf.shape(group_logits[0])[0]
             base = tf.zeros([batch, self.base_size, self.base_size, k], group_logits[0].dtype)
@@ -257,7 +258,8 @@ class MultiscalePixelCNN(DensityModel):
         for logits in group_logits:
             x = upscale_with_groups(x, tf.reshape(logits, tf.concat([tf.shape(logits)[:4], [k]],
                                                                     0)))
-        return tf.reshape(x, tf.concat([tf.shape(x)[:3], [self.channels, self.num_values]], 0))
+        return tf.reshape(x, tf.concat([tf.shape(x)[:3], [self.channels,
+                                                         self.distribution.num_params]], 0))
 
     def _first_scale(self, low_res):
         """Index of the first modelled scale given a low resolution image of side `r`."""
@@ -268,10 +270,10 @@ class MultiscalePixelCNN(DensityModel):
         base, groups = multiscale_split(images, self.base_size)
         terms = []
         if self.base_decoder is not None and low_res is None:
-            terms.append(image_log_prob(outputs[0], base))
+            terms.append(self.distribution.image_log_prob(outputs[0], base))
         group_logits = outputs[len(outputs) - self.num_scales:]
         for scale in range(self._first_scale(low_res), self.num_scales):
-            terms.append(image_log_prob(group_logits[scale], groups[scale]))
+            terms.append(self.distribution.image_log_prob(group_logits[scale], groups[scale]))
         log_prob = tf.add_n(terms)
         if low_res is None:
             return log_prob
@@ -286,11 +288,11 @@ class MultiscalePixelCNN(DensityModel):
         base, groups = multiscale_split(images, self.base_size)
         first = self._first_scale(low_res)
         modelled_base = self.base_decoder is not None and low_res is None
-        base_map = (categorical_log_prob(outputs[0], base) if modelled_base
+        base_map = (self.distribution.log_prob(outputs[0], base) if modelled_base
                     else tf.zeros(tf.shape(base), tf.float32))
         group_logits = outputs[len(outputs) - self.num_scales:]
-        group_maps = [categorical_log_prob(group_logits[scale], groups[scale]) if scale >= first
-                      else tf.zeros(tf.shape(groups[scale]), tf.float32)
+        group_maps = [self.distribution.log_prob(group_logits[scale], groups[scale])
+                      if scale >= first else tf.zeros(tf.shape(groups[scale]), tf.float32)
                       for scale in range(self.num_scales)]
         log_prob_map = multiscale_merge(base_map, group_maps)
         if low_res is None:
@@ -361,10 +363,11 @@ class MultiscalePixelCNN(DensityModel):
             if compiled:
                 low_res = sampling.cached_raster_sample(
                     self.base_decoder, self.scale, zeros, unknown, base_noise, temperature,
-                    base_context)
+                    base_context, head=self.distribution)
             else:
                 low_res = sampling.raster_sample(self.reference_base_logits, zeros, unknown,
-                                                 base_noise, temperature, base_context)
+                                                 base_noise, temperature, base_context,
+                                                 head=self.distribution)
         for scale in range(first_scale, self.num_scales):
             groups = []
             unknown = tf.zeros_like(low_res, tf.bool)
@@ -380,7 +383,8 @@ class MultiscalePixelCNN(DensityModel):
                 else:
                     groups.append(sampling.channel_parallel_sample(
                         lambda x, p=predictor, f=features: p.head(f, self.scale(x)),
-                        tf.zeros_like(low_res), unknown, group_noise[scale][:, g], temperature))
+                        tf.zeros_like(low_res), unknown, group_noise[scale][:, g], temperature,
+                        head=self.distribution))
             low_res = upscale_with_groups(low_res, tf.stack(groups, axis=1))
         return low_res
 
@@ -420,11 +424,11 @@ class MultiscalePixelCNN(DensityModel):
         if compiled:
             patches = sampling.cached_raster_sample(
                 predictor.patch_pixelcnn, self.scale, zeros, unknown, noise_patches,
-                temperature, feature_patches)
+                temperature, feature_patches, head=self.distribution)
         else:
             patches = sampling.raster_sample(self.reference_patch_logits[group], zeros,
                                              unknown, noise_patches, temperature,
-                                             feature_patches)
+                                             feature_patches, head=self.distribution)
         return predictor.from_patches(patches, side)
 
     def serving_cond_specs(self):

@@ -6,7 +6,6 @@ import keras
 import numpy as np
 
 from spn_tf import exactness, sampling
-from spn_tf.distributions import categorical_log_prob, image_log_prob
 from spn_tf.inputs import check_given_pixels
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder
 from spn_tf.models import serving
@@ -28,10 +27,11 @@ PRESETS = {
 
 @keras.saving.register_keras_serializable(package="spn_tf")
 class GatedPixelCNN(DensityModel):
-    """Raster-order Gated PixelCNN with channel-autoregressive categorical outputs.
+    """Raster-order Gated PixelCNN with channel-autoregressive outputs.
 
     Factorisation: `p(x) = prod_{i,j} prod_c p(x[i,j,c] | x[<(i,j)], x[i,j,<c], cond)`, pixels
-    in raster order, channels R, G, B inside a pixel; each factor a softmax over `2**bits`.
+    in raster order, channels R, G, B inside a pixel; each factor the model's head (a softmax
+    over `2**bits` values, or a discretized logistic mixture).
     Sampling walks the same order: `H * W * C` sequential network calls with the reference
     sampler (`sample(..., compiled=False)`); the default compiled sampler draws the same images
     (up to rare float-rounding flips) from one XLA-compiled loop that recomputes only the rows and columns a new sub-pixel
@@ -39,11 +39,12 @@ class GatedPixelCNN(DensityModel):
     (`spn_tf.sampling.cached_raster_sample`).
 
     Args:
-      image_size, channels, bits, cond: see `DensityModel`.
+      image_size, channels, bits, cond, head, num_mixtures: see `DensityModel`.
       filters, num_layers, kernel_size, first_kernel_size, attention_layers: see
         `spn_tf.layers.MaskedDecoder`.
 
-    Call: images int `(B, H, W, C)` (+ cond) → logits float `(B, H, W, C, 2**bits)`.
+    Call: images int `(B, H, W, C)` (+ cond) → the head's outputs float `(B, H, W, C, P)`
+    (`P = model.distribution.num_params`: `2**bits` logits for the categorical head).
 
     `sample(..., given={"images": int (B, H, W, C), "mask": bool (B, H, W, C)})` completes an
     image: masked sub-pixels are kept (e.g. the top half for completion).
@@ -65,8 +66,8 @@ class GatedPixelCNN(DensityModel):
         self.first_kernel_size = first_kernel_size
         self.attention_layers = tuple(attention_layers)
         self.condition = ConditionEmbedding.for_cond(filters, self.cond_spec)
-        self.decoder = MaskedDecoder(filters, num_layers, self.num_values, channels, kernel_size,
-                                     first_kernel_size, attention_layers)
+        self.decoder = MaskedDecoder(filters, num_layers, self.distribution.num_params, channels,
+                                     kernel_size, first_kernel_size, attention_layers)
 
     def _context(self, cond):
         return self.condition(cond) if self.condition is not None else None
@@ -75,10 +76,10 @@ class GatedPixelCNN(DensityModel):
         return self.decoder(self.scale(images), context=self._context(cond))
 
     def _log_prob_from_outputs(self, images, cond, outputs):
-        return image_log_prob(outputs, images)
+        return self.distribution.image_log_prob(outputs, images)
 
     def _log_prob_map_from_outputs(self, images, cond, outputs):
-        return categorical_log_prob(outputs, images)
+        return self.distribution.log_prob(outputs, images)
 
     def _sample(self, batch_size, seed, temperature, cond, given, loop):
         shape = [batch_size, self.image_size, self.image_size, self.channels]
@@ -86,7 +87,8 @@ class GatedPixelCNN(DensityModel):
         uniform = sampling.draw_uniform(seed, shape)
         if loop == "reference":
             return sampling.raster_sample(self.reference_logits, images, known, uniform,
-                                          temperature, context=self._context(cond))
+                                          temperature, context=self._context(cond),
+                                          head=self.distribution)
         # The context enters the loop as a tensor: captions (tf.string) never reach XLA.
         return self.sample_loop("raster", loop, self._raster_loop)(images, known, uniform,
                                                                     temperature,
@@ -103,7 +105,7 @@ class GatedPixelCNN(DensityModel):
         """`sampling.cached_raster_sample` over this decoder: `(images, known, uniform,
         temperature, context)` → images."""
         return sampling.cached_raster_sample(self.decoder, self.scale, images, known, uniform,
-                                             temperature, context)
+                                             temperature, context, head=self.distribution)
 
     def describe_ordering(self):
         return f"raster order, {self.num_dims} sequential steps (one per sub-pixel)"

@@ -7,7 +7,6 @@ import numpy as np
 import tensorflow as tf
 
 from spn_tf import exactness, hparams, orderings, sampling
-from spn_tf.distributions import categorical_log_prob
 from spn_tf.inputs import batch_differs, check_images
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
 from spn_tf.models import serving
@@ -98,7 +97,8 @@ class SubscalePixelNetwork(DensityModel):
     default) this is the whole image's distribution. `SliceEmbedder` reads the slices `< k`,
     the meta-position `k` and the conditioning `c`; a `MaskedDecoder` (Gated PixelCNN with
     causal self-attention, PixelSNAIL-style) predicts slice `k` in raster order, channels R, G,
-    B, from that context. Each factor is a softmax over `2**bits` values.
+    B, from that context. Each factor is the model's head: a softmax over `2**bits` values, or
+    a discretized logistic mixture.
 
     Depth upscaling (the paper's network (c)): with `depth_condition_bits = m` the model takes
     `cond["low_res"]`, the most significant `m` bits of the image, int `(B, H, W, C)` in
@@ -126,7 +126,7 @@ class SubscalePixelNetwork(DensityModel):
     Slices before `start` must be given.
 
     Args:
-      image_size, channels, bits, cond: see `DensityModel`.
+      image_size, channels, bits, cond, head, num_mixtures: see `DensityModel`.
       subscale_factor: `S`; it must divide `image_size`. Slices are `image_size / S` square.
       slice_range: `(start, stop)` with `0 <= start < stop <= S*S`: the slices modelled;
         default all.
@@ -139,9 +139,10 @@ class SubscalePixelNetwork(DensityModel):
         every embedding position the whole of the earlier slices; 0 = convolutions only, as
         in files saved before it existed; every preset sets it).
 
-    Call: images int `(B, H, W, C)` (+ cond) → dict `{"logits": (B, m, h, w, C, 2**bits),
-    "slice_index": int (B, m)}`: `m = 1` random slice per example when training, all
-    `stop - start` slices otherwise.
+    Call: images int `(B, H, W, C)` (+ cond) → dict `{"logits": (B, m, h, w, C, P),
+    "slice_index": int (B, m)}`: the head's outputs (`P = model.distribution.num_params`,
+    `2**bits` logits for the categorical head) of `m = 1` random slice per example when
+    training, all `stop - start` slices otherwise.
 
     Example:
       >>> model = spn_tf.models.build("spn", 8, channels=1, bits=2, preset="tiny")
@@ -199,8 +200,9 @@ class SubscalePixelNetwork(DensityModel):
         self.condition = ConditionEmbedding.for_cond(embedder_filters, self.cond_spec)
         self.embedder = SliceEmbedder(embedder_filters, embedder_layers, num_slices,
                                       embedder_kernel_size, embedder_attention_heads)
-        self.decoder = MaskedDecoder(filters, num_layers, self.num_values, channels, kernel_size,
-                                     first_kernel_size, attention_layers, num_heads, key_dim)
+        self.decoder = MaskedDecoder(filters, num_layers, self.distribution.num_params, channels,
+                                     kernel_size, first_kernel_size, attention_layers, num_heads,
+                                     key_dim)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property
@@ -256,7 +258,7 @@ class SubscalePixelNetwork(DensityModel):
           context, visible: from `_conditioning`.
 
         Returns:
-          float `(B, m, h, w, C, 2**bits)`.
+          float `(B, m, h, w, C, P)`, the head's outputs.
         """
         batch, m = tf.shape(slice_index)[0], tf.shape(slice_index)[1]
         targets = tf.gather(slices, slice_index, axis=1, batch_dims=1)
@@ -266,7 +268,7 @@ class SubscalePixelNetwork(DensityModel):
                                   visible=repeat(visible))
         h, c = self.slice_size, self.channels
         logits = self.decoder(tf.reshape(targets, [-1, h, h, c]), context=embedding)
-        return tf.reshape(logits, [batch, m, h, h, c, self.num_values])
+        return tf.reshape(logits, [batch, m, h, h, c, self.distribution.num_params])
 
     def _slice_outputs(self, images, cond, slice_index):
         slices = orderings.subscale_split(self.scale(images), self.subscale_factor)
@@ -288,7 +290,8 @@ class SubscalePixelNetwork(DensityModel):
         slice_index = outputs["slice_index"]
         targets = tf.gather(orderings.subscale_split(images, self.subscale_factor), slice_index,
                             axis=1, batch_dims=1)
-        per_slice = tf.reduce_sum(categorical_log_prob(outputs["logits"], targets), [2, 3, 4])
+        per_slice = tf.reduce_sum(self.distribution.log_prob(outputs["logits"], targets),
+                                  [2, 3, 4])
         # All slices: the exact sum; m random slices: (stop - start) x their mean, unbiased.
         weight = (self.slice_range[1] - self.slice_range[0]) / tf.cast(
             tf.shape(slice_index)[1], tf.float32)
@@ -298,7 +301,7 @@ class SubscalePixelNetwork(DensityModel):
         slice_index = outputs["slice_index"]
         targets = tf.gather(orderings.subscale_split(images, self.subscale_factor), slice_index,
                             axis=1, batch_dims=1)
-        per_slice = categorical_log_prob(outputs["logits"], targets)
+        per_slice = self.distribution.log_prob(outputs["logits"], targets)
         # Each computed slice to its place among all S*S (zeros for those not modelled).
         placed = tf.one_hot(slice_index, self.subscale_factor ** 2, dtype=per_slice.dtype)
         slices = tf.einsum("bnhwc,bns->bshwc", per_slice, placed)
@@ -321,7 +324,8 @@ class SubscalePixelNetwork(DensityModel):
         outputs = self._slice_outputs(images, cond, slice_index)
         targets = tf.gather(orderings.subscale_split(images, self.subscale_factor), slice_index,
                             axis=1, batch_dims=1)
-        return tf.reduce_sum(categorical_log_prob(outputs["logits"], targets), [1, 2, 3, 4])
+        return tf.reduce_sum(self.distribution.log_prob(outputs["logits"], targets),
+                             [1, 2, 3, 4])
 
     def _sample(self, batch_size, seed, temperature, cond, given, loop):
         slices, known = given_slices(given, batch_size, self.image_size, self.channels,
@@ -359,9 +363,10 @@ class SubscalePixelNetwork(DensityModel):
         zeros, unknown = tf.zeros([batch, h, w, c], tf.int32), tf.zeros([batch, h, w, c], tf.bool)
         if compiled:
             return sampling.cached_raster_sample(self.decoder, self.scale, zeros, unknown,
-                                                 uniform, temperature, embedding)
+                                                 uniform, temperature, embedding,
+                                                 head=self.distribution)
         return sampling.raster_sample(self.reference_logits, zeros, unknown, uniform,
-                                      temperature, context=embedding)
+                                      temperature, context=embedding, head=self.distribution)
 
     @functools.cached_property
     def reference_logits(self):

@@ -17,6 +17,8 @@ TRAIN_PARTS = ("all",) + PARTS
 NETWORK_HPARAMS = ("filters", "num_layers", "kernel_size", "first_kernel_size",
                    "attention_layers", "num_heads", "key_dim", "embedder_filters",
                    "embedder_layers", "embedder_kernel_size", "embedder_attention_heads")
+# A part may also take its own head (e.g. a categorical over the 1-bit parts of a 2-bit model).
+HEAD_HPARAMS = ("head", "num_mixtures")
 
 
 def preset(name, image_size):
@@ -73,7 +75,9 @@ class MultidimensionalUpscaling(DensityModel):
     tell about the top bits, the worse.
 
     Args:
-      image_size, channels, bits, cond: see `DensityModel`.
+      image_size, channels, bits, cond, head, num_mixtures: see `DensityModel`; the head is
+        every part's unless `part_overrides` says otherwise (the logistic mixture needs at
+        least 2 bits in each part).
       subscale_factor: `S` of all three networks.
       depth_bits: most significant bits generated first (`m`), or None / 0 for no depth
         upscaling.
@@ -112,10 +116,10 @@ class MultidimensionalUpscaling(DensityModel):
         for part, overrides in part_overrides.items():
             # Bits, slice ranges and the depth condition define the factorisation: overriding
             # them would no longer multiply to a normalized p(x).
-            if set(overrides) - set(NETWORK_HPARAMS):
+            if set(overrides) - set(NETWORK_HPARAMS + HEAD_HPARAMS):
                 raise ValueError(
-                    f"part_overrides[{part!r}] may set only {NETWORK_HPARAMS}; got "
-                    f"{sorted(set(overrides) - set(NETWORK_HPARAMS))}.")
+                    f"part_overrides[{part!r}] may set only {NETWORK_HPARAMS + HEAD_HPARAMS}; "
+                    f"got {sorted(set(overrides) - set(NETWORK_HPARAMS + HEAD_HPARAMS))}.")
         hparams.check_positive("subscale_factor", subscale_factor)
         self.subscale_factor = subscale_factor
         self.depth_bits = depth_bits
@@ -137,10 +141,16 @@ class MultidimensionalUpscaling(DensityModel):
         self.train_part = train_part
         self.networks = {}
         for i, (part, spec) in enumerate(specs.items()):
-            net = SubscalePixelNetwork(
-                image_size, channels, cond=cond, subscale_factor=subscale_factor,
-                seed=None if seed is None else seed + i, name=f"{part}_network",
-                **{**network, **spec, **part_overrides.get(part, {})})
+            try:
+                net = SubscalePixelNetwork(
+                    image_size, channels, cond=cond, subscale_factor=subscale_factor,
+                    seed=None if seed is None else seed + i, name=f"{part}_network",
+                    **{"head": self.head, "num_mixtures": self.num_mixtures, **network, **spec,
+                       **part_overrides.get(part, {})})
+            except ValueError as error:
+                raise ValueError(f"the {part!r} network ({spec['bits']}-bit values): {error} "
+                                 f"A part's head can be set alone: part_overrides={{{part!r}: "
+                                 f"{{'head': ...}}}}.") from error
             net.trainable = train_part in ("all", part)
             self.networks[part] = net
 

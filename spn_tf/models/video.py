@@ -40,6 +40,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
 
     Args:
       image_size, channels, bits: one frame's space.
+      head, num_mixtures: the frame model's likelihood head (see `DensityModel`).
       cond: `{"action": A}`, the size of an action vector (required).
       num_frames: `T`, frames per clip (the first given).
       encoder_filters, encoder_layers, encoder_aligned_layers: the `FrameEncoder` (its
@@ -62,8 +63,8 @@ class MultiscaleVideoPixelCNN(DensityModel):
     def __init__(self, image_size, channels=3, bits=8, cond=None, num_frames=4,
                  encoder_filters=32, encoder_layers=3, encoder_aligned_layers=0,
                  **frame_hparams):
-        own = {k: frame_hparams.pop(k) for k in ("name", "dtype", "trainable")
-               if k in frame_hparams}
+        own = {k: frame_hparams.pop(k) for k in ("name", "dtype", "trainable", "head",
+                                                 "num_mixtures") if k in frame_hparams}
         super().__init__(image_size, channels, bits, None, **own)
         if set(cond or {}) != {"action"}:
             raise ValueError(f"a video model takes cond={{'action': A}} (the size of an action "
@@ -86,8 +87,9 @@ class MultiscaleVideoPixelCNN(DensityModel):
         self.frame_encoder = FrameEncoder(units, encoder_filters, encoder_layers,
                                           encoder_aligned_layers, name="frame_encoder")
         self.frame_model = MultiscalePixelCNN(image_size, channels, bits,
-                                              cond={"embedding": units}, name="frame_model",
-                                              **frame_hparams)
+                                              cond={"embedding": units}, head=self.head,
+                                              num_mixtures=self.num_mixtures,
+                                              name="frame_model", **frame_hparams)
 
     @property
     def num_dims(self):
@@ -244,8 +246,8 @@ class MultiscaleVideoPixelCNN(DensityModel):
 
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
-                "bits": self.bits, "cond": {"action": self.action_dims},
-                "num_frames": self.num_frames, "encoder_filters": self.encoder_filters,
+                "bits": self.bits, "cond": {"action": self.action_dims}, "head": self.head,
+                "num_mixtures": self.num_mixtures, "num_frames": self.num_frames, "encoder_filters": self.encoder_filters,
                 "encoder_layers": self.encoder_layers,
                 "encoder_aligned_layers": self.encoder_aligned_layers, **self.frame_hparams}
 

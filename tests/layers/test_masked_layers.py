@@ -35,7 +35,7 @@ def test_condition_embedding_layer():
 
 
 def test_masked_decoder_layer():
-    run_layer_test(MaskedDecoder, dict(filters=6, num_layers=1, num_values=4, data_channels=3,
+    run_layer_test(MaskedDecoder, dict(filters=6, num_layers=1, num_outputs=4, data_channels=3,
                                        attention_layers=(0,), num_heads=1, key_dim=4),
                    X[..., :3], (2, 4, 4, 3, 4))
 
@@ -61,7 +61,7 @@ def test_masked_conv2d_is_causal(mask_type, channels):
 
 @pytest.mark.parametrize("channels", [1, 3])
 def test_masked_decoder_is_causal_without_blind_spot(channels):
-    decoder = MaskedDecoder(filters=3 * channels, num_layers=2, num_values=3,
+    decoder = MaskedDecoder(filters=3 * channels, num_layers=2, num_outputs=3,
                             data_channels=channels, kernel_size=3, first_kernel_size=3,
                             attention_layers=(1,), num_heads=1, key_dim=4)
     assert_causal(lambda x: decoder(x), raster_order(5, 5, channels))

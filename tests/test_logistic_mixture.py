@@ -1,0 +1,104 @@
+"""The discretized logistic mixture head through every verb: trained models save, load and
+export with it; its samplers follow `log_prob`; the train CLI takes it and refuses what it
+cannot serve. (The head's own arithmetic: test_distributions.py; exact normalization and
+causality of every kind with it: test_property_exactness.py; `spn_tf.check`: test_check.py.)"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from spn_tf import data, export, models
+import helpers as testing
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIXTURE = dict(head="logistic_mixture", num_mixtures=3)
+KINDS = {
+    "raster": dict(name="raster"),
+    "spn": dict(name="spn", subscale_factor=2),
+    "multiscale": dict(name="multiscale", base_size=4),
+}
+
+
+def _fit(model, steps, bits):
+    """A few Adam steps on the embedded photos at `bits` bits."""
+    ds = data.load("embedded", image_size=model.image_size, bits=bits, channels=3,
+                   batch_size=8, repeat=True)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3))
+    return model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0).history["loss"]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_trained_with_the_mixture_saves_loads_and_exports(kind, tmp_path):
+    """8-bit photos, where the head is meant to be used: the `.keras` file (every kind) and
+    the SavedModel (raster: the signatures are the same code for every kind, and
+    test_export.py covers each kind) give the trained model's `log_prob` and draws."""
+    model = models.build(image_size=8, channels=3, bits=8, preset="tiny", **KINDS[kind],
+                         **MIXTURE)
+    assert model.distribution.num_params == 9
+    _fit(model, 4, 8)
+    images = next(iter(data.load("embedded", image_size=8, bits=8, channels=3, batch_size=3,
+                                 split="test")))["images"]
+    expected = model.log_prob(images).numpy()
+    assert np.isfinite(expected).all()
+
+    model.save(str(tmp_path / "model.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "model.keras"))
+    assert loaded.head == "logistic_mixture" and loaded.num_mixtures == 3
+    np.testing.assert_allclose(loaded.log_prob(images), expected, rtol=1e-5)
+    np.testing.assert_array_equal(loaded.sample(2, 5), model.sample(2, 5))
+    if kind != "raster":
+        return
+    saved = tf.saved_model.load(export.export_model(model, str(tmp_path / "export"), False,
+                                                    (1,)))
+    served = saved.signatures["log_prob"](images=tf.constant(images, tf.int32))["log_prob"]
+    np.testing.assert_allclose(served, expected, rtol=1e-5)
+    seeds = np.array([[0, 1], [4, 2]], np.int32)
+    drawn = saved.signatures["sample"](seed=tf.constant(seeds),
+                                       temperature=tf.ones([2]))["images"].numpy()
+    for row, seed in enumerate(seeds):
+        np.testing.assert_array_equal(drawn[row], model.sample(1, seed, compiled=False)[0])
+
+
+@pytest.mark.parametrize("kind,overrides", [
+    ("raster", dict(image_size=2, channels=1, bits=3)),
+    # Groups drawn in parallel, channels in turn: the channel-parallel sampler.
+    ("multiscale", dict(image_size=2, channels=1, bits=2, base_size=1)),
+])
+def test_compiled_samples_follow_log_prob(kind, overrides):
+    model = testing.sharpen(models.build(kind, preset="tiny", **overrides, **MIXTURE), 2.0)
+    testing.assert_samples_follow(model, model.sample(3000, seed=[5, 1]).numpy())
+
+
+def test_train_cli_takes_the_head_and_refuses_what_it_cannot_serve(tmp_path):
+    def train(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "spn_tf.train", "--preset=tiny", "--image_size=4",
+             "--steps=2", "--eval_batches=1", "--num_samples=2", *args], cwd=ROOT,
+            capture_output=True, text=True, timeout=600, env=quiet)
+
+    # As a user runs it: without the tests' TF_CPP_MIN_LOG_LEVEL (the CLI silences TF itself).
+    quiet = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+
+    model_dir = tmp_path / "run"
+    result = train("--head=logistic_mixture", "--num_mixtures=2", "--bits=8",
+                   f"--model_dir={model_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["hparams"] == {"head": "logistic_mixture", "num_mixtures": 2}
+    assert np.isfinite(json.loads((model_dir / "metrics.json").read_text())[
+        "held_out_bits_per_dim"])
+    assert result.stderr == ""
+
+    result = train("--head=logistic_mixture", "--bits=1", f"--model_dir={tmp_path / 'one'}")
+    assert result.returncode != 0 and "needs at least 2 bits" in result.stderr
+    assert "head='categorical'" in result.stderr
+    result = train("--num_mixtures=3", f"--model_dir={tmp_path / 'stray'}")
+    assert result.returncode != 0 and "--num_mixtures is for --head=logistic_mixture" in \
+        result.stderr
+    assert not (tmp_path / "one").exists() and not (tmp_path / "stray").exists()
