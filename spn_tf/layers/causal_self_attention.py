@@ -1,6 +1,7 @@
 """`CausalSelfAttention`: self-attention over raster order that sees only earlier pixels."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from spn_tf import hparams
@@ -68,11 +69,9 @@ class CausalSelfAttention(keras.layers.Layer):
         """
         queries = queries * ops.cast(1.0 / float(self.key_dim) ** 0.5, queries.dtype)
         scores = ops.cast(ops.einsum("bqhd,bkhd->bhqk", queries, keys), "float32")
-        # Softmax in float32; a hidden key's weight underflows to exactly 0. Written out, as
-        # `ops.softmax` warns on one key (a 1x1 slice), where the weight is rightly 1.
-        scores = ops.where(mask, scores, -1e9)
-        weights = ops.exp(scores - ops.max(scores, axis=-1, keepdims=True))
-        weights = weights / ops.sum(weights, axis=-1, keepdims=True)
+        # Softmax in float32 (TensorFlow's fused kernel: `ops.softmax` warns on one key, a 1x1
+        # slice, where the weight is rightly 1); a hidden key's weight underflows to exactly 0.
+        weights = tf.nn.softmax(ops.where(mask, scores, -1e9))
         out = ops.einsum("bhqk,bkhd->bqhd", ops.cast(weights, values.dtype), values)
         return self.attention.output_dense(out)
 

@@ -5,6 +5,7 @@ import contextvars
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 from spn_tf import hparams
@@ -35,6 +36,16 @@ def one_row_matmul(layers):
         yield
     finally:
         _ONE_ROW_WEIGHTS.reset(token)
+
+
+def kept_taps(mask):
+    """The smallest rectangle of kernel taps holding every non-zero of `mask`: `((top,
+    bottom), (left, right))` as slice bounds, or None for an all-zero mask."""
+    rows = np.flatnonzero(mask.any(axis=(1, 2, 3)))
+    cols = np.flatnonzero(mask.any(axis=(0, 2, 3)))
+    if not rows.size:
+        return None
+    return (int(rows[0]), int(rows[-1]) + 1), (int(cols[0]), int(cols[-1]) + 1)
 
 
 def _channel_groups(size, data_channels, splits=1):
@@ -79,7 +90,12 @@ class MaskedConv2D(keras.layers.Layer):
     """A 'same'-padded convolution with a causal mask applied inside `call`.
 
     The mask multiplies the kernel at every call (not a `kernel_constraint`), so the layer is
-    causal from initialisation on and serializes without lambdas.
+    causal from initialisation on and serializes without lambdas. The convolution runs on the
+    kernel cut to the rectangle of taps the mask keeps (`kept_taps`), with the padding that
+    keeps each tap where 'same' padding puts it: a 3x3 vertical kernel computes its 2 kept
+    rows, a (1, 3) horizontal one its 2 kept columns, not the zeros (a third of a block's
+    multiply-adds). The result is the full masked convolution's: the same products, without
+    the ones by zero.
 
     Args:
       filters: output features; a multiple of `data_channels * output_splits`.
@@ -123,6 +139,7 @@ class MaskedConv2D(keras.layers.Layer):
             name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
         self._mask = causal_mask(self.kernel_size, in_features, self.filters, self.mask_type,
                                  self.data_channels, self.stack, self.output_splits)
+        self._kept = kept_taps(self._mask)
 
     def call(self, inputs):
         one_row = (_ONE_ROW_WEIGHTS.get() or {}).get(id(self))
@@ -131,11 +148,33 @@ class MaskedConv2D(keras.layers.Layer):
                 and None not in inputs.shape[1:3]):
             outputs = self._one_row_conv(inputs, ops.cast(one_row, inputs.dtype))
         else:
-            kernel = self.kernel * ops.convert_to_tensor(self._mask, dtype=self.kernel.dtype)
-            outputs = ops.conv(inputs, ops.cast(kernel, inputs.dtype), padding="same")
+            outputs = self._cropped_conv(inputs)
         if self.bias is not None:
             outputs = outputs + ops.cast(self.bias, outputs.dtype)
         return outputs
+
+    def _cropped_conv(self, inputs):
+        """The masked 'same' convolution on the kept rectangle of the kernel (see the class
+        doc). A kernel that keeps no tap (a vertical mask-A kernel one row high) gives zeros."""
+        if self._kept is None:
+            return tf.zeros(tf.concat([tf.shape(inputs)[:-1], [self.filters]], 0),
+                            inputs.dtype)
+        (top, bottom), (left, right) = self._kept
+        mask = self._mask[top:bottom, left:right]
+        kernel = self.kernel[top:bottom, left:right] * ops.convert_to_tensor(
+            mask, dtype=self.kernel.dtype)
+        centre_row, centre_col = self.kernel_size[0] // 2, self.kernel_size[1] // 2
+        # 'same' puts tap (r, c) over input (i + r - centre_row, j + c - centre_col).
+        pads = [(centre_row - top, bottom - 1 - centre_row),
+                (centre_col - left, right - 1 - centre_col)]
+        # A rectangle that ends above (left of) the centre never reads the last rows
+        # (columns): cut them rather than pad negatively.
+        height_cut, width_cut = max(0, -pads[0][1]), max(0, -pads[1][1])
+        if height_cut or width_cut:
+            inputs = inputs[:, :inputs.shape[1] - height_cut, :inputs.shape[2] - width_cut]
+        padding = [[0, 0], [pads[0][0], max(0, pads[0][1])], [pads[1][0], max(0, pads[1][1])],
+                   [0, 0]]
+        return tf.nn.conv2d(inputs, ops.cast(kernel, inputs.dtype), 1, padding)
 
     def _taps(self):
         """Columns of the kernel's centre row that the mask keeps: all a one-row input meets."""

@@ -16,6 +16,24 @@ def test_masked_conv2d_layer():
                    X, (2, 4, 4, 6))
 
 
+@pytest.mark.parametrize("stack,mask_type,kernel_size", [
+    ("vertical", "A", 5), ("vertical", "B", 3), ("vertical", "A", 1), ("horizontal", "A", (1, 5)),
+    ("horizontal", "B", (1, 3)), ("horizontal", "B", 1), ("raster", "A", 3), ("raster", "B", 5),
+    ("horizontal", "B", (3, 3)),
+])
+@pytest.mark.parametrize("shape", [(2, 4, 5, 6), (2, 1, 1, 6), (1, 2, 1, 6)])
+def test_cropped_convolution_equals_the_full_masked_convolution(stack, mask_type, kernel_size,
+                                                                shape):
+    """The kernel cut to its kept taps, with shifted padding, computes the full masked 'same'
+    convolution, on images smaller than the kernel too."""
+    layer = MaskedConv2D(6, kernel_size, mask_type, 3, stack)
+    x = tf.constant(np.random.default_rng(1).normal(size=shape), tf.float32)
+    out = layer(x)
+    full = tf.nn.conv2d(x, layer.kernel * layer._mask, 1, "SAME") + layer.bias
+    np.testing.assert_allclose(out, full, rtol=1e-5, atol=1e-6)
+    assert out.shape == shape[:3] + (6,)
+
+
 def test_gated_residual_block_layer():
     out = GatedResidualBlock(6, 3, 3)([X, X])
     assert [tuple(o.shape) for o in out] == [(2, 4, 4, 6)] * 2
