@@ -113,3 +113,22 @@ def test_head_choice_is_validated():
     with pytest.raises(ValueError, match="num_mixtures=0"):
         distributions.make_head("logistic_mixture", 8, 0)
     assert distributions.make_head("categorical", 3).num_params == 8
+
+
+def test_categorical_gradient_is_the_log_softmax_gather_gradient():
+    """The hand-written gradient (`one_hot - softmax`) is autodiff's of log-softmax + gather,
+    including repeated targets and a bfloat16 network's logits."""
+    rng = np.random.default_rng(3)
+    for dtype in (tf.float32, tf.bfloat16):
+        logits = tf.constant(rng.normal(size=(3, 4, 6)) * 3, dtype)
+        targets = tf.constant(rng.integers(0, 6, (3, 4)))
+        weights = tf.constant(rng.normal(size=(3, 4)), tf.float32)
+        with tf.GradientTape(persistent=True) as tape:
+            tape.watch(logits)
+            ours = tf.reduce_sum(weights * distributions.categorical_log_prob(logits, targets))
+            plain = tf.reduce_sum(weights * tf.gather(
+                tf.nn.log_softmax(tf.cast(logits, tf.float32)), targets, axis=-1, batch_dims=2))
+        np.testing.assert_allclose(ours, plain, rtol=1e-6)
+        np.testing.assert_allclose(tf.cast(tape.gradient(ours, logits), tf.float32),
+                                   tf.cast(tape.gradient(plain, logits), tf.float32),
+                                   atol=1e-6 if dtype == tf.float32 else 1e-2)

@@ -1,0 +1,252 @@
+"""Likelihood and training throughput against a peer: tfp.distributions.PixelCNN (PixelCNN++).
+
+The peer is TensorFlow Probability's PixelCNN++ (discretized logistic mixture) with the
+arguments of its own docstring example, `num_resnet=1, num_hierarchies=2, num_filters=32,
+num_logistic_mix=5, dropout_p=0.3` (other arguments default: 3x3 receptive field, concat_elu,
+weight norm with data-dependent init), at 32x32x3 and 8 bits (`low=0, high=255`): 628,328
+parameters, the "32 filters" figure of the issue. tfp's defaults (`num_resnet=5,
+num_hierarchies=3`) would give 3.79M at 32 filters.
+
+Ours are spn_tf models, `--ours=kind:preset[:key=value,...]` (values are Python literals,
+bare words are strings, e.g. `--ours=raster:small:filters=72,head=logistic_mixture`), built
+with `spn_tf.models.build(kind, 32, channels=3, bits=8, preset, **overrides)`.
+
+Protocol, the same code for both sides: per step a fresh batch of `--batch` uniform random
+8-bit images drawn inside the step, which is one `tf.function` (XLA only with `--xla`);
+`log_prob` is the step returning the log-likelihoods, `train` a `tf.GradientTape` step of
+Adam(1e-3) on each side's training objective: the peer's mean negative `dist.log_prob`
+(inference mode: its dropout is off), ours what `fit` minimizes, `model.compute_loss` of
+`model(x, training=True)` (bits/dim; the same sum of terms as `log_prob` for raster, one
+random slice per image for an SPN, as its training runs). Each is called twice untimed (tracing, weight-norm
+data init), then `--steps` times, each call ended by `.numpy()` (a sync); images/s = batch /
+median step time. Both processes set TF's inter/intra-op thread pools from the same flags
+(default 0: TF's own choice from the core count, what a user gets).
+
+tfp needs tf-keras (Keras 2), which spn_tf (Keras 3) does not take as a dependency, so the
+peer runs in its own venv (`--peer_venv`, made once with `python3.11 -m venv` and reused), as
+a child process of this file with `--peer_child` and `TF_USE_LEGACY_KERAS=1`; it prints one
+JSON line. Versions there: tensorflow 2.21, tf-keras 2.21, tensorflow-probability 0.25, the
+main env's TensorFlow: tfp 0.25 (made for TF 2.18) imports, builds and trains on it, so no
+older TensorFlow is needed. tfp's images must be floats: the peer casts them in its step.
+
+With `--xla`, the peer's train step recompiles at every call (XLA cache miss each step, ~13 s
+here; tfp's `WeightNorm` layers, a `tf.function` with a variable-driven branch: with
+`use_weight_norm=False` it compiles once), so its XLA train figure is compile time, and the
+train ratio under `--xla` means nothing; its XLA `log_prob` is fine.
+
+Order: peer, ours (each spec, in this process), peer again. Read the ratios (× peer: ours /
+peer, the range over the two peer runs), not the absolute images/s: the machine may be
+shared, and the two peer runs bracket ours and show how much the load moved meanwhile.
+
+Usage:
+  python benchmarks/peer_tfp.py [--ours=raster:small:filters=72 --ours=spn:small] [--steps 10]
+      [--batch 16] [--xla] [--skip_train] [--peer_venv ~/.cache/spn_tf/peer_tfp_venv]
+"""
+
+import argparse
+import ast
+import json
+import os
+import re
+import statistics
+import subprocess
+import time
+
+IMAGE_SHAPE = (32, 32, 3)
+WARMUP = 2
+PEER_ARGS = dict(image_shape=IMAGE_SHAPE, num_resnet=1, num_hierarchies=2, num_filters=32,
+                 num_logistic_mix=5, dropout_p=0.3, high=255, low=0)
+PEER_REQUIREMENTS = ("tensorflow==2.21.*", "tf-keras==2.21.*", "tensorflow-probability==0.25.*")
+DEFAULT_OURS = ("raster:small:filters=72", "spn:small")
+
+
+def throughput(log_prob, loss, variables, optimizer, args):
+    """`{"log_prob": images/s[, "train": images/s]}` of `log_prob(int32 images)` and of Adam
+    steps on `loss(int32 images)`."""
+    import tensorflow as tf
+
+    def images():
+        return tf.random.uniform([args.batch, *IMAGE_SHAPE], 0, 256, tf.int32)
+
+    @tf.function(jit_compile=args.xla)
+    def score():
+        return log_prob(images())
+
+    @tf.function(jit_compile=args.xla)
+    def train():
+        with tf.GradientTape() as tape:
+            value = loss(images())
+        optimizer.apply_gradients(zip(tape.gradient(value, variables), variables))
+        return value
+
+    steps = {"log_prob": score} if args.skip_train else {"log_prob": score, "train": train}
+    return {name: _rate(step, args) for name, step in steps.items()}
+
+
+def _rate(step, args):
+    for _ in range(WARMUP):
+        step().numpy()
+    seconds = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step().numpy()
+        seconds.append(time.perf_counter() - start)
+    return args.batch / statistics.median(seconds)
+
+
+def _set_threads(tf, args):
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+
+
+def peer_child(args):
+    """In the peer venv: prints `{"params", "tf", "tfp", "log_prob"[, "train"]}` as JSON."""
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    _set_threads(tf, args)
+    tf.random.set_seed(0)
+    dist = tfp.distributions.PixelCNN(**PEER_ARGS)
+    optimizer = tf_keras.optimizers.Adam(1e-3)
+    optimizer.build(dist.trainable_variables)
+    log_prob = lambda images: dist.log_prob(tf.cast(images, tf.float32))  # noqa: E731
+    rates = throughput(log_prob, lambda images: -tf.reduce_mean(log_prob(images)),
+                       dist.trainable_variables, optimizer, args)
+    print(json.dumps({"params": dist.network.count_params(), "tf": tf.__version__,
+                      "tfp": tfp.__version__, **rates}))
+
+
+def _check_output(cmd, **kwargs):
+    result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}"
+                           f"{result.stderr[-3000:]}")
+    return result.stdout
+
+
+def peer_python(venv):
+    """The peer venv's python, the venv made (once) if it lacks `PEER_REQUIREMENTS`."""
+    python = os.path.join(venv, "bin", "python")
+    marker = os.path.join(venv, "peer_tfp_requirements.txt")
+    wanted = "\n".join(PEER_REQUIREMENTS)
+    if os.path.exists(marker) and open(marker).read() == wanted:
+        return python
+    print(f"Installing {', '.join(PEER_REQUIREMENTS)} into {venv} (once, a few minutes)",
+          flush=True)
+    _check_output(["python3.11", "-m", "venv", venv])
+    _check_output([python, "-m", "pip", "install", "-q", *PEER_REQUIREMENTS])
+    with open(marker, "w") as f:
+        f.write(wanted)
+    return python
+
+
+def run_peer(python, args):
+    cmd = [python, os.path.abspath(__file__), "--peer_child", "--steps", str(args.steps),
+           "--batch", str(args.batch), "--inter_op_threads", str(args.inter_op_threads),
+           "--intra_op_threads", str(args.intra_op_threads)]
+    cmd += ["--xla"] * args.xla + ["--skip_train"] * args.skip_train
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    return json.loads(_check_output(cmd, env=env).strip().splitlines()[-1])
+
+
+def parse_spec(spec):
+    """`kind:preset[:key=value,...]` → `(kind, preset, overrides)`; a value is a Python literal
+    or, failing that, a string (`head=logistic_mixture`)."""
+    if spec.count(":") < 1:
+        raise ValueError(f"--ours={spec!r}: expected kind:preset[:key=value,...].")
+    kind, preset, *rest = spec.split(":", 2)
+    overrides = {}
+    # Split at the commas that start a `key=`, so that tuple values keep theirs.
+    for item in re.split(r",(?=\s*\w+\s*=)", rest[0]) if rest and rest[0] else ():
+        key, value = (part.strip() for part in item.split("=", 1))
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return kind, preset, overrides
+
+
+def run_ours(spec, args):
+    """`{"params", "log_prob"[, "train"]}` of one spec, in this process."""
+    import keras
+
+    from spn_tf import models
+
+    kind, preset, overrides = parse_spec(spec)
+    keras.utils.set_random_seed(0)
+    model = models.build(kind, IMAGE_SHAPE[0], channels=IMAGE_SHAPE[2], bits=8, preset=preset,
+                         **overrides)
+    model.build()
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    # What `fit` minimizes: bits/dim of `model(x, training=True)` (an SPN's training call
+    # draws one slice per image: an unbiased estimate of the whole image's log-likelihood).
+    loss = lambda images: model.compute_loss(  # noqa: E731
+        x=images, y_pred=model(images, training=True))
+    return {"params": model.count_params(),
+            **throughput(model.log_prob, loss, model.trainable_variables, optimizer, args)}
+
+
+def _ratio(rate, peers):
+    ratios = [rate / peer for peer in peers]
+    return f"{min(ratios):.2f}–{max(ratios):.2f}"
+
+
+def main(args):
+    python = peer_python(os.path.expanduser(args.peer_venv))
+    print("Peer run 1 ...", flush=True)
+    peers = [run_peer(python, args)]
+    import spn_tf  # noqa: F401  (first: TensorFlow's start-up lines stay quiet)
+    import tensorflow as tf
+    _set_threads(tf, args)
+    ours = {}
+    for spec in args.ours or DEFAULT_OURS:
+        print(f"{spec} ...", flush=True)
+        ours[spec] = run_ours(spec, args)
+    print("Peer run 2 ...", flush=True)
+    peers.append(run_peer(python, args))
+
+    columns = ("log_prob", "train")[:1 if args.skip_train else 2]
+    peer_args = ", ".join(f"{k}={v}" for k, v in PEER_ARGS.items())
+    print(f"\nimages/s, median of {args.steps} steps after {WARMUP} warm-up, batch {args.batch}, "
+          f"32x32x3 at 8 bits, fresh random images per step, tf.function"
+          f"{' + XLA' if args.xla else ''}; × peer: ours / peer, range over the two peer runs. "
+          f"Peer: tfp {peers[0]['tfp']} PixelCNN({peer_args}) on TF {peers[0]['tf']}; ours on "
+          f"TF {tf.__version__}.\n")
+    rows = [["model", "params", *(f"{c} {h}" for c in columns for h in ("img/s", "× peer"))],
+            ["---", "---:", *["---:"] * 2 * len(columns)]]
+    rows += [[f"tfp PixelCNN (run {i})", f"{peer['params']:,}",
+              *(cell for c in columns for cell in (f"{peer[c]:.1f}", ""))]
+             for i, peer in enumerate(peers, 1)]
+    rows += [[spec, f"{result['params']:,}",
+              *(cell for c in columns
+                for cell in (f"{result[c]:.1f}", _ratio(result[c], [p[c] for p in peers])))]
+             for spec, result in ours.items()]
+    print("\n".join("| " + " | ".join(row) + " |" for row in rows))
+    print("\n" + json.dumps({
+        "benchmark": "peer_tfp", "batch": args.batch, "steps": args.steps, "xla": args.xla,
+        "tf": tf.__version__, "peer": {"args": PEER_ARGS, "runs": peers},
+        "ours": {spec: {**result, **{f"{c}_x_peer": [result[c] / p[c] for p in peers]
+                                     for c in columns}}
+                 for spec, result in ours.items()}}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ours", action="append",
+                        help=f"kind:preset[:key=value,...], repeatable (default: "
+                             f"{' '.join(DEFAULT_OURS)}).")
+    parser.add_argument("--steps", type=int, default=10, help="Timed steps (median).")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--xla", action="store_true", help="jit_compile the steps.")
+    parser.add_argument("--skip_train", action="store_true", help="Time log_prob only.")
+    parser.add_argument("--peer_venv", default="~/.cache/spn_tf/peer_tfp_venv",
+                        help="Venv with tfp and tf-keras (made on first use).")
+    parser.add_argument("--inter_op_threads", type=int, default=0,
+                        help="TF inter-op threads, both sides (0: TF's choice).")
+    parser.add_argument("--intra_op_threads", type=int, default=0,
+                        help="TF intra-op threads, both sides (0: TF's choice).")
+    parser.add_argument("--peer_child", action="store_true", help=argparse.SUPPRESS)
+    parsed = parser.parse_args()
+    peer_child(parsed) if parsed.peer_child else main(parsed)
