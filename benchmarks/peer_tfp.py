@@ -17,9 +17,9 @@ Protocol, the same code for both sides: per step a fresh batch of `--batch` unif
 Adam(1e-3) on each side's training objective: the peer's mean negative `dist.log_prob`
 (inference mode: its dropout is off), ours what `fit` minimizes, `model.compute_loss` of
 `model(x, training=True)` (bits/dim; the same sum of terms as `log_prob` for raster, one
-random slice per image for an SPN, as its training runs). Each is called twice untimed (tracing, weight-norm
-data init), then `--steps` times, each call ended by `.numpy()` (a sync); images/s = batch /
-median step time. Both processes set TF's inter/intra-op thread pools from the same flags
+random slice per image for an SPN, as its training runs). Each is called twice untimed
+(tracing, weight-norm data init), then `--steps` times, each call ended by `.numpy()` (a
+sync); images/s = batch / median step time. Both processes set TF's inter/intra-op thread pools from the same flags
 (default 0: TF's own choice from the core count, what a user gets).
 
 tfp needs tf-keras (Keras 2), which spn_tf (Keras 3) does not take as a dependency, so the

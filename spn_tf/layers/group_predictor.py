@@ -19,7 +19,8 @@ class GroupPredictor(keras.layers.Layer):
     The head makes the channels autoregressive inside a pixel (R, then G given R, then B given
     R, G): a 1x1 mask-A convolution of the group's own pixel values (a pure channel mask) is
     added to the ResNet features, then 1x1 mask-B layers give `data_channels * num_outputs`
-    outputs (the likelihood head's parameters). So pixels of a group are conditionally independent given the known content.
+    outputs (the likelihood head's parameters). So pixels of a group are conditionally
+    independent given the known content.
 
     The ResNet ends in a 1x1 projection so that every channel's logits read all its features.
     The ResNet features do not depend on the group's pixels, so a sampler computes them once
@@ -53,8 +54,8 @@ class GroupPredictor(keras.layers.Layer):
     resolution image and earlier groups, scaled, stacked on channels), `pixels` float
     `(B, r, r, data_channels)` (the group's own scaled values; only earlier channels of a
     pixel reach its logits; type B: also the pixels before it in its patch, raster order),
-    `context` float `(B, 1, 1, E)` or None → logits float `(B, r, r, data_channels,
-    num_outputs)`.
+    `context` float `(B, 1, 1, E)` or None → the head's outputs float `(B, r, r,
+    data_channels, num_outputs)`.
 
     References:
       Reed, van den Oord, Kalchbrenner, Gómez Colmenarejo, Wang, Belov, de Freitas. Parallel
@@ -134,7 +135,7 @@ class GroupPredictor(keras.layers.Layer):
         return self.features_out(ops.relu(h))
 
     def head(self, features, pixels):
-        """Logits `(B, r, r, data_channels, num_outputs)` of the group's pixels.
+        """The head's outputs `(B, r, r, data_channels, num_outputs)` of the group's pixels.
 
         Type A: channel c sees `pixels[..., :c]` of its own pixel. Type B: the patch PixelCNN
         on every patch at once (`patch_head`).
@@ -157,8 +158,9 @@ class GroupPredictor(keras.layers.Layer):
                                  self.num_outputs))
 
     def patch_head(self, feature_patches, pixel_patches):
-        """Type B: logits `(B', P, P, data_channels, num_outputs)` of `to_patches` pixels
-        `(B', P, P, data_channels)` (raster order in each patch) given their features."""
+        """Type B: the head's outputs `(B', P, P, data_channels, num_outputs)` of `to_patches`
+        pixels `(B', P, P, data_channels)` (raster order in each patch) given their
+        features."""
         return self.patch_pixelcnn(pixel_patches, context=feature_patches)
 
     def patch_side(self, side):

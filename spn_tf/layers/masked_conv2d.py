@@ -171,7 +171,7 @@ class MaskedConv2D(keras.layers.Layer):
         # (columns): cut them rather than pad negatively.
         height_cut, width_cut = max(0, -pads[0][1]), max(0, -pads[1][1])
         if height_cut or width_cut:
-            inputs = inputs[:, :inputs.shape[1] - height_cut, :inputs.shape[2] - width_cut]
+            inputs = inputs[:, :-height_cut or None, :-width_cut or None]
         padding = [[0, 0], [pads[0][0], max(0, pads[0][1])], [pads[1][0], max(0, pads[1][1])],
                    [0, 0]]
         if any(any(side) for side in padding):

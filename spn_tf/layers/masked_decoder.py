@@ -117,7 +117,7 @@ class MaskedDecoder(keras.layers.Layer):
             rows and columns as `x`; context as in `call`, cut likewise if spatial.
 
         Returns:
-          logits float `(B, H, W, C, num_outputs)`.
+          the head's outputs, float `(B, H, W, C, num_outputs)`.
         """
         return self.head(self.horizontal_features(x, vertical_terms, context)[0])
 
@@ -147,7 +147,8 @@ class MaskedDecoder(keras.layers.Layer):
         return h, attention_inputs
 
     def head(self, h):
-        """Logits float `(B, H, W, C, num_outputs)` from features `(B, H, W, filters)`."""
+        """The head's outputs float `(B, H, W, C, num_outputs)` from features `(B, H, W,
+        filters)`."""
         # ELU, not ReLU: no dead units, so every allowed dependency has a non-zero gradient.
         out = self.head_out(ops.elu(self.head_hidden(ops.elu(h))))
         shape = ops.shape(out)
