@@ -2,8 +2,8 @@
 discretized logistic mixture (`3 * num_mixtures` outputs), at equal parameter count.
 
 Per model kind (default: raster), two models of about the same size: the categorical one at
-its preset's width, the mixture one at the width (a multiple of 6) whose parameter count is
-closest (the mixture's head is ~40x narrower, so it gets wider blocks). For each, in this one
+its preset's width, the mixture one at the width (a multiple of 3) whose parameter count is
+closest (the mixture's head is ~17x narrower, so it gets wider blocks). For each, in this one
 run and interleaved so that a busy spell slows both:
 
   * `log_prob` images/s — batch 16 of fresh random 8-bit images, a plain-graph
@@ -53,7 +53,7 @@ def equal_size_pair(kind, num_mixtures):
     categorical = build(kind, "categorical", num_mixtures)
     target = categorical.count_params()
     best = None
-    for filters in range(categorical.filters, 3 * categorical.filters, 6):
+    for filters in range(categorical.filters, 3 * categorical.filters, 3):
         params = build(kind, "logistic_mixture", num_mixtures, filters).count_params()
         if best is None or abs(params - target) < abs(best[1] - target):
             best = (filters, params)
