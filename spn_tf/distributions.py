@@ -30,9 +30,9 @@ import tensorflow as tf
 from spn_tf import hparams
 
 HEADS = ("categorical", "logistic_mixture")
-# Log-scales of the mixture's logistics are clipped to [-7, 7] (PixelCNN++ clips below at -7):
-# a bin is then never narrower than a logistic can resolve in float32, nor so wide that a
-# bin's mass underflows.
+# Log-scales of the mixture's logistics are clipped to [-7, 7]. PixelCNN++ clips below at -7
+# (narrower, a logistic's mass sits in one 8-bit bin anyway); above, the bin's width over the
+# scale (2/top * e^-log_scale) would round to 0 and an inner bin's log-mass to -inf.
 LOG_SCALE_RANGE = (-7.0, 7.0)
 
 

@@ -1,8 +1,8 @@
 """Sampling loops over a model's step function; they know orderings, never a model class.
 
 All randomness is drawn once, before a loop, as uniform noise of the image's shape
-(`draw_uniform`), and each sub-pixel is drawn by inverse CDF inside the loop
-(the model's head, `spn_tf.distributions`, through `head.draw`). So a loop run eagerly and the same loop compiled with
+(`draw_uniform`), and each sub-pixel is drawn by inverse CDF inside the loop (`head.draw` of
+the model's head, `spn_tf.distributions`). So a loop run eagerly and the same loop compiled with
 XLA consume the same noise (XLA's stateless RNG is another stream; NOTES.md) and give the same
 images except where their logits, which differ in float rounding, put a CDF boundary on the
 other side of a uniform draw: observed, not guaranteed (`benchmarks/agreement.py`).

@@ -247,8 +247,8 @@ class MultiscaleVideoPixelCNN(DensityModel):
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
                 "bits": self.bits, "cond": {"action": self.action_dims}, "head": self.head,
-                "num_mixtures": self.num_mixtures, "num_frames": self.num_frames, "encoder_filters": self.encoder_filters,
-                "encoder_layers": self.encoder_layers,
+                "num_mixtures": self.num_mixtures, "num_frames": self.num_frames,
+                "encoder_filters": self.encoder_filters, "encoder_layers": self.encoder_layers,
                 "encoder_aligned_layers": self.encoder_aligned_layers, **self.frame_hparams}
 
 
