@@ -163,10 +163,11 @@ class MaskedConv2D(keras.layers.Layer):
         mask = self._mask[top:bottom, left:right]
         kernel = self.kernel[top:bottom, left:right] * ops.convert_to_tensor(
             mask, dtype=self.kernel.dtype)
-        centre_row, centre_col = self.kernel_size[0] // 2, self.kernel_size[1] // 2
-        # 'same' puts tap (r, c) over input (i + r - centre_row, j + c - centre_col).
-        pads = [(centre_row - top, bottom - 1 - centre_row),
-                (centre_col - left, right - 1 - centre_col)]
+        # 'same' pads (k - 1) // 2 before: it puts tap (r, c) over input (i + r - before_row,
+        # j + c - before_col) (the centre for odd kernels, which validation insists on).
+        before_row, before_col = (self.kernel_size[0] - 1) // 2, (self.kernel_size[1] - 1) // 2
+        pads = [(before_row - top, bottom - 1 - before_row),
+                (before_col - left, right - 1 - before_col)]
         # A rectangle that ends above (left of) the centre never reads the last rows
         # (columns): cut them rather than pad negatively.
         height_cut, width_cut = max(0, -pads[0][1]), max(0, -pads[1][1])

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from spn_tf.layers import masked_conv2d
 from spn_tf.layers import (CausalSelfAttention, ConditionEmbedding, GatedResidualBlock,
                            MaskedConv2D, MaskedDecoder)
 from helpers import assert_causal, raster_order, run_layer_test
@@ -32,6 +33,21 @@ def test_cropped_convolution_equals_the_full_masked_convolution(stack, mask_type
     full = tf.nn.conv2d(x, layer.kernel * layer._mask, 1, "SAME") + layer.bias
     np.testing.assert_allclose(out, full, rtol=1e-5, atol=1e-6)
     assert out.shape == shape[:3] + (6,)
+
+
+@pytest.mark.parametrize("stack,mask_type,kernel_size", [
+    ("vertical", "B", 4), ("vertical", "A", 4), ("horizontal", "B", (1, 4)), ("raster", "A", 2),
+])
+def test_cropped_convolution_keeps_same_padding_for_even_kernels(stack, mask_type, kernel_size,
+                                                                 monkeypatch):
+    """Even kernels are refused, but when validation is bypassed the layer still computes
+    the full masked 'same' convolution, off-centre padding included: the leak that
+    `spn_tf.check`'s power tests must find stays findable."""
+    monkeypatch.setattr(masked_conv2d.hparams, "check_odd_kernel", lambda *a, **k: None)
+    layer = MaskedConv2D(6, kernel_size, mask_type, 3, stack)
+    x = tf.constant(np.random.default_rng(2).normal(size=(2, 5, 6, 6)), tf.float32)
+    full = tf.nn.conv2d(x, layer.kernel * layer._mask, 1, "SAME") + layer.bias
+    np.testing.assert_allclose(layer(x), full, rtol=1e-5, atol=1e-6)
 
 
 def test_gated_residual_block_layer():
