@@ -46,8 +46,9 @@ def test_cropped_convolution_keeps_same_padding_for_even_kernels(stack, mask_typ
     monkeypatch.setattr(masked_conv2d.hparams, "check_odd_kernel", lambda *a, **k: None)
     layer = MaskedConv2D(6, kernel_size, mask_type, 3, stack)
     x = tf.constant(np.random.default_rng(2).normal(size=(2, 5, 6, 6)), tf.float32)
+    out = layer(x)
     full = tf.nn.conv2d(x, layer.kernel * layer._mask, 1, "SAME") + layer.bias
-    np.testing.assert_allclose(layer(x), full, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, full, rtol=1e-5, atol=1e-6)
 
 
 def test_gated_residual_block_layer():
