@@ -102,3 +102,20 @@ def test_train_cli_takes_the_head_and_refuses_what_it_cannot_serve(tmp_path):
     assert result.returncode != 0 and "--num_mixtures is for --head=logistic_mixture" in \
         result.stderr
     assert not (tmp_path / "one").exists() and not (tmp_path / "stray").exists()
+
+
+def test_upscaling_names_the_part_whose_bits_the_mixture_cannot_serve():
+    build = lambda **kw: models.build("upscaling", 2, channels=1, bits=3, preset="tiny",  # noqa
+                                      depth_bits=1, head="logistic_mixture", **kw)
+    with pytest.raises(ValueError, match=r"the 'first' network \(1-bit values\): head="
+                                         r"'logistic_mixture' needs at least 2 bits.*"
+                                         r"part_overrides=\{'first'"):
+        build()
+    one_bit_parts = {"first": {"head": "categorical"}, "size": {"head": "categorical"}}
+    model = build(part_overrides=one_bit_parts)
+    assert {p: n.head for p, n in model.networks.items()} == {
+        "first": "categorical", "size": "categorical", "depth": "logistic_mixture"}
+    # Another part setting keeps its own message, without advice about heads.
+    with pytest.raises(ValueError, match="kernel_size=2") as error:
+        build(part_overrides={**one_bit_parts, "depth": {"kernel_size": 2}})
+    assert "head" not in str(error.value)

@@ -4,7 +4,7 @@
 import keras
 import tensorflow as tf
 
-from spn_tf import hparams, orderings, sampling
+from spn_tf import distributions, hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
 from spn_tf.models import serving, subscale
 from spn_tf.models.base import DensityModel
@@ -141,16 +141,17 @@ class MultidimensionalUpscaling(DensityModel):
         self.train_part = train_part
         self.networks = {}
         for i, (part, spec) in enumerate(specs.items()):
-            try:
-                net = SubscalePixelNetwork(
-                    image_size, channels, cond=cond, subscale_factor=subscale_factor,
-                    seed=None if seed is None else seed + i, name=f"{part}_network",
-                    **{"head": self.head, "num_mixtures": self.num_mixtures, **network, **spec,
-                       **part_overrides.get(part, {})})
+            settings = {"head": self.head, "num_mixtures": self.num_mixtures, **network, **spec,
+                        **part_overrides.get(part, {})}
+            try:  # the part's head first: only its refusal needs the part named
+                distributions.make_head(settings["head"], spec["bits"], settings["num_mixtures"])
             except ValueError as error:
                 raise ValueError(f"the {part!r} network ({spec['bits']}-bit values): {error} "
                                  f"A part's head can be set alone: part_overrides={{{part!r}: "
                                  f"{{'head': ...}}}}.") from error
+            net = SubscalePixelNetwork(
+                image_size, channels, cond=cond, subscale_factor=subscale_factor,
+                seed=None if seed is None else seed + i, name=f"{part}_network", **settings)
             net.trainable = train_part in ("all", part)
             self.networks[part] = net
 
