@@ -14,9 +14,11 @@ import importlib.resources
 import os
 import sys
 
+import numpy as np
 from absl import app, flags
 
 from spn_tf import startup
+from spn_tf.inputs import check_text
 
 
 def _ours(module):
@@ -99,3 +101,38 @@ def run(main, define_flags, configs=False, before_main=None):
         else:
             before_main()
     app.run(main, argv=argv)
+
+
+def labels_cond(model, num, labels):
+    """`{"label": ...}` of `num` images from `--labels` (cycled; default 0, 1, 2, ... modulo
+    the classes), or `{}` for a model without classes (which refuses `--labels`)."""
+    classes = model.cond_spec.get("label")
+    if not classes:
+        if labels:
+            raise ValueError("--labels given, but the model is not class-conditional.")
+        return {}
+    if not labels:
+        return {"label": np.resize(np.arange(classes), num).astype(np.int32)}
+    try:
+        values = np.array([int(v) for v in labels], np.int64)
+    except ValueError:
+        raise ValueError(f"--labels must be class indices (integers), got {labels}.") from None
+    if values.min() < 0 or values.max() >= classes:
+        raise ValueError(f"--labels must be class indices in [0, {classes}) for this model, "
+                         f"got {labels}.")
+    return {"label": np.resize(values, num).astype(np.int32)}
+
+
+def captions_cond(model, num, captions):
+    """`{"text": ...}` of `num` images from `--captions` (cycled; the model's own check), or
+    `{}` for a model without text (which refuses `--captions`)."""
+    if "text" not in model.cond_spec:
+        if captions:
+            raise ValueError("--captions given, but the model is not text-conditional.")
+        return {}
+    if not captions:
+        raise ValueError("this model is text-conditional: pass --captions='a caption' (one flag "
+                         "per caption, cycled over the images).")
+    captions = np.array(captions, object)
+    check_text(captions, model.cond_spec["text"])  # the model's own check, before sampling
+    return {"text": np.resize(captions, num)}

@@ -37,7 +37,6 @@ from absl import app, flags, logging
 
 from spn_tf import cli, compile_cache
 from spn_tf.grid import check_image_path, read_image, write_grid
-from spn_tf.inputs import check_text
 from spn_tf.orderings import reduce_bits
 from spn_tf.run_data import predict_held_out_clips
 from spn_tf.run_folder import load_checkpoint, run_config
@@ -81,37 +80,6 @@ def given_for(model, image, num):
         raise ValueError(f"--given must be square, got {image.shape[:2]}.")
     images = np.repeat(reduce_bits(image, model.bits).numpy()[None], num, axis=0)
     return model.given_from_image(images)
-
-
-def _labels(model, num, labels):
-    classes = model.cond_spec.get("label")
-    if not classes:
-        if labels:
-            raise ValueError("--labels given, but the model is not class-conditional.")
-        return {}
-    if not labels:
-        return {"label": np.resize(np.arange(classes), num).astype(np.int32)}
-    try:
-        values = np.array([int(v) for v in labels], np.int64)
-    except ValueError:
-        raise ValueError(f"--labels must be class indices (integers), got {labels}.") from None
-    if values.min() < 0 or values.max() >= classes:
-        raise ValueError(f"--labels must be class indices in [0, {classes}) for this model, "
-                         f"got {labels}.")
-    return {"label": np.resize(values, num).astype(np.int32)}
-
-
-def _captions(model, num, captions):
-    if "text" not in model.cond_spec:
-        if captions:
-            raise ValueError("--captions given, but the model is not text-conditional.")
-        return {}
-    if not captions:
-        raise ValueError("this model is text-conditional: pass --captions='a caption' (one flag "
-                         "per caption, cycled over the images).")
-    captions = np.array(captions, object)
-    check_text(captions, model.cond_spec["text"])  # the model's own check, before sampling
-    return {"text": np.resize(captions, num)}
 
 
 class StageLog:
@@ -166,7 +134,8 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
         raise ValueError("a video model predicts held-out clips from their first frames "
                          "and actions: --labels, --captions and --given do not apply.")
     if not video:  # every input is checked before the sampler is announced
-        cond = {**_labels(model, num, labels), **_captions(model, num, captions)}
+        cond = {**cli.labels_cond(model, num, labels),
+                **cli.captions_cond(model, num, captions)}
         given, given_cond = (None, {}) if given_path is None else given_for(
             model, read_image(given_path, "--given"), num)
         cond.update(given_cond)

@@ -22,6 +22,14 @@ Kinds of loop:
 `compile_loop` wraps a loop in `tf.function(jit_compile=...)`; the models keep one such
 function per sampler, traced once per (batch, shape): temperature and noise are tensors.
 
+Coding: `spn_tf.codec` runs these loops with an entropy coder in place of randomness
+(`coding`): the noise a loop reads becomes what the coder needs to know at each draw (the
+encoder: the true value and the batch row of every sub-pixel; the decoder: the row), and every
+draw becomes a host call to the coder with the head's value table (`_coded_draw`), which picks
+the value: the encoder records the table and returns the true value, the decoder decodes the
+value from its bit stream with the same table. So both directions run the same loop, in the
+model's own order, as plain graphs (a host call cannot run inside XLA).
+
 Progress: a compiled loop is one XLA call and cannot report from inside (a host callback
 would break the compilation), but the samplers that run stages from Python (an SPN's slices,
 a video's frames) call `report_progress` after each; `DensityModel.sample(progress=...)` sets
@@ -30,10 +38,23 @@ the callback for the duration of one call (`reporting_progress`).
 
 import contextlib
 import contextvars
+import threading
 
 import tensorflow as tf
 
 _PROGRESS = contextvars.ContextVar("spn_tf_sampling_progress", default=None)
+# The coder of a coding run, read by `draw_uniform` (eagerly, in the caller's thread) ...
+_CODER = contextvars.ContextVar("spn_tf_sampling_coder", default=None)
+# ... and by the host calls of the traced loops, which TensorFlow runs on its own threads
+# (where context variables do not reach): one coding run at a time per process.
+_RUNNING_CODER = []
+_CODING_LOCK = threading.Lock()
+# Set while a "coding" loop is traced: draws become host calls to the running coder.
+_HOST_DRAWS = contextvars.ContextVar("spn_tf_sampling_host_draws", default=False)
+# A coder's noise carries `row * CARRIER_BASE + value` per sub-pixel (exact in float32 for
+# rows below 2**16: 2**24 / 256).
+CARRIER_BASE = 256
+MAX_CODED_ROWS = 2 ** 16
 
 
 @contextlib.contextmanager
@@ -56,8 +77,53 @@ def report_progress(stage, done, total):
         callback(stage, done, total)
 
 
+@contextlib.contextmanager
+def coding(coder):
+    """Within the block, samplers run with `coder` in place of randomness (module doc).
+
+    `coder` has `noise(shape)` → float32 carriers of `shape` (`row * CARRIER_BASE + value`,
+    the value 0 where the coder does not know it), called by `draw_uniform` in place of a
+    draw, and `draw(logits, carriers)` → int32 values of `carriers`' shape, called from the
+    host calls with the head's float32 value logits `(*carriers.shape, num_values)`. Only one
+    coding run at a time in a process (others wait).
+    """
+    with _CODING_LOCK:
+        token = _CODER.set(coder)
+        _RUNNING_CODER.append(coder)
+        try:
+            yield
+        finally:
+            _RUNNING_CODER.pop()
+            _CODER.reset(token)
+
+
+@contextlib.contextmanager
+def host_draws():
+    """Loops traced within the block draw through the running coder (`coding`)."""
+    token = _HOST_DRAWS.set(True)
+    try:
+        yield
+    finally:
+        _HOST_DRAWS.reset(token)
+
+
+def _run_coder(logits, carriers):
+    return _RUNNING_CODER[-1].draw(logits, carriers).astype("int32")
+
+
+def draw(head, params, uniform, temperature):
+    """`head.draw(params, uniform, temperature)`; in a loop traced under `host_draws`, the
+    running coder's value at each sub-pixel instead (a host call with the value table)."""
+    if not _HOST_DRAWS.get():
+        return head.draw(params, uniform, temperature)
+    values = tf.numpy_function(_run_coder, [head.value_logits(params), uniform], tf.int32,
+                               stateful=True)
+    return tf.reshape(values, tf.shape(uniform))
+
+
 def draw_uniform(seed, shape):
-    """float32 noise in `[0, 1)` of `shape` `(B, ...)`.
+    """float32 noise in `[0, 1)` of `shape` `(B, ...)`; during `coding`, the coder's
+    carriers instead.
 
     Args:
       seed: int32 `(2,)`, one stateless seed for the whole batch (the rows are consecutive
@@ -66,6 +132,9 @@ def draw_uniform(seed, shape):
         B = 1: a stream's first `prod(shape[1:])` numbers do not depend on the shape asked.
       shape: the noise's shape; `shape[0]` may be a scalar tensor (a signature's batch).
     """
+    coder = _CODER.get()
+    if coder is not None:
+        return tf.convert_to_tensor(coder.noise(tuple(int(n) for n in shape)), tf.float32)
     seed = tf.convert_to_tensor(seed, tf.int32)
     if seed.shape.rank == 1:
         return tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float32)
@@ -116,7 +185,7 @@ def _set_at(x, position, values):
 
 
 def _draw(head, outputs, images, known, uniform, temperature, i, j, c):
-    drawn = head.draw(outputs[:, i, j, c], uniform[:, i, j, c], temperature)
+    drawn = draw(head, outputs[:, i, j, c], uniform[:, i, j, c], temperature)
     return tf.where(known[:, i, j, c], images[:, i, j, c], drawn)
 
 
@@ -266,7 +335,7 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
                     preprocess(cut(images, i, left, 1, cols)), window_terms, window_context,
                     window_outputs)
                 params = tf.gather(decoder.head(h)[:, 0], j - left, axis=1)[:, c]
-                drawn = head.draw(params, uniform[:, i, j, c], temperature)
+                drawn = draw(head, params, uniform[:, i, j, c], temperature)
                 value = tf.where(known[:, i, j, c], images[:, i, j, c], drawn)
                 images = _set_subpixel(images, i, j, c, value)
             # The last channel's window: features at (i, j) see channels < C - 1 only, all
@@ -309,7 +378,7 @@ def channel_parallel_sample(outputs_fn, images, known, uniform, temperature, *, 
     channels = images.shape[-1]
     t = temperature[:, None, None]
     for c in range(channels):
-        drawn = head.draw(outputs_fn(images)[..., c, :], uniform[..., c], t)
+        drawn = draw(head, outputs_fn(images)[..., c, :], uniform[..., c], t)
         drawn = tf.where(known[..., c], images[..., c], drawn)
         onehot = tf.one_hot(c, channels, on_value=True, off_value=False, dtype=tf.bool)
         images = tf.where(onehot, drawn[..., None], images)

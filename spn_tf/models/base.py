@@ -13,6 +13,7 @@ the sampling loops run: `"reference"` (one network call per step, eagerly),
 XLA-compiled; what `sample` runs by default).
 """
 
+import contextlib
 import math
 
 import keras
@@ -40,7 +41,8 @@ class DensityModel(keras.Model):
     `kind` and `preset_hparams` (`spn_tf.models.build`), `serving_signatures`,
     `input_value_bits`, `serving_metadata` (`spn_tf.export`), `given_from_image`,
     `reference_sampler_calls`, `produces_clips` (`spn_tf.sample`), `chunked_log_prob`
-    (exact evaluation in bounded memory), and for `spn_tf.check` `example_shape`,
+    (exact evaluation in bounded memory), `coded_parts` and `given_for_coding`
+    (`spn_tf.codec`), and for `spn_tf.check` `example_shape`,
     `generation_order`, `modelled`, `check_units`, `random_cond`, `check_given`,
     `tiny_config` and `reach_probe`. The defaults here are those of a raster-order image
     model without slices.
@@ -310,7 +312,7 @@ class DensityModel(keras.Model):
                             "xla" if jit_compile else "graph")
 
     def sample_loop(self, name, loop, fn):
-        """`fn` as the `tf.function` that `loop` (`"graph"` or `"xla"`) runs.
+        """`fn` as the `tf.function` that `loop` (`"graph"`, `"xla"` or `"coding"`) runs.
 
         One function per `(name, loop)`, kept outside Keras's tracking, so it traces once per
         input shape (call it with tensors only: temperature as a `(B,)` tensor).
@@ -319,7 +321,8 @@ class DensityModel(keras.Model):
         every weight is read once before the loops (a `keras.StatelessScope` maps each
         variable to one read, so loop bodies capture it instead of reading it at every step),
         and one-row convolutions run as matrix products of weights gathered once
-        (`spn_tf.layers.masked_conv2d.one_row_matmul`).
+        (`spn_tf.layers.masked_conv2d.one_row_matmul`). A `"coding"` loop is the `"graph"`
+        loop with its draws made by the running coder (`coded_sample`).
         """
         loops = self.__dict__.setdefault("_sample_loops", {})
         if (name, loop) not in loops:
@@ -328,10 +331,32 @@ class DensityModel(keras.Model):
                     return fn(*args)
                 with keras.StatelessScope(state_mapping=[(v, tf.identity(v.value))
                                                          for v in self.variables]):
-                    with one_row_matmul(self._flatten_layers()):
+                    with one_row_matmul(self._flatten_layers()), contextlib.ExitStack() as stack:
+                        if loop == "coding":
+                            stack.enter_context(sampling.host_draws())
                         return fn(*args)
             loops[name, loop] = sampling.compile_loop(traced, jit_compile=loop == "xla")
         return loops[name, loop]
+
+    def coded_sample(self, coder, batch_size, cond=None, given=None):
+        """The sampler run with `coder` in place of randomness (`sampling.coding`): the image
+        whose sub-pixels the coder picks, in the model's own order, with the fast loops run as
+        plain graphs (the same trace for the encoder and the decoder). `spn_tf.codec`'s core.
+
+        Args:
+          coder: see `sampling.coding`.
+          batch_size: rows (below `sampling.MAX_CODED_ROWS`).
+          cond, given: as `sample` takes them (checked here, as there).
+
+        Returns:
+          int32 `(batch_size, *example_shape)`.
+        """
+        batch_size = inputs_lib.check_batch_size(batch_size)
+        cond = self.check_cond(cond, batch_size)
+        self.build()
+        with sampling.coding(coder):
+            return self._sample(batch_size, tf.zeros([2], tf.int32),
+                                tf.ones([batch_size], tf.float32), cond, given, "coding")
 
     # --- What the tools ask a model kind (see the class doc). ---
 
@@ -391,6 +416,23 @@ class DensityModel(keras.Model):
         """Exact `log_prob` with at most `slices_per_call` slices per network call, or None
         for a model without slices (`log_prob` is then one call per batch)."""
         del images, cond, slices_per_call
+        return None
+
+    def coded_parts(self, images):
+        """`(raw, draws)`: how `spn_tf.codec` codes int `(B, *example_shape)` examples.
+
+        `draws` are the values each noise draw of `_sample` must yield to give back `images`
+        (in call order, each in its draw's shape); `raw` the sub-pixels the model is given
+        rather than modelling (coded at `bits` each, uniformly), or None.
+
+        Raises:
+          ValueError: the model cannot code whole examples (the message says why).
+        """
+        return None, [images]
+
+    def given_for_coding(self, raw):
+        """`given` for `_sample` from the decoded `raw` of `coded_parts` (None: none)."""
+        del raw
         return None
 
     def generation_order(self):

@@ -375,6 +375,16 @@ class SubscalePixelNetwork(DensityModel):
         return sampling.reference_network(
             lambda images, embedding: self.decoder(self.scale(images), context=embedding))
 
+    def coded_parts(self, images):
+        """The image's slices: the noise of `_sample` is drawn per slice."""
+        start, stop = self.slice_range
+        if (start, stop) != (0, self.num_slices):
+            raise ValueError(
+                f"this SPN models slices [{start}, {stop}) given the earlier ones, not whole "
+                f"images; spn_tf.codec codes with a model of every slice (slice_range=None) or "
+                f"a MultidimensionalUpscaling model.")
+        return None, [orderings.subscale_split(images, self.subscale_factor)]
+
     def chunked_log_prob(self, images, cond, slices_per_call):
         """Exact `log_prob` with at most `slices_per_call` (example, slice) pairs per network
         call (`slice_log_prob`), summed per example: the memory of a training batch of that

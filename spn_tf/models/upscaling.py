@@ -245,6 +245,15 @@ class MultidimensionalUpscaling(DensityModel):
                                              {"images": lsb, "num_slices": known}, loop)
         return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
 
+    def coded_parts(self, images):
+        """Each network's slices, in `_sample`'s order: the top bits for `first` and `size`,
+        the low bits for `depth`."""
+        msb, lsb = self._split(images)
+        draws = [orderings.subscale_split(msb if part != "depth" else lsb,
+                                          self.subscale_factor) for part in PARTS
+                 if part in self.networks]
+        return None, draws
+
     def chunked_log_prob(self, images, cond, slices_per_call):
         """The sum of its networks' terms, each in chunks of `slices_per_call` slices."""
         return tf.add_n([network.chunked_log_prob(*self.part_inputs(part, images, cond or {}),

@@ -221,6 +221,13 @@ class MultiscaleVideoPixelCNN(DensityModel):
         return {"num_frames": self.num_frames,
                 **self.frame_model.serving_metadata()}
 
+    def coded_parts(self, clips):
+        """The first frames coded raw (the model is given them), then each later frame."""
+        return clips[:, 0], [clips[:, t] for t in range(1, self.num_frames)]
+
+    def given_for_coding(self, raw):
+        return {"frames": raw}
+
     def generation_order(self):
         """The first frame given, then each frame in the frame model's order."""
         frame = self.frame_model.generation_order()

@@ -1,0 +1,123 @@
+"""Lossless compression with a model's exact likelihood: `encode(model, images) -> bytes`,
+`decode(model, data) -> images`.
+
+An image costs about `-log2 p(x)` bits (the model's likelihood) plus the container's header
+(`spn_tf.codec.container`) and a few bytes per image of coder flush. Coding runs the model's
+own sampler with a range coder in place of randomness (`DensityModel.coded_sample`,
+`spn_tf.codec.entropy`): the decoder follows the model's order (raster pixel by pixel with
+the cached loop, an SPN slice by slice, multiscale group by group in O(log N) network calls,
+video frame by frame), and the encoder runs the very same loop, fed the true values, so both
+compute the same probabilities from the same graph, batch layout and order. That makes the
+round trip exact on the same build and machine kind (BUILD_NOTES.md says what is and is not
+guaranteed); a CRC-32 of each image turns any difference into an error, never into wrong
+pixels.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from spn_tf import sampling
+from spn_tf.codec import container
+from spn_tf.codec.entropy import Decoder, Encoder
+
+DEFAULT_BATCH = 16
+
+
+def _rows(cond, begin, end):
+    return {key: value[begin:end] for key, value in (cond or {}).items()}
+
+
+def _numpy_cond(cond):
+    return {key: np.asarray(value.numpy() if tf.is_tensor(value) else value)
+            for key, value in (cond or {}).items()}
+
+
+def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
+    """Compresses examples losslessly.
+
+    Args:
+      model: an spn_tf model (any kind).
+      images: int `(N, *model.example_shape)` in `[0, 2**model.bits)` (clips for video).
+      cond: the conditioning the model takes, N rows (decoding needs the same).
+      batch_size: examples coded together (the decoder uses the same layout).
+      progress: None or `progress(values coded so far)`, every few seconds.
+
+    Returns:
+      bytes: the container (`spn_tf.codec.container`).
+    """
+    images, cond = model.check_inputs(images, cond)
+    if not 1 <= batch_size < sampling.MAX_CODED_ROWS:
+        raise ValueError(f"batch_size must be in [1, {sampling.MAX_CODED_ROWS}), got "
+                         f"{batch_size}.")
+    images = images.numpy()
+    cond = _numpy_cond(cond)
+    streams = []
+    for begin in range(0, len(images), batch_size):
+        chunk = images[begin:begin + batch_size]
+        raw, draws = model.coded_parts(tf.constant(chunk))
+        raw = None if raw is None else np.asarray(raw)
+        coder = Encoder(raw, [np.asarray(d) for d in draws], model.num_values, progress)
+        out = model.coded_sample(coder, len(chunk), _rows(cond, begin, begin + len(chunk)),
+                                 model.given_for_coding(raw)).numpy()
+        if not np.array_equal(out, chunk):
+            raise RuntimeError("the model's sampler did not reproduce the images it coded "
+                               "(its coded_parts disagree with its sampler): a bug in spn_tf.")
+        streams += coder.finish()
+    return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
+                          batch_size, [container.crc(x) for x in images], streams)
+
+
+def stream_sizes(data, model):
+    """Bytes of each example's coded stream in `data` (checked as `decode` checks it)."""
+    return [len(s) for s in container.parse(data, model, container.fingerprint(model)).streams]
+
+
+def decode(model, data, cond=None, progress=None):
+    """Decompresses what `encode` wrote with the same model.
+
+    Args:
+      model: the model that encoded `data` (checked by its fingerprint).
+      data: bytes of `encode`.
+      cond: the conditioning given to `encode` (checked by its digest).
+      progress: as for `encode`.
+
+    Returns:
+      int32 `(N, *model.example_shape)`.
+
+    Raises:
+      ValueError: another model, a truncated or altered file, other conditioning, or pixels
+        that decode differently than they were encoded (another build or machine kind).
+    """
+    box = container.parse(data, model, container.fingerprint(model))
+    count = len(box.streams)
+    keys = tuple(sorted(cond or {}))
+    if keys != tuple(sorted(box.cond_keys)):
+        raise ValueError(f"the file was encoded with conditioning {list(box.cond_keys) or 'none'}"
+                         f"; got {list(keys) or 'none'}: pass the cond given to encode.")
+    cond = _numpy_cond(model.check_cond(cond, count))
+    if container.cond_digest(cond) != box.cond_digest:
+        raise ValueError("the conditioning differs from the one the file was encoded with "
+                         "(digest mismatch): pass the cond given to encode, row for row.")
+    chunks = []
+    for begin in range(0, count, box.batch):
+        end = min(count, begin + box.batch)
+        coder = Decoder(box.streams[begin:end], progress)
+        raw, _ = model.coded_parts(tf.zeros([end - begin, *model.example_shape], tf.int32))
+        if raw is not None:
+            raw = coder.decode_raw(tuple(raw.shape), model.num_values)
+        try:
+            out = model.coded_sample(coder, end - begin, _rows(cond, begin, end),
+                                     model.given_for_coding(raw)).numpy()
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+            reason = error.message.splitlines()[0]
+            raise ValueError(f"examples {begin}-{end - 1} could not be decoded ({reason}).") \
+                from None
+        for i, example in enumerate(out):
+            if container.crc(example) != box.crcs[begin + i]:
+                raise ValueError(
+                    f"example {begin + i} decoded to other values than were encoded (CRC "
+                    f"mismatch): this machine computed other probabilities than the encoder's "
+                    f"(exact on the same spn_tf build and machine kind; see BUILD_NOTES.md). "
+                    f"Nothing wrong was returned.")
+        chunks.append(out)
+    return np.concatenate(chunks)
