@@ -149,8 +149,8 @@ def decompress(model_dir, paths, out, labels, captions):
 
 def main(argv):
     if len(argv) < 2 or argv[1] not in COMMANDS:
-        raise app.UsageError(f"say what to do: python -m spn_tf.codec {{compress|decompress}} "
-                             f"--model_dir=... FILES --out=...")
+        raise app.UsageError("say what to do: python -m spn_tf.codec {compress|decompress} "
+                             "--model_dir=... FILES --out=...")
     try:
         if argv[1] == "compress":
             compress(FLAGS.model_dir, argv[2:], FLAGS.out, FLAGS.batch_size, FLAGS.reduce_bits,

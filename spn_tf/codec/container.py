@@ -131,8 +131,8 @@ def parse(data, model, model_fingerprint):
     if stored_fingerprint != model_fingerprint:
         raise ValueError(
             f"the file was encoded with another model (fingerprint {stored_fingerprint.hex()}; "
-            f"this model's is {model_fingerprint.hex()}: other weights or architecture): "
-            f"decode with the model that encoded it.")
+            f"this model's is {model_fingerprint.hex()}: other weights, architecture or "
+            f"compute dtype): decode with the model that encoded it.")
     if batch < 1 or count < 1 or offset + count * _ENTRY.size > len(body):
         raise ValueError(f"the header's {count} examples (coding batch {batch}) do not fit "
                          f"the file's {len(data)} bytes.")
