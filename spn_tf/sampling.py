@@ -25,7 +25,7 @@ function per sampler, traced once per (batch, shape): temperature and noise are 
 Coding: `spn_tf.codec` runs these loops with an entropy coder in place of randomness
 (`coding`): the noise a loop reads becomes what the coder needs to know at each draw (the
 encoder: the true value and the batch row of every sub-pixel; the decoder: the row), and every
-draw becomes a host call to the coder with the head's value table (`_coded_draw`), which picks
+draw becomes a host call to the coder with the head's value table (`draw`), which picks
 the value: the encoder records the table and returns the true value, the decoder decodes the
 value from its bit stream with the same table. So both directions run the same loop, in the
 model's own order, as plain graphs (a host call cannot run inside XLA).

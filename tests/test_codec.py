@@ -76,13 +76,14 @@ def test_round_trip_video_codes_the_first_frame_raw():
     assert np.all(sizes <= 1.01 * (_info_bits(model, clips, cond) + raw) + 64)
 
 
-def test_trained_model_codes_at_its_likelihood():
+@pytest.mark.parametrize("kind", ["raster", "multiscale"])
+def test_trained_model_codes_at_its_likelihood(kind):
     """After a few steps on one photo the model is far from uniform, and the coded size
     follows its -log2 p(x), not the 3 bits per sub-pixel of raw values."""
     photo = np.load(os.path.join(ROOT, "spn_tf", "data_files", "photos.npz"))["astronaut"]
     images = (photo[None, :64, :64] // 32).reshape(1, 8, 8, 8, 8, 3).transpose(
         0, 1, 3, 2, 4, 5).reshape(-1, 8, 8, 3)[:16].astype(np.int32)
-    model = models.build("raster", 8, channels=3, bits=3, preset="tiny")
+    model = models.build(kind, 8, channels=3, bits=3, preset="tiny")
     model.compile(optimizer=tf.keras.optimizers.Adam(1e-2))
     model.fit(images, batch_size=16, epochs=30, verbose=0)
     _, sizes, info = _check_round_trip(model, images[:4], batch_size=4)

@@ -352,6 +352,9 @@ class DensityModel(keras.Model):
           int32 `(batch_size, *example_shape)`.
         """
         batch_size = inputs_lib.check_batch_size(batch_size)
+        if batch_size >= sampling.MAX_CODED_ROWS:
+            raise ValueError(f"a coding batch holds fewer than {sampling.MAX_CODED_ROWS} rows, "
+                             f"got {batch_size}.")
         cond = self.check_cond(cond, batch_size)
         self.build()
         with sampling.coding(coder):
