@@ -116,8 +116,9 @@ def decode(model, data, cond=None, progress=None):
             if container.crc(example) != box.crcs[begin + i]:
                 raise ValueError(
                     f"example {begin + i} decoded to other values than were encoded (CRC "
-                    f"mismatch): this machine computed other probabilities than the encoder's "
-                    f"(exact on the same spn_tf build and machine kind; see BUILD_NOTES.md). "
-                    f"Nothing wrong was returned.")
+                    f"mismatch): the probabilities computed here differ from the encoder's "
+                    f"(the round trip is exact on the same spn_tf build and machine kind; see "
+                    f"BUILD_NOTES.md), or the file was rewritten under a new checksum. Nothing "
+                    f"wrong was returned.")
         chunks.append(out)
     return np.concatenate(chunks)
