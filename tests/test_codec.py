@@ -127,6 +127,12 @@ def test_refuses_another_model(coded):
         codec.decode(deeper, data, cond)
 
 
+def test_refuses_what_is_not_bytes(coded):
+    model, _, cond, data = coded
+    with pytest.raises(ValueError, match="data must be the bytes encode returned"):
+        codec.decode(model, data.hex(), cond)
+
+
 @pytest.mark.parametrize("cut", [1, 9, 40])
 def test_refuses_truncated(coded, cut):
     model, _, cond, data = coded

@@ -101,6 +101,9 @@ def parse(data, model, model_fingerprint):
     Raises:
       ValueError: what is wrong and what to do.
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ValueError(f"data must be the bytes encode returned (or a file's contents), got "
+                         f"{type(data).__name__}.")
     data = bytes(data)
     minimum = _HEAD.size + _TAIL.size + _CHECKSUM
     if len(data) < minimum:
