@@ -85,7 +85,7 @@ def ours(model, images):
     assert np.array_equal(decoded, images), "round trip failed"
     streams = 8 * np.array(codec.stream_sizes(data_all, model))
     info = -model.log_prob(images).numpy() / np.log(2)
-    overhead = 8 * (len(data_all) - sum(codec.stream_sizes(data_all, model))) / len(images)
+    overhead = (8 * len(data_all) - streams.sum()) / len(images)
     single = [8 * len(codec.encode(model, x[None], batch_size=1)) / dims for x in images]
     return {"bits": single, "stream_bits": list(streams / dims), "info_bits": list(info / dims),
             "stream_over_info": list(streams / info),

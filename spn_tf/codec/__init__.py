@@ -56,7 +56,7 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
         chunk = images[begin:begin + batch_size]
         raw, draws = model.coded_parts(tf.constant(chunk))
         raw = None if raw is None else np.asarray(raw)
-        coder = Encoder(raw, [np.asarray(d) for d in draws], model.num_values, progress)
+        coder = Encoder(raw, draws, model.num_values, progress)
         out = model.coded_sample(coder, len(chunk), _rows(cond, begin, begin + len(chunk)),
                                  model.given_for_coding(raw)).numpy()
         if not np.array_equal(out, chunk):
