@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from spn_tf.layers import masked_conv2d
+from spn_tf.layers import causal_self_attention, masked_conv2d
 from spn_tf.layers import (CausalSelfAttention, ConditionEmbedding, GatedResidualBlock,
                            MaskedConv2D, MaskedDecoder)
 from helpers import assert_causal, raster_order, run_layer_test
@@ -107,10 +107,22 @@ def test_masked_decoder_is_causal_without_blind_spot(channels):
     assert np.any(tape.gradient(y, x).numpy()[0, 1, 3] != 0)
 
 
-def test_causal_self_attention_sees_only_earlier_pixels():
+@pytest.mark.parametrize("query_block", [4, 64])  # three blocks (the last shorter), one
+def test_causal_self_attention_sees_only_earlier_pixels(monkeypatch, query_block):
+    monkeypatch.setattr(causal_self_attention, "QUERY_BLOCK", query_block)
     layer = CausalSelfAttention(num_heads=2, key_dim=4)
     order = np.broadcast_to(np.arange(9).reshape(3, 3, 1), (3, 3, 6))
     assert_causal(lambda x: layer(x)[..., None], order)
+
+
+def test_causal_self_attention_in_query_blocks_equals_one_block(monkeypatch):
+    """Blocks of queries that skip the keys after them compute the full masked attention."""
+    layer = CausalSelfAttention(num_heads=2, key_dim=4)
+    inputs = tf.random.stateless_normal((2, 3, 5, 6), seed=[1, 2])
+    whole = layer(inputs)
+    monkeypatch.setattr(causal_self_attention, "QUERY_BLOCK", 4)
+    assert causal_self_attention.query_blocks(15) == [(0, 4), (4, 8), (8, 12), (12, 15)]
+    np.testing.assert_allclose(layer(inputs), whole, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
