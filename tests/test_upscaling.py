@@ -176,6 +176,9 @@ def test_fit_trains_one_network_by_name(part):
     model = tiny(8, 3, 3, subscale_factor=2, depth_bits=1, train_part=part,
                  cond={"label": data.num_classes("embedded")})
     model.build()
+    # Only that network trains: its attention projections too, no other network's.
+    trained = {id(w) for w in model.networks[part].weights if w.dtype == "float32"}
+    assert {id(w) for w in model.trainable_weights} == trained
     before = {p: [w.numpy().copy() for w in net.weights if w.dtype == "float32"]
               for p, net in model.networks.items()}
     model.compile(optimizer=keras.optimizers.Adam(1e-2))

@@ -155,6 +155,16 @@ class MultidimensionalUpscaling(DensityModel):
             net.trainable = train_part in ("all", part)
             self.networks[part] = net
 
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        # `net.trainable = False` does not reach the projections a `MultiHeadAttention` makes
+        # in its own `build` (Keras 3.15): a frozen network's attention would still train,
+        # and `fit` would warn that it has no gradients. So freeze its variables themselves.
+        for part, net in self.networks.items():
+            if self.train_part not in ("all", part):
+                for variable in net.weights:
+                    variable.trainable = False
+
     def _active_parts(self, training):
         return tuple(self.networks) if not training or self.train_part == "all" else (
             self.train_part,)
