@@ -54,6 +54,24 @@ def test_step_is_traced_once_and_equals_keras_fit():
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_a_step_of_one_upscaling_network_changes_that_network_alone():
+    """`train_part` (the CLI's `--upscaling_part`): the step trains the size network; the
+    others keep every weight, attention projections included (the step crashed on those)."""
+    model, optimizer = _setup({"hparams": {"depth_bits": 1, "train_part": "size"}},
+                              "upscaling")
+    before = {part: [w.numpy() for w in net.weights if w.dtype == "float32"]
+              for part, net in model.networks.items()}
+    step = TrainStep(model, optimizer, tf.distribute.get_strategy())
+    iterator = _iterator()
+    for _ in range(2):
+        step(iterator)
+    for part, net in model.networks.items():
+        weights = [w for w in net.weights if w.dtype == "float32"]
+        assert any("attention" in w.path for w in weights)
+        same = [np.array_equal(w.numpy(), b) for w, b in zip(weights, before[part])]
+        assert all(same) if part != "size" else not all(same), part
+
+
 def test_jit_compiled_step_matches_and_traces_once():
     _, _, _, plain = _train()
     _, _, step, compiled = _train(jit_compile=True)
