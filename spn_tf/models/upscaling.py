@@ -158,8 +158,9 @@ class MultidimensionalUpscaling(DensityModel):
     def build(self, input_shape=None):
         super().build(input_shape)
         # `net.trainable = False` does not reach the projections a `MultiHeadAttention` makes
-        # in its own `build` (Keras 3.15): a frozen network's attention would still train,
-        # and `fit` would warn that it has no gradients. So freeze its variables themselves.
+        # in its own `build` (Keras 3.15): a frozen network's attention would stay trainable
+        # (the train loop's step failed on it; `fit` warned of missing gradients). So freeze
+        # its variables themselves.
         for part, net in self.networks.items():
             if self.train_part not in ("all", part):
                 for variable in net.weights:
