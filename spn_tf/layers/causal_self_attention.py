@@ -69,8 +69,7 @@ class CausalSelfAttention(keras.layers.Layer):
         mixed = [self.mix(queries[:, :, start:stop], keys[:, :, :stop], values[:, :, :stop],
                           mask[None, None, start:stop, :stop])
                  for start, stop in query_blocks(height * width)]
-        mixed = ops.concatenate(mixed, axis=2) if len(mixed) > 1 else mixed[0]
-        out = self.attention.output_dense(_heads_first(mixed))
+        out = self.attention.output_dense(_heads_first(ops.concatenate(mixed, axis=2)))
         return ops.reshape(out, (batch, height, width, depth))
 
     def attend(self, queries, keys, values, mask):

@@ -152,7 +152,7 @@ class MultidimensionalUpscaling(DensityModel):
             net = SubscalePixelNetwork(
                 image_size, channels, cond=cond, subscale_factor=subscale_factor,
                 seed=None if seed is None else seed + i, name=f"{part}_network", **settings)
-            net.trainable = train_part in ("all", part)
+            net.trainable = self._trains(part)
             self.networks[part] = net
 
     def build(self, input_shape=None):
@@ -162,9 +162,12 @@ class MultidimensionalUpscaling(DensityModel):
         # (the train loop's step failed on it; `fit` warned of missing gradients). So freeze
         # its variables themselves.
         for part, net in self.networks.items():
-            if self.train_part not in ("all", part):
+            if not self._trains(part):
                 for variable in net.weights:
                     variable.trainable = False
+
+    def _trains(self, part):
+        return self.train_part in ("all", part)
 
     def _active_parts(self, training):
         return tuple(self.networks) if not training or self.train_part == "all" else (
