@@ -20,8 +20,9 @@ class AttentiveRaster(models.GatedPixelCNN):
     """A raster model whose first block carries causal self-attention: another block."""
 
     kind = "attentive_raster"
-    PRESETS = {name: {**preset, "attention_layers": (0,)}
-               for name, preset in models.GatedPixelCNN.PRESETS.items()}
+    @staticmethod
+    def preset(name, image_size):
+        return {**models.GatedPixelCNN.preset(name, image_size), "attention_layers": (0,)}
 
 
 def test_a_kind_defined_in_a_test_runs_through_every_tool(tmp_path):

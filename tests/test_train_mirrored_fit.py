@@ -58,7 +58,7 @@ def _replica_seeds(strategy):
     """Per step (the generator's seed word advancing by one), each replica's slice seed."""
     import tensorflow as tf
 
-    from spn_tf.models.subscale import _replica_seed
+    from spn_tf.models.subscale.model import _replica_seed
 
     steps = [tf.constant([5, 7]), tf.constant([5, 8])]
     return [[v.numpy().tolist() for v in strategy.experimental_local_results(

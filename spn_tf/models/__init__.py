@@ -1,19 +1,39 @@
 """spn_tf models and `build`, the one way to make them by name and preset."""
 
+import importlib
+import pkgutil
+
 from spn_tf.models.base import DensityModel
-# Imported here, not on first use: loading a `.keras` file needs every model class registered
-# with Keras before the file names it.
 from spn_tf.models.multiscale import MultiscalePixelCNN
+from spn_tf.models.presets_common import NAMES as PRESET_NAMES
 from spn_tf.models.raster import GatedPixelCNN
 from spn_tf.models.subscale import SubscalePixelNetwork
 from spn_tf.models.upscaling import MultidimensionalUpscaling
 from spn_tf.models.video import MultiscaleVideoPixelCNN
 
-# name → class of each model kind (`register` adds one).
-MODELS = {cls.kind: cls for cls in (GatedPixelCNN, SubscalePixelNetwork,
-                                      MultidimensionalUpscaling, MultiscalePixelCNN,
-                                      MultiscaleVideoPixelCNN)}
-PRESET_NAMES = ("tiny", "small", "paper")
+
+def _kind_classes():
+    """Every `DensityModel` subclass with a `kind`, from every kind package under
+    `spn_tf.models` (each `spn_tf/models/<kind>/`): a new kind is one new package.
+
+    Imported here, not on first use: loading a `.keras` file needs every model class
+    registered with Keras before the file names it.
+    """
+    for info in pkgutil.iter_modules(__path__):
+        if info.ispkg:
+            importlib.import_module(f"{__name__}.{info.name}")
+
+    def subclasses(cls):
+        for sub in cls.__subclasses__():
+            yield sub
+            yield from subclasses(sub)
+
+    return {cls.kind: cls for cls in subclasses(DensityModel) if cls.kind
+            and cls.__module__.startswith(__name__ + ".")}
+
+
+# name → class of each model kind (`register` adds one defined elsewhere).
+MODELS = _kind_classes()
 
 
 def register(cls):
@@ -72,9 +92,7 @@ def resolve(name, image_size, channels=3, bits=8, preset="small", cond=None, **o
       ValueError: unknown model, preset or hyperparameter.
     """
     cls = model_class(name)
-    if preset not in PRESET_NAMES:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {PRESET_NAMES}.")
-    hparams = cls.preset_hparams(preset, image_size)
+    hparams = cls.preset(preset, image_size)
     # Every kind takes the likelihood head (`DensityModel`'s), whatever its preset.
     unknown = set(overrides) - set(hparams) - {"name", "dtype", "head", "num_mixtures"}
     if unknown:

@@ -25,7 +25,7 @@ from spn_tf import inputs as inputs_lib
 from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
 from spn_tf.layers.masked_conv2d import one_row_matmul
-from spn_tf.models import serving
+from spn_tf.models import signatures
 
 
 def _keras_shape_inference():
@@ -364,17 +364,16 @@ class DensityModel(keras.Model):
     # --- What the tools ask a model kind (see the class doc). ---
 
     kind = None  # the name `spn_tf.models.build` knows it by, set by each kind
-    PRESETS = {}
     # Sampler calls below which a one-shot run (`spn_tf.sample --sampler=auto`) uses the
     # reference sampler rather than compiling (0: always compile).
     reference_sampler_calls = 0
     produces_clips = False  # `sample` draws clips from first frames (video kinds)
 
-    @classmethod
-    def preset_hparams(cls, preset, image_size):
-        """The hyperparameters of `preset` at `image_size` (a copy)."""
-        del image_size
-        return dict(cls.PRESETS[preset])
+    @staticmethod
+    def preset(name, image_size):
+        """The hyperparameters of preset `name` at `image_size` (a new dict): each kind's
+        `presets.preset` (raises `ValueError` for an unknown name)."""
+        raise NotImplementedError
 
     @property
     def example_shape(self):
@@ -386,16 +385,16 @@ class DensityModel(keras.Model):
         `log_prob`, `log_prob_uint8`, `sample` and `describe`; kinds add their own."""
         cond = self.serving_cond_specs()
         return {
-            "log_prob": (serving.log_prob, [serving.image_spec("images", self)] + cond),
-            "log_prob_uint8": (serving.log_prob, [serving.image_spec(
+            "log_prob": (signatures.log_prob, [signatures.image_spec("images", self)] + cond),
+            "log_prob_uint8": (signatures.log_prob, [signatures.image_spec(
                 "images", self, dtype=tf.uint8)] + cond),
-            "sample": (serving.sample, serving.draw_specs() + cond),
-            "describe": (serving.describe, serving.describe_spec()),
+            "sample": (signatures.sample, signatures.draw_specs() + cond),
+            "describe": (signatures.describe, signatures.describe_spec()),
         }
 
     def serving_cond_specs(self):
         """Signature inputs for the conditioning the model takes."""
-        return serving.cond_specs(self.cond_spec)
+        return signatures.cond_specs(self.cond_spec)
 
     def input_value_bits(self, name):
         """Bits of the image-valued signature input `name`: its values lie in

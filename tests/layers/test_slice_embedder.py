@@ -4,7 +4,7 @@ import tensorflow as tf
 
 from spn_tf import models
 import helpers as testing
-from spn_tf.models import subscale
+from spn_tf.models.subscale import presets as subscale
 from spn_tf.layers import SliceEmbedder
 
 

@@ -7,21 +7,10 @@ import tensorflow as tf
 from spn_tf import hparams, sampling
 from spn_tf import inputs as inputs_lib
 from spn_tf.layers import FrameEncoder
-from spn_tf.models import serving
+from spn_tf.models import signatures
 from spn_tf.models.base import DensityModel
-from spn_tf.models.multiscale import ALIGNED, MultiscalePixelCNN
-from spn_tf.models.multiscale import preset as frame_preset
-
-# The frame encoder per preset: (filters, layers of the vector path, of the aligned path).
-ENCODERS = {"tiny": (8, 1, 1), "small": (48, 3, 2), "paper": (128, 4, 3)}
-
-
-def preset(name, image_size):
-    """The frame model's multiscale preset, 4 frames per clip, and the encoder's size."""
-    filters, layers, aligned_layers = ENCODERS[name]
-    return {**frame_preset(name, image_size), "num_frames": 4, "encoder_filters": filters,
-            "encoder_layers": layers, "encoder_aligned_layers": aligned_layers}
-
+from spn_tf.models.video import presets
+from spn_tf.models.multiscale.model import ALIGNED, MultiscalePixelCNN
 
 @keras.saving.register_keras_serializable(package="spn_tf")
 class MultiscaleVideoPixelCNN(DensityModel):
@@ -56,9 +45,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
     kind = "multiscale_video"
     produces_clips = True
 
-    @classmethod
-    def preset_hparams(cls, preset_name, image_size):
-        return preset(preset_name, image_size)
+    preset = staticmethod(presets.preset)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, num_frames=4,
                  encoder_filters=32, encoder_layers=3, encoder_aligned_layers=0,
@@ -209,12 +196,12 @@ class MultiscaleVideoPixelCNN(DensityModel):
         clips = lambda dtype: tf.TensorSpec((None,) + self.example_shape, dtype,  # noqa: E731
                                             name="clips")
         return {
-            "log_prob": (serving.log_prob, [clips(tf.int32)] + cond),
-            "log_prob_uint8": (serving.log_prob, [clips(tf.uint8)] + cond),
-            "sample": (serving.sampler(lambda model, inputs: (serving.cond_of(inputs), {
+            "log_prob": (signatures.log_prob, [clips(tf.int32)] + cond),
+            "log_prob_uint8": (signatures.log_prob, [clips(tf.uint8)] + cond),
+            "sample": (signatures.sampler(lambda model, inputs: (signatures.cond_of(inputs), {
                 "frames": inputs["first_frames"]}), output="clips"),
-                [serving.image_spec("first_frames", self)] + serving.draw_specs() + cond),
-            "describe": (serving.describe, serving.describe_spec()),
+                [signatures.image_spec("first_frames", self)] + signatures.draw_specs() + cond),
+            "describe": (signatures.describe, signatures.describe_spec()),
         }
 
     def serving_metadata(self):

@@ -6,9 +6,11 @@ import tensorflow as tf
 
 from spn_tf import distributions, hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
-from spn_tf.models import serving, subscale
+from spn_tf.models import signatures
 from spn_tf.models.base import DensityModel
-from spn_tf.models.subscale import SubscalePixelNetwork
+from spn_tf.models.subscale import model as subscale
+from spn_tf.models.subscale.model import SubscalePixelNetwork
+from spn_tf.models.upscaling import presets
 
 PARTS = ("first", "size", "depth")
 TRAIN_PARTS = ("all",) + PARTS
@@ -19,16 +21,6 @@ NETWORK_HPARAMS = ("filters", "num_layers", "kernel_size", "first_kernel_size",
                    "embedder_layers", "embedder_kernel_size", "embedder_attention_heads")
 # A part may also take its own head (e.g. a categorical over the 1-bit parts of a 2-bit model).
 HEAD_HPARAMS = ("head", "num_mixtures")
-
-
-def preset(name, image_size):
-    """Hyperparameters of a preset: the SPN's, plus the depth split (3 most significant bits
-    first: Menick & Kalchbrenner 2019 §4 [reported]; 1 for `tiny`, whose tests use 2 bits)."""
-    hparams = subscale.preset(name, image_size)
-    for key in ("slice_range", "depth_condition_bits"):
-        hparams.pop(key)
-    return {**hparams, "depth_bits": 1 if name == "tiny" else 3, "train_part": "all",
-            "part_overrides": None}
 
 
 @keras.saving.register_keras_serializable(package="spn_tf")
@@ -98,9 +90,7 @@ class MultidimensionalUpscaling(DensityModel):
 
     kind = "upscaling"
 
-    @classmethod
-    def preset_hparams(cls, preset_name, image_size):
-        return preset(preset_name, image_size)
+    preset = staticmethod(presets.preset)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
                  depth_bits=3, train_part="all", part_overrides=None, seed=None, **kwargs):
@@ -278,18 +268,18 @@ class MultidimensionalUpscaling(DensityModel):
         """The base signatures, `upscale_size` (the first slice given, at its top
         `depth_bits`) when S > 1, and `upscale_depth` (the top bits given) with depth
         upscaling."""
-        signatures = super().serving_signatures()
-        draw, cond = serving.draw_specs(), self.serving_cond_specs()
+        sigs = super().serving_signatures()
+        draw, cond = signatures.draw_specs(), self.serving_cond_specs()
         if self.subscale_factor > 1:
-            signatures["upscale_size"] = (serving.sampler(lambda model, inputs: (
-                serving.cond_of(inputs, given=("low_res",)),
-                model._first_slice_given(inputs["low_res"]))), [serving.image_spec(
+            sigs["upscale_size"] = (signatures.sampler(lambda model, inputs: (
+                signatures.cond_of(inputs, given=("low_res",)),
+                model._first_slice_given(inputs["low_res"]))), [signatures.image_spec(
                     "low_res", self, self.image_size // self.subscale_factor)] + draw + cond)
         if self.depth_bits:
-            signatures["upscale_depth"] = (serving.sampler(lambda model, inputs: (
-                serving.cond_of(inputs), {"msb": inputs["msb"]})),
-                [serving.image_spec("msb", self)] + draw + cond)
-        return signatures
+            sigs["upscale_depth"] = (signatures.sampler(lambda model, inputs: (
+                signatures.cond_of(inputs), {"msb": inputs["msb"]})),
+                [signatures.image_spec("msb", self)] + draw + cond)
+        return sigs
 
     def _first_slice_given(self, low_res):
         """`given` for `upscale_size`: the first slice `(B, H/S, W/S, C)`.

@@ -8,8 +8,9 @@ import tensorflow as tf
 from spn_tf import exactness, hparams, sampling
 from spn_tf.inputs import check_images
 from spn_tf.layers import ConditionEmbedding, GroupPredictor, MaskedDecoder
-from spn_tf.models import serving
+from spn_tf.models import signatures
 from spn_tf.models.base import DensityModel
+from spn_tf.models.multiscale import presets
 from spn_tf.orderings import (multiscale_merge, multiscale_num_scales, multiscale_split,
                               upscale_with_groups)
 
@@ -20,39 +21,6 @@ GROUP_OFFSETS = ((0, 1), (1, 0), (1, 1))
 # model passes (`MultiscaleVideoPixelCNN`: the previous frame's). Not a user key: `check_cond`
 # refuses it, and no signature takes it.
 ALIGNED = "aligned"
-
-
-def preset(name, image_size):
-    """Hyperparameters of a preset; the base resolution depends on the image size.
-
-    Reed et al. 2017 (§4) start from a 4x4 base (CUB, MPII, MS-COCO) or an 8x8 base
-    (ImageNet); images smaller than the base are their own base. `tiny` and `small` use type A
-    groups (a group in `C` steps: the tests' call counts, the quickstart's speed); `paper` uses
-    type B, as the paper's models do.
-    """
-    presets = {
-        # A few thousand parameters: seconds to train, for tests.
-        "tiny": dict(base_size=min(4, image_size), filters=6, num_blocks=1, kernel_size=3,
-                     base_filters=6, base_layers=1, base_first_kernel_size=3,
-                     condition_on_base=False, group_pixelcnn_patch=0, group_pixelcnn_layers=1,
-                     group_pixelcnn_filters=6),
-        # The quickstart on 2 CPU cores.
-        "small": dict(base_size=min(4, image_size), filters=48, num_blocks=4, kernel_size=3,
-                      base_filters=48, base_layers=4, base_first_kernel_size=5,
-                      condition_on_base=False, group_pixelcnn_patch=0, group_pixelcnn_layers=2,
-                      group_pixelcnn_filters=48),
-        # ImageNet, type B groups: 12 ResNet layers, 4 PixelCNN layers, 256 units, 4x4
-        # patches [reported, §3-4]; 258 units here, the nearest multiple of 3 that the R, G, B
-        # channel masks need. 8x8 base [reported]. The base PixelCNN's size is not given
-        # [unverified: 20 gated layers of 258 features].
-        "paper": dict(base_size=min(8, image_size), filters=258, num_blocks=12, kernel_size=3,
-                      base_filters=258, base_layers=20, base_first_kernel_size=7,
-                      condition_on_base=False, group_pixelcnn_patch=4, group_pixelcnn_layers=4,
-                      group_pixelcnn_filters=258),
-    }
-    if name not in presets:
-        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}.")
-    return dict(presets[name])
 
 
 @keras.saving.register_keras_serializable(package="spn_tf")
@@ -154,9 +122,7 @@ class MultiscalePixelCNN(DensityModel):
     # compiling pays from about 8 calls on.
     reference_sampler_calls = 8
 
-    @classmethod
-    def preset_hparams(cls, preset_name, image_size):
-        return preset(preset_name, image_size)
+    preset = staticmethod(presets.preset)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, base_size=4, filters=48,
                  num_blocks=4, kernel_size=3, base_filters=48, base_layers=4,
@@ -434,17 +400,17 @@ class MultiscalePixelCNN(DensityModel):
     def serving_cond_specs(self):
         specs = super().serving_cond_specs()
         if self.condition_on_base:
-            specs.append(serving.image_spec("low_res", self, self.image_size // 2))
+            specs.append(signatures.image_spec("low_res", self, self.image_size // 2))
         return specs
 
     def serving_signatures(self):
         """The base signatures and `super_resolve` (`low_res` at half the size given)."""
-        signatures = super().serving_signatures()
+        sigs = super().serving_signatures()
         if self.num_scales and not self.condition_on_base:
-            signatures["super_resolve"] = (serving.sample, [serving.image_spec(
-                "low_res", self, self.image_size // 2)] + serving.draw_specs()
+            sigs["super_resolve"] = (signatures.sample, [signatures.image_spec(
+                "low_res", self, self.image_size // 2)] + signatures.draw_specs()
                 + self.serving_cond_specs())
-        return signatures
+        return sigs
 
     def serving_metadata(self):
         return {"base_size": self.base_size, "condition_on_base": self.condition_on_base}

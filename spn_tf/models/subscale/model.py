@@ -9,47 +9,9 @@ import tensorflow as tf
 from spn_tf import exactness, hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
-from spn_tf.models import serving
+from spn_tf.models import signatures
 from spn_tf.models.base import DensityModel
-
-# Sizes of the SPN's embedder and decoder are not in the sources we could read (the paper
-# and what it cites): the `paper` preset keeps the published structure (conv embedder,
-# PixelSNAIL-style decoder with self-attention, 32x32 slices at 128 and 256) with widths of
-# our choosing [unverified].
-_DEFAULTS = dict(slice_range=None, depth_condition_bits=None, num_heads=4, key_dim=16,
-                 embedder_kernel_size=3, seed=None)
-_PRESETS = {
-    # A few thousand parameters: seconds to train, for tests.
-    "tiny": dict(filters=6, num_layers=1, kernel_size=3, first_kernel_size=3,
-                 attention_layers=(0,), num_heads=1, key_dim=4, embedder_filters=8,
-                 embedder_layers=1, embedder_attention_heads=1),
-    # The quickstart on 2 CPU cores (embedded 32x32 photos, 16x16 slices).
-    "small": dict(filters=48, num_layers=4, kernel_size=3, first_kernel_size=5,
-                  attention_layers=(3,), embedder_filters=48, embedder_layers=2,
-                  embedder_attention_heads=4),
-    "paper": dict(filters=384, num_layers=16, kernel_size=3, first_kernel_size=7,
-                  attention_layers=(3, 7, 11, 15), num_heads=8, key_dim=48,
-                  embedder_filters=256, embedder_layers=6, embedder_attention_heads=8),
-}
-
-
-def preset(name, image_size):
-    """Hyperparameters of a preset at an image size.
-
-    The subscale factor follows the slice size: 16x16 slices for `small` (S = H/16), 32x32
-    slices for `paper` at 128 and 256 (S = 4, 8: Menick & Kalchbrenner 2019 [unverified]) and
-    S = 2 at 32 and 64 [unverified]; `tiny` uses S = 2. No preset drops subscaling: S >= 2 at
-    every size (smaller slices below 32x32, resp. 64x64), and a size S does not divide is
-    refused by the model, naming `subscale_factor` (pass it to choose another).
-    """
-    if name == "tiny":
-        factor = 2
-    elif name == "small":
-        factor = max(2, image_size // 16)
-    else:
-        factor = max(2, image_size // 32)
-    return {**_DEFAULTS, **_PRESETS[name], "subscale_factor": factor}
-
+from spn_tf.models.subscale import presets
 
 def given_slices(given, batch_size, image_size, channels, bits, subscale_factor):
     """Parses a subscale `given` (see `SubscalePixelNetwork`) into known slices.
@@ -156,9 +118,7 @@ class SubscalePixelNetwork(DensityModel):
 
     kind = "spn"
 
-    @classmethod
-    def preset_hparams(cls, preset_name, image_size):
-        return preset(preset_name, image_size)
+    preset = staticmethod(presets.preset)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
                  slice_range=None, depth_condition_bits=None, filters=48, num_layers=4,
@@ -411,25 +371,25 @@ class SubscalePixelNetwork(DensityModel):
     def serving_cond_specs(self):
         specs = super().serving_cond_specs()
         if self.depth_condition_bits:  # a depth network: conditioned on the top bits
-            specs.append(serving.image_spec("low_res", self))
+            specs.append(signatures.image_spec("low_res", self))
         return specs
 
     def serving_signatures(self):
         """The base signatures; `upscale_size` (the first slice given) for a network that
         models the first slice's successors; `upscale_depth` for a depth network."""
-        signatures = super().serving_signatures()
-        draw = serving.draw_specs()
+        sigs = super().serving_signatures()
+        draw = signatures.draw_specs()
         cond = self.serving_cond_specs()
         if self.depth_condition_bits is not None:
-            signatures["upscale_depth"] = (serving.sampler(lambda model, inputs: (
-                {**serving.cond_of(inputs), "low_res": inputs["msb"]}, None)),
-                [serving.image_spec("msb", self)] + draw
+            sigs["upscale_depth"] = (signatures.sampler(lambda model, inputs: (
+                {**signatures.cond_of(inputs), "low_res": inputs["msb"]}, None)),
+                [signatures.image_spec("msb", self)] + draw
                 + [spec for spec in cond if spec.name != "low_res"])
         elif self.slice_range[0] <= 1 and self.subscale_factor > 1:
-            signatures["upscale_size"] = (serving.sampler(lambda model, inputs: (
-                serving.cond_of(inputs, given=("low_res",)), {"low_res": inputs["low_res"]})),
-                [serving.image_spec("low_res", self, self.slice_size)] + draw + cond)
-        return signatures
+            sigs["upscale_size"] = (signatures.sampler(lambda model, inputs: (
+                signatures.cond_of(inputs, given=("low_res",)), {"low_res": inputs["low_res"]})),
+                [signatures.image_spec("low_res", self, self.slice_size)] + draw + cond)
+        return sigs
 
     def input_value_bits(self, name):
         if name in ("msb", "low_res") and self.depth_condition_bits:

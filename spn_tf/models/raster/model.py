@@ -8,22 +8,9 @@ import numpy as np
 from spn_tf import exactness, sampling
 from spn_tf.inputs import check_given_pixels
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder
-from spn_tf.models import serving
+from spn_tf.models import signatures
 from spn_tf.models.base import DensityModel
-
-PRESETS = {
-    # A few thousand parameters: seconds to train, for tests.
-    "tiny": dict(filters=6, num_layers=1, kernel_size=3, first_kernel_size=3,
-                 attention_layers=()),
-    # The quickstart on 2 CPU cores.
-    "small": dict(filters=48, num_layers=4, kernel_size=3, first_kernel_size=5,
-                  attention_layers=()),
-    # Gated PixelCNN on ImageNet (van den Oord et al. 2016, §3): 20 layers; 384 features
-    # [reported]; kernel sizes [unverified].
-    "paper": dict(filters=384, num_layers=20, kernel_size=3, first_kernel_size=7,
-                  attention_layers=()),
-}
-
+from spn_tf.models.raster import presets
 
 @keras.saving.register_keras_serializable(package="spn_tf")
 class GatedPixelCNN(DensityModel):
@@ -55,7 +42,7 @@ class GatedPixelCNN(DensityModel):
     """
 
     kind = "raster"
-    PRESETS = PRESETS
+    preset = staticmethod(presets.preset)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, filters=48, num_layers=4,
                  kernel_size=3, first_kernel_size=5, attention_layers=(), **kwargs):
@@ -112,11 +99,11 @@ class GatedPixelCNN(DensityModel):
 
     def serving_signatures(self):
         """The base signatures and `complete` (`images` with a `mask` of kept sub-pixels)."""
-        signatures = super().serving_signatures()
-        signatures["complete"] = (serving.complete, [
-            serving.image_spec("images", self), serving.image_spec("mask", self)]
-            + serving.draw_specs() + self.serving_cond_specs())
-        return signatures
+        sigs = super().serving_signatures()
+        sigs["complete"] = (signatures.complete, [
+            signatures.image_spec("images", self), signatures.image_spec("mask", self)]
+            + signatures.draw_specs() + self.serving_cond_specs())
+        return sigs
 
     def given_from_image(self, images):
         """A full-size image: its top half kept, the rest completed."""
