@@ -18,9 +18,48 @@ Orderings:
     paper's order: it alternates a horizontal then a vertical upscaling, so every group has an
     already known neighbour on each side it needs.
   * depth — most significant bits first, then the rest (Menick & Kalchbrenner 2019, §4).
+
+`Ordering` is what a model states about its own ordering (`DensityModel.ordering`), the one
+value `spn_tf.check` and the test harness read: no tool asks a model class anything else.
 """
 
+import dataclasses
+from typing import Any, Callable, Optional
+
+import numpy as np
 import tensorflow as tf
+
+
+@dataclasses.dataclass(frozen=True)
+class Ordering:
+    """A model's ordering, as the exactness checks need it.
+
+    Attributes:
+      description: one line with the ordering's key numbers (steps, S and slice size, base
+        size, top bits), as the model's `repr` shows it.
+      order: int `example_shape`: the step at which sampling draws each sub-pixel (-1: given
+        to the model rather than drawn by it); None for a composite whose sub-pixels are
+        drawn in several steps (its `units` state theirs).
+      modelled: bool `example_shape`: the sub-pixels whose terms the model computes (None
+        where `order` is).
+      units: `((name, model), ...)`: the networks whose orderings are checked one by one (a
+        model itself; a composite's networks).
+      tiny_config: the config of the same kind on 2x2 images at the fewest bits its head takes
+        (fresh weights): the space `spn_tf.check` enumerates for exact normalization.
+      reach_probe: `(flat index, what it is)` of a sub-pixel whose reach the receptive-field
+        report states besides the average, or None.
+      conditioning: `(batch, rng) -> (cond, given)`: random conditioning of `batch` rows of
+        what the model takes (numpy) and the `given` content it needs to sample (the same for
+        every row; None when it generates from scratch).
+    """
+
+    description: str
+    order: Optional[np.ndarray]
+    modelled: Optional[np.ndarray]
+    units: tuple
+    tiny_config: dict
+    conditioning: Callable[[int, Any], tuple]
+    reach_probe: Optional[tuple] = None
 
 
 def _static_dim(tensor, axis):

@@ -51,7 +51,7 @@ def test_small_and_paper_layer_patterns_pass_on_their_tiny_copies(name):
     # The upscaling networks are SPNs (the `spn` case checks the paper pattern): small only.
     for preset in ("small",) if name == "upscaling" else ("small", "paper"):
         model = models.build(name, 32, channels=3, bits=5, preset=preset)
-        for part, network in model.check_units():
+        for part, network in model.ordering.units:
             tiny = model_checks.tiny_copy(network)
             assert type(tiny) is type(network) and tiny.image_size == 2
             verdicts = model_checks.normalization(part, network, rng)

@@ -59,7 +59,7 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
     """`{signature: inputs}`, one request per signature of `model`, `len(seeds)` rows each."""
     rng = np.random.default_rng(0)
     batch, size = len(seeds), model.image_size
-    cond = model.random_cond(batch, rng)
+    cond, _ = model.ordering.conditioning(batch, rng)
     draw = {"seed": seeds, "temperature": temperatures, **cond}
     images = _image(model, size, model.bits, rng, batch)
     out = {"log_prob": {"images": images, **cond},
@@ -155,7 +155,7 @@ def test_log_prob_is_exact_and_normalized_through_the_saved_model(exported):
     _, model, _, loaded = exported
     images = testing.all_images(model.image_size, model.image_size, 1, model.bits)
     cond = {k: np.repeat(v[:1], len(images), 0)
-            for k, v in model.random_cond(1, np.random.default_rng(1)).items()}
+            for k, v in model.ordering.conditioning(1, np.random.default_rng(1))[0].items()}
     log_prob = np.concatenate([
         _call(loaded, "log_prob", {"images": images[i:i + 4096],
                                    **{k: v[i:i + 4096] for k, v in cond.items()}})["log_prob"]
@@ -222,7 +222,7 @@ def test_samples_follow_log_prob(kind, exports):
     model, _, loaded = exports(kind)
     n = 3000
     seeds = np.stack([np.full(n, 11), np.arange(n)], 1).astype(np.int32)
-    cond_row = model.random_cond(1, np.random.default_rng(2))
+    cond_row = model.ordering.conditioning(1, np.random.default_rng(2))[0]
     samples = _call(loaded, "sample", {"seed": seeds, "temperature": np.ones(n, np.float32),
                                        **{k: np.repeat(v, n, 0) for k, v in cond_row.items()}})
     testing.assert_samples_follow(model, samples["images"], cond_row or None)

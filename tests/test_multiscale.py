@@ -72,7 +72,7 @@ class TestCausality:
         model = tiny(image_size, channels, 1, base_size, cond=cond, filters=24, base_filters=24)
         cond_row = {"label": tf.constant([1]), "embedding": tf.constant([[0.3, -1.0]])}
         testing.assert_causal(
-            lambda x: model.logits_as_image(model._outputs(x, cond_row, False)),
+            lambda x: model.logits_as_image(model.outputs(x, cond_row, False)),
             multiscale_order(image_size, channels, base_size))
 
     @pytest.mark.parametrize("image_size,channels,base_size,patch",
@@ -82,7 +82,7 @@ class TestCausality:
         model = tiny(image_size, channels, 1, base_size, cond=cond, filters=24, base_filters=24,
                      group_pixelcnn_patch=patch, group_pixelcnn_filters=24)
         testing.assert_causal(
-            lambda x: model.logits_as_image(model._outputs(x, {"label": tf.constant([1])},
+            lambda x: model.logits_as_image(model.outputs(x, {"label": tf.constant([1])},
                                                            False)),
             multiscale_order(image_size, channels, base_size, patch))
 

@@ -72,7 +72,7 @@ def test_one_slice_training_loss_is_unbiased():
         outputs = model({"images": images, **cond}, training=True)
         index = outputs["slice_index"].numpy()[:, 0]
         drawn.append(index)
-        estimate = model._log_prob_from_outputs(images, cond, outputs).numpy()
+        estimate = model.log_prob_from_outputs(images, cond, outputs).numpy()
         np.testing.assert_allclose(estimate, 4 * per_slice[np.arange(5), index], rtol=1e-5)
         loss = model.compute_loss({"images": images, **cond}, y_pred=outputs)
         expected = -np.mean(4 * per_slice[np.arange(5), index]) / (4 * 4 * 3 * math.log(2))

@@ -158,14 +158,14 @@ def test_exact_spn_evaluation_by_chunks_equals_one_batch_and_bounds_the_slice_ba
     slice_logits = model._slice_logits
 
     def recording(slices, slice_index, context, visible):
-        if tf.executing_eagerly():  # chunked_log_prob runs eagerly below
+        if tf.executing_eagerly():  # log_prob by chunks runs eagerly below
             built.append(int(tf.size(slice_index)))
         return slice_logits(slices, slice_index, context, visible)
 
     model._slice_logits = recording
     for chunk in (3, 7):  # 5 images x 4 slices = 20 slices, in uneven chunks
         built.clear()
-        got = model.chunked_log_prob(tf.constant(images), cond, chunk).numpy()
+        got = model.log_prob(tf.constant(images), cond, slices_per_call=chunk).numpy()
         np.testing.assert_allclose(got, expected, rtol=1e-5)
         assert max(built) <= chunk and sum(built) == 20
     ds = tf.data.Dataset.from_tensor_slices({"images": images, **cond}).batch(2)
@@ -182,7 +182,7 @@ def test_upscaling_composite_evaluation_by_chunks_equals_its_log_prob():
     model.build()
     images = IMAGES[:3]
     expected = model.log_prob(images).numpy()
-    got = model.chunked_log_prob(tf.constant(images), None, 4).numpy()
+    got = model.log_prob(tf.constant(images), None, slices_per_call=4).numpy()
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     ds = tf.data.Dataset.from_tensor_slices(images).batch(2)
     assert mean_bits_per_dim(model, ds, slices_per_call=5) == pytest.approx(

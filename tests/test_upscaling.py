@@ -42,7 +42,7 @@ def test_log_prob_is_the_sum_of_the_three_networks():
     np.testing.assert_allclose(sum(parts), expected, rtol=1e-6)
     # The whole-model training estimate is the sum of the parts' one-slice estimates.
     outputs = model({"images": images, **cond}, training=True)
-    estimate = model._log_prob_from_outputs(images, cond, outputs)
+    estimate = model.log_prob_from_outputs(images, cond, outputs)
     per_part = [
         (nets["first"], msb, cond), (nets["size"], msb, cond),
         (nets["depth"], lsb, {**cond, "low_res": msb})]

@@ -56,14 +56,15 @@ def causality(name, model, rng, max_positions=64, trials=2):
     computed at the same row of an equal batch: some kernels round differently by batch row,
     never by the other rows' content. `trials` random images; the reach is their union.
     """
-    order = model.generation_order().reshape(-1)
+    ordering = model.ordering
+    order = ordering.order.reshape(-1)
     num_values, shape = 2 ** model.bits, model.example_shape
     positions = _probe_positions(order.reshape(shape), max_positions, rng)
     index = np.arange(len(positions))
     changed = np.zeros((len(positions), order.size), bool)
     for _ in range(trials):
         image = rng.integers(0, num_values, (1, order.size)).astype(np.int32)
-        cond = model.random_cond(1, rng)
+        cond, _ = ordering.conditioning(1, rng)
         base = np.repeat(image, len(positions), axis=0)
         probes = base.copy()
         probes[index, positions] = (probes[index, positions] + rng.integers(
@@ -83,14 +84,14 @@ def causality(name, model, rng, max_positions=64, trials=2):
         detail = (f"{len(positions)} sub-pixels changed ({trials} images), every term at their "
                   f"step or earlier bit-identical")
     verdicts = [verdict(f"causality [{name}]", not len(leaks), detail)]
-    later = (order[None, :] > order[positions][:, None]) & model.modelled().reshape(-1)[None, :]
+    later = (order[None, :] > order[positions][:, None]) & ordering.modelled.reshape(-1)[None, :]
     reach = (changed & later).sum(axis=0) / np.maximum(later.sum(axis=0), 1)
     outputs = later.any(axis=0)
     blind = outputs & (reach == 0)
     detail = (f"terms see {100 * reach[outputs].mean():.0f}% of the changed earlier sub-pixels "
               f"on average (min {100 * reach[outputs].min():.0f}%)") if outputs.any() else (
         "no term has a changed earlier sub-pixel")
-    probe = model.reach_probe(order)
+    probe = ordering.reach_probe
     if probe and later[:, probe[0]].any():
         detail += (f"; {probe[1]} sees {100 * reach[probe[0]]:.0f}% of the changed earlier "
                    f"sub-pixels")
@@ -108,16 +109,17 @@ def conditionals(name, model, rng, positions=8, atol=1e-4):
     """Verdicts: probed conditionals sum to one; `log_prob` of a drawn sample = its terms."""
     shape = model.example_shape
     num_values = 2 ** model.bits
-    cond = model.random_cond(1, rng)
+    ordering = model.ordering
+    cond, given = ordering.conditioning(1, rng)
     sample = model.sample(1, int(rng.integers(1 << 30)), cond=_repeat(cond, 1),
-                          given=model.check_given(1, rng)).numpy()
+                          given=given).numpy()
     log_prob = float(model.log_prob(sample, _repeat(cond, 1))[0])
     total = float(model.log_prob_map(sample, _repeat(cond, 1)).numpy().sum())
     verdicts = [verdict(
         f"log_prob = sum of terms [{name}]", np.isfinite(log_prob) and abs(
             log_prob - total) <= atol * max(1.0, abs(log_prob)),
         f"drawn sample: log_prob {log_prob:.4f}, sum of its {np.prod(shape)} terms {total:.4f}")]
-    flat = np.flatnonzero(model.modelled().reshape(-1))
+    flat = np.flatnonzero(ordering.modelled.reshape(-1))
     chosen = rng.choice(flat, min(positions, len(flat)), replace=False)
     images = np.repeat(sample.reshape(1, -1), len(chosen) * num_values, axis=0)
     rows = np.arange(len(images))
@@ -134,13 +136,13 @@ def conditionals(name, model, rng, positions=8, atol=1e-4):
 
 
 def tiny_copy(model):
-    """The same kind on a 2x2 image at the fewest bits its head takes (`model.tiny_config()`;
+    """The same kind on a 2x2 image at the fewest bits its head takes (`ordering.tiny_config`;
     one channel when three would make the space too large to enumerate). Fresh weights.
 
     Raises:
       ValueError: the configuration does not fit a 2x2 image (the message says why).
     """
-    config = model.tiny_config()
+    config = model.ordering.tiny_config
     tiny = type(model).from_config(config)
     if 2 ** (tiny.bits * int(np.prod(tiny.example_shape))) > TINY_SPACE:
         tiny = type(model).from_config({**config, "channels": 1})
@@ -151,11 +153,12 @@ def normalization(name, model, rng):
     """Verdict: `sum_x p(x) = 1` over every image of the tiny copy."""
     try:
         tiny = tiny_copy(model)
-        cond = tiny.random_cond(1, rng)
+        ordering = tiny.ordering
+        cond, _ = ordering.conditioning(1, rng)
         images = all_inputs(tiny)
         log_prob = exactness.batched_log_prob(tiny, images, _repeat(cond, len(images)))
         # Sub-pixels a network is given (or leaves to another) take every value once each.
-        free = int((~tiny.modelled()).sum())
+        free = int((~ordering.modelled).sum())
         total = float(np.exp(log_prob.astype(np.float64)).sum()) / 2 ** (tiny.bits * free)
         what = f" per value of its {free} given sub-pixels" if free else ""
         return [verdict(f"normalization [{name}]", abs(total - 1) < 1e-4,
@@ -170,11 +173,12 @@ def samples_follow(name, model, rng, num_samples=3000):
         tiny = exactness.sharpen(tiny_copy(model), 2.0)
     except ValueError as error:
         return [Verdict(f"samples follow log_prob [{name}]", NA, f"no tiny copy: {error}")]
-    cond = tiny.random_cond(1, rng)
+    ordering = tiny.ordering
+    cond, given = ordering.conditioning(num_samples, rng)
+    cond = {k: v[:1] for k, v in cond.items()}
     samples = tiny.sample(num_samples, int(rng.integers(1 << 30)),
-                          cond=_repeat(cond, num_samples),
-                          given=tiny.check_given(num_samples, rng)).numpy()
-    support, free = None, ~tiny.modelled()
+                          cond=_repeat(cond, num_samples), given=given).numpy()
+    support, free = None, ~ordering.modelled
     if free.any():  # the images that keep what the network is given (or leaves to another)
         every = all_inputs(tiny)
         support = every[(every == samples[:1])[:, free].all(axis=1)]
@@ -195,8 +199,8 @@ def agreement(model, rng, seeds=2):
     Observed, not guaranteed: float rounding can flip a draw at a CDF boundary, so
     this fails only when most images differ (e.g. a compiled path at another temperature).
     """
-    cond = _repeat(model.random_cond(1, rng), 1)
-    given, same = model.check_given(1, rng), 0
+    cond, given = model.ordering.conditioning(1, rng)
+    cond, same = _repeat(cond, 1), 0
     for seed in range(seeds):
         compiled = model.sample(1, [7, seed], cond=cond, given=given, compiled=True).numpy()
         reference = model.sample(1, [7, seed], cond=cond, given=given, compiled=False).numpy()
@@ -218,7 +222,7 @@ def audit_model(model, seed=0, agreement_seeds=2, max_positions=64, gtest_sample
     rng = np.random.default_rng(seed)
     model.build()
     verdicts = []
-    for name, network in model.check_units():
+    for name, network in model.ordering.units:
         verdicts += causality(name, network, rng, max_positions)
         verdicts += conditionals(name, network, rng)
         verdicts += normalization(name, network, rng)

@@ -54,14 +54,14 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
     streams = []
     for begin in range(0, len(images), batch_size):
         chunk = images[begin:begin + batch_size]
-        raw, draws = model.coded_parts(tf.constant(chunk))
+        raw, draws = model.coding_plan.parts(tf.constant(chunk))
         raw = None if raw is None else np.asarray(raw)
         coder = Encoder(raw, draws, model.num_values, progress)
         out = model.coded_sample(coder, len(chunk), _rows(cond, begin, begin + len(chunk)),
-                                 model.given_for_coding(raw)).numpy()
+                                 model.coding_plan.given(raw)).numpy()
         if not np.array_equal(out, chunk):
             raise RuntimeError("the model's sampler did not reproduce the images it coded "
-                               "(its coded_parts disagree with its sampler): a bug in spn_tf.")
+                               "(its coding plan disagrees with its sampler): a bug in spn_tf.")
         streams += coder.finish()
     return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
                           batch_size, [container.crc(x) for x in images], streams)
@@ -102,12 +102,12 @@ def decode(model, data, cond=None, progress=None):
     for begin in range(0, count, box.batch):
         end = min(count, begin + box.batch)
         coder = Decoder(box.streams[begin:end], progress)
-        raw, _ = model.coded_parts(tf.zeros([end - begin, *model.example_shape], tf.int32))
+        raw, _ = model.coding_plan.parts(tf.zeros([end - begin, *model.example_shape], tf.int32))
         if raw is not None:
             raw = coder.decode_raw(tuple(raw.shape), model.num_values)
         try:
             out = model.coded_sample(coder, end - begin, _rows(cond, begin, end),
-                                     model.given_for_coding(raw)).numpy()
+                                     model.coding_plan.given(raw)).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
             reason = error.message.splitlines()[0]
             raise ValueError(f"examples {begin}-{end - 1} could not be decoded ({reason}).") \

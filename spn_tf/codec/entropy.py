@@ -66,7 +66,7 @@ class Encoder(_Coder):
 
     Args:
       raw: int `(B, ...)` sub-pixels coded uniformly at `raw_values` values each, before the
-        model's (`DensityModel.coded_parts`), or None.
+        model's (`DensityModel.coding_plan.parts`), or None.
       draws: int arrays, the true values of each of the sampler's noise draws in call order.
       progress: None or `progress(values coded so far)`, every few seconds.
     """
@@ -83,11 +83,11 @@ class Encoder(_Coder):
 
     def noise(self, shape):
         if not self._draws:
-            raise RuntimeError("the sampler drew more noise than the model's coded_parts gave.")
+            raise RuntimeError("the sampler drew more noise than the model's coding plan gave.")
         target = self._draws.pop(0)
         if target.shape != tuple(shape):
             raise RuntimeError(f"the sampler drew noise of shape {tuple(shape)} where the "
-                               f"model's coded_parts gave {target.shape}.")
+                               f"model's coding plan gave {target.shape}.")
         return _carriers(target)
 
     def draw(self, logits, carriers):

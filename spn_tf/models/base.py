@@ -6,26 +6,46 @@
 * `fit` loss: bits per dimension, `-log_prob / (H * W * C * ln 2)`, averaged over the batch.
 
 `fit` feeds `x` as an image batch or a dict `{"images": ..., "label": ..., "embedding": ...}`;
-no targets. Subclasses implement `_outputs(images, cond, training)`,
-`_log_prob_from_outputs(images, cond, outputs)` and `_sample(..., loop)`, where `loop` says how
+no targets. Subclasses implement `outputs(images, cond, training)`,
+`_log_prob_from_outputs(images, cond, outputs)` (and its per-sub-pixel map) and
+`_sample(..., loop)`, where `loop` says how
 the sampling loops run: `"reference"` (one network call per step, eagerly),
 `"graph"` (the fast `tf.while_loop`s as a plain `tf.function`) or `"xla"` (the same loops
 XLA-compiled; what `sample` runs by default).
 """
 
 import contextlib
+import dataclasses
 import math
+from typing import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from spn_tf import distributions, hparams
+from spn_tf import distributions, hparams, orderings
 from spn_tf import inputs as inputs_lib
 from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
 from spn_tf.layers.masked_conv2d import one_row_matmul
 from spn_tf.models import signatures
+
+
+@dataclasses.dataclass(frozen=True)
+class CodingPlan:
+    """How `spn_tf.codec` codes a kind's examples with its sampler (`DensityModel.coding_plan`).
+
+    Attributes:
+      parts: int `(B, *example_shape)` → `(raw, draws)`: `draws` the values each noise draw of
+        the sampler must yield to give back the examples (in call order, each in its draw's
+        shape); `raw` the sub-pixels the model is given rather than modelling (coded at `bits`
+        each, uniformly), or None. Raises `ValueError` when the model cannot code whole
+        examples (the message says why).
+      given: the decoded `raw` → the sampler's `given` (None: none).
+    """
+
+    parts: Callable
+    given: Callable
 
 
 def _keras_shape_inference():
@@ -37,15 +57,14 @@ def _keras_shape_inference():
 class DensityModel(keras.Model):
     """Base of the spn_tf models: image geometry, conditioning, loss, validation.
 
-    A model kind owns what differs about it; the tools ask it, never its class:
-    `kind` and `preset_hparams` (`spn_tf.models.build`), `serving_signatures`,
-    `input_value_bits`, `serving_metadata` (`spn_tf.export`), `given_from_image`,
-    `reference_sampler_calls`, `produces_clips` (`spn_tf.sample`), `chunked_log_prob`
-    (exact evaluation in bounded memory), `coded_parts` and `given_for_coding`
-    (`spn_tf.codec`), and for `spn_tf.check` `example_shape`,
-    `generation_order`, `modelled`, `check_units`, `random_cond`, `check_given`,
-    `tiny_config` and `reach_probe`. The defaults here are those of a raster-order image
-    model without slices.
+    A model kind owns what differs about it and answers the tools in a few objects, never
+    by its class: `kind` and `preset(name, image_size)` (`spn_tf.models.build`);
+    `ordering` (an `spn_tf.orderings.Ordering`: what `spn_tf.check` and the test harness
+    read); `export_module` (the SavedModel signatures, their conditioning specs and metadata,
+    and what an image given to the sample CLI means); `coding_plan` (a `CodingPlan`:
+    `spn_tf.codec`). A composite uses the networks it holds through `outputs`,
+    `log_prob_from_outputs` and `run_sampler`, the same public verbs the training loss and
+    the export use.
 
     Args:
       image_size: height and width of the (square) images.
@@ -114,7 +133,7 @@ class DensityModel(keras.Model):
         if self.built:
             return
         images, cond = self.dummy_inputs()
-        self._outputs(images, cond, training=False)
+        self.outputs(images, cond, training=False)
         self.built = True
 
     def build_from_config(self, config):
@@ -181,21 +200,28 @@ class DensityModel(keras.Model):
 
     def call(self, inputs, cond=None, training=None):
         images, cond = inputs_lib.split_inputs(inputs, cond)
-        return self._outputs(images, cond, training=bool(training))
+        return self.outputs(images, cond, training=bool(training))
 
-    def log_prob(self, images, cond=None):
+    def log_prob(self, images, cond=None, slices_per_call=None):
         """Exact log-likelihood.
 
         Args:
           images: int32/uint8 `(B, H, W, C)` in `[0, 2**bits)`.
           cond: conditioning dict, as built.
+          slices_per_call: None (every slice of every image in one network call), or at most
+            this many (image, slice) pairs per call for a kind with slices: the memory of a
+            training batch of that many slices (exact evaluation of large images). Kinds
+            without slices compute the batch in one call either way.
 
         Returns:
           float32 `(B,)`, natural log.
         """
         images, cond = self.check_inputs(images, cond)
         self.build()
-        return self._log_prob_from_outputs(images, cond, self._outputs(images, cond, False))
+        if slices_per_call:
+            hparams.check_positive("slices_per_call", slices_per_call)
+            return self._log_prob_chunked(images, cond, int(slices_per_call))
+        return self.log_prob_from_outputs(images, cond, self.outputs(images, cond))
 
     def log_prob_map(self, images, cond=None):
         """Per-sub-pixel log-likelihoods in image layout: where an image is unlikely.
@@ -216,7 +242,29 @@ class DensityModel(keras.Model):
         """
         images, cond = self.check_inputs(images, cond)
         self.build()
-        return self._log_prob_map_from_outputs(images, cond, self._outputs(images, cond, False))
+        return self.log_prob_from_outputs(images, cond, self.outputs(images, cond),
+                                          per_subpixel=True)
+
+    def outputs(self, images, cond, training=False):
+        """The network's outputs for checked `images` and `cond` (`check_inputs`), in the
+        kind's own layout (what `model(x)` returns). With `log_prob_from_outputs`, the
+        interface a composite uses on the networks it holds (upscaling, video), and the
+        training loss's: no input checks, no Keras call wrapping.
+
+        Args:
+          images: int32 `(B, *example_shape)`.
+          cond: dict of checked conditioning tensors (may be empty).
+          training: Python bool.
+        """
+        raise NotImplementedError
+
+    def log_prob_from_outputs(self, images, cond, outputs, per_subpixel=False):
+        """`log_prob` (float32 `(B,)`) of checked `images` from this model's `outputs` for
+        them; with `per_subpixel`, the terms in image layout instead (`log_prob_map`'s float32
+        `(B, *example_shape)`)."""
+        if per_subpixel:
+            return self._log_prob_map_from_outputs(images, cond, outputs)
+        return self._log_prob_from_outputs(images, cond, outputs)
 
     def bits_per_dim(self, images, cond=None):
         """`-log_prob / (H * W * C * ln 2)`, float32 `(B,)`."""
@@ -414,43 +462,41 @@ class DensityModel(keras.Model):
         """
         raise ValueError(f"{type(self).__name__} takes no --given image.")
 
-    def chunked_log_prob(self, images, cond, slices_per_call):
-        """Exact `log_prob` with at most `slices_per_call` slices per network call, or None
-        for a model without slices (`log_prob` is then one call per batch)."""
-        del images, cond, slices_per_call
-        return None
+    def _log_prob_chunked(self, images, cond, slices_per_call):
+        """`log_prob` of checked inputs with at most `slices_per_call` slices per network call
+        (the kinds with slices override it; the others compute every image in one call)."""
+        del slices_per_call
+        return self.log_prob_from_outputs(images, cond, self.outputs(images, cond))
 
-    def coded_parts(self, images):
-        """`(raw, draws)`: how `spn_tf.codec` codes int `(B, *example_shape)` examples.
+    @property
+    def coding_plan(self):
+        """How `spn_tf.codec` codes this kind's examples (a `CodingPlan`): by default every
+        sub-pixel is one draw of the sampler, in one noise tensor of the example's shape."""
+        return CodingPlan(parts=lambda images: (None, [images]), given=lambda raw: None)
 
-        `draws` are the values each noise draw of `_sample` must yield to give back `images`
-        (in call order, each in its draw's shape); `raw` the sub-pixels the model is given
-        rather than modelling (coded at `bits` each, uniformly), or None.
-
-        Raises:
-          ValueError: the model cannot code whole examples (the message says why).
-        """
-        return None, [images]
-
-    def given_for_coding(self, raw):
-        """`given` for `_sample` from the decoded `raw` of `coded_parts` (None: none)."""
-        del raw
-        return None
-
-    def generation_order(self):
-        """int `example_shape`: the step at which sampling draws each sub-pixel (-1: given)."""
+    @property
+    def ordering(self):
+        """The model's ordering as `spn_tf.check` and the test harness read it: an
+        `spn_tf.orderings.Ordering` (generation order, modelled sub-pixels, the networks
+        checked one by one, the tiny config, a reach probe, random conditioning)."""
         raise NotImplementedError(f"{type(self).__name__} does not state its ordering.")
 
-    def modelled(self):
-        """bool `example_shape`: the sub-pixels whose terms the model computes."""
-        return self.generation_order() >= 0
+    def _ordering(self, order, description, tiny_overrides=(), **fields):
+        """An `Ordering` with this model's defaults for the fields not given: `modelled` the
+        sub-pixels with a step, the model itself its one unit, the tiny config on 2x2 images
+        at the fewest bits the head takes (updated by `tiny_overrides`), random conditioning
+        of its `cond_spec` and no `given`."""
+        defaults = dict(
+            modelled=None if order is None else order >= 0, units=((type(self).__name__, self),),
+            tiny_config=dict(self.get_config(), image_size=2,
+                             bits=1 if self.head == "categorical" else 2,
+                             **dict(tiny_overrides)),
+            conditioning=lambda batch, rng: (self._random_cond(batch, rng), None))
+        return orderings.Ordering(description=description, order=order,
+                                  **{**defaults, **fields})
 
-    def check_units(self):
-        """`[(name, network)]`: the networks whose orderings are checked one by one."""
-        return [(type(self).__name__, self)]
-
-    def random_cond(self, batch, rng):
-        """Random conditioning of `batch` rows of what the model takes (numpy)."""
+    def _random_cond(self, batch, rng):
+        """Random conditioning of `batch` rows of what `cond_spec` names (numpy)."""
         cond = {}
         if "label" in self.cond_spec:
             cond["label"] = rng.integers(0, self.cond_spec["label"], batch).astype(np.int32)
@@ -461,32 +507,10 @@ class DensityModel(keras.Model):
             cond["text"] = np.array(["a photo"] * batch, object)
         return cond
 
-    def check_given(self, batch, rng):
-        """`given` content the model needs to sample (random, the same for every row), or
-        None when it generates from scratch."""
-        del batch, rng
-        return None
-
-    def tiny_config(self):
-        """The config of the same kind on 2x2 images at the fewest bits its head takes (1, or 2
-        for the logistic mixture; fresh weights; `spn_tf.check` enumerates its space)."""
-        return dict(self.get_config(), image_size=2, bits=1 if self.head == "categorical" else 2)
-
-    def reach_probe(self, order):
-        """`(flat index, what it is)` of a sub-pixel whose reach `spn_tf.check` reports
-        besides the average, or None."""
-        del order
-        return None
-
-    def describe_ordering(self):
-        """One line: the ordering's key numbers (steps, S and slice size, base size, depth
-        bits), as `repr` and `summary` show them."""
-        raise NotImplementedError
-
     def __repr__(self):
         cond = f", cond={self.cond_spec}" if self.cond_spec else ""
         return (f"<{type(self).__name__} {self.image_size}x{self.image_size}x{self.channels} "
-                f"at {self.bits} bits{cond}: {self.describe_ordering()}>")
+                f"at {self.bits} bits{cond}: {self.ordering.description}>")
 
     def summary(self, *args, **kwargs):
         print_fn = kwargs.get("print_fn") or print
@@ -499,10 +523,8 @@ class DensityModel(keras.Model):
                 "bits": self.bits, "cond": self.cond_spec or None, "head": self.head,
                 "num_mixtures": self.num_mixtures}
 
-    def _outputs(self, images, cond, training):
-        raise NotImplementedError
-
     def _log_prob_from_outputs(self, images, cond, outputs):
+        """float32 `(B,)`: see `log_prob_from_outputs`."""
         raise NotImplementedError
 
     def _log_prob_map_from_outputs(self, images, cond, outputs):

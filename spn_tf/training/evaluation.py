@@ -1,5 +1,5 @@
 """Exact held-out bits/dim over a whole dataset, in bounded memory for models with slices
-(`DensityModel.chunked_log_prob`)."""
+(`DensityModel.log_prob(..., slices_per_call)`)."""
 
 import tensorflow as tf
 from absl import logging
@@ -15,7 +15,7 @@ def mean_bits_per_dim(model, dataset, slices_per_call=0):
       model: a `DensityModel`.
       dataset: batches of images or of dicts `{"images", "label", ...}`.
       slices_per_call: evaluate this many slices per network call where the model has
-        slices (`model.chunked_log_prob`; 0: `model.log_prob`, all slices at once).
+        slices (`model.log_prob(..., slices_per_call)`; 0: all slices at once).
 
     Returns:
       float.
@@ -26,12 +26,8 @@ def mean_bits_per_dim(model, dataset, slices_per_call=0):
 
     def batch_values(batch):
         images, cond = inputs_lib.split_inputs(batch)
-        log_prob = None
-        if slices_per_call:
-            log_prob = model.chunked_log_prob(images, cond or None, slices_per_call)
-        if log_prob is None:
-            return model.bits_per_dim(images, cond or None)
-        return bits_per_dim(log_prob, model.num_dims)
+        return bits_per_dim(model.log_prob(images, cond or None, slices_per_call or None),
+                            model.num_dims)
 
     compiled = tf.function(batch_values, reduce_retracing=True)
     total, count = 0.0, 0

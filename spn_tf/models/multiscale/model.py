@@ -194,7 +194,7 @@ class MultiscalePixelCNN(DensityModel):
         """The content group `group` sees: `(B, r, r, C * (1 + group))`, channel planes."""
         return tf.concat([low_res] + [groups[:, k] for k in range(group)], axis=-1)
 
-    def _outputs(self, images, cond, training):
+    def outputs(self, images, cond, training=False):
         base, groups = multiscale_split(self.scale(images), self.base_size)
         context, aligned = self._context(cond), cond.get(ALIGNED)
         outputs = [] if self.base_decoder is None else [
@@ -421,20 +421,18 @@ class MultiscalePixelCNN(DensityModel):
             images = images[:, ::2, ::2]
         return None, {"low_res": images}  # checked by `sample`
 
-    def generation_order(self):
-        return exactness.multiscale_order(self.image_size, self.channels, self.base_size,
-                                          self.group_pixelcnn_patch)
-
-    def tiny_config(self):
-        return {**super().tiny_config(), "base_size": 1}
-
-    def describe_ordering(self):
+    @property
+    def ordering(self):
         b = self.base_size
         kind = (f"type B (group PixelCNN over {self.group_pixelcnn_patch}x"
                 f"{self.group_pixelcnn_patch} patches)" if self.group_pixelcnn_patch
                 else "type A (one step per group)")
-        return (f"base {b}x{b} in raster order, then {self.num_scales} resolution doublings "
-                f"x 3 groups, {kind}")
+        return self._ordering(
+            exactness.multiscale_order(self.image_size, self.channels, self.base_size,
+                                       self.group_pixelcnn_patch),
+            f"base {b}x{b} in raster order, then {self.num_scales} resolution doublings x 3 "
+            f"groups, {kind}",
+            tiny_overrides={"base_size": 1})
 
     def get_config(self):
         return {**super().get_config(), "base_size": self.base_size, "filters": self.filters,

@@ -59,7 +59,7 @@ class GatedPixelCNN(DensityModel):
     def _context(self, cond):
         return self.condition(cond) if self.condition is not None else None
 
-    def _outputs(self, images, cond, training):
+    def outputs(self, images, cond, training=False):
         return self.decoder(self.scale(images), context=self._context(cond))
 
     def _log_prob_from_outputs(self, images, cond, outputs):
@@ -94,9 +94,6 @@ class GatedPixelCNN(DensityModel):
         return sampling.cached_raster_sample(self.decoder, self.scale, images, known, uniform,
                                              temperature, context, head=self.distribution)
 
-    def describe_ordering(self):
-        return f"raster order, {self.num_dims} sequential steps (one per sub-pixel)"
-
     def serving_signatures(self):
         """The base signatures and `complete` (`images` with a `mask` of kept sub-pixels)."""
         sigs = super().serving_signatures()
@@ -115,8 +112,11 @@ class GatedPixelCNN(DensityModel):
         mask[:, :self.image_size // 2] = True
         return {"images": images, "mask": mask}, {}
 
-    def generation_order(self):
-        return exactness.raster_order(self.image_size, self.image_size, self.channels)
+    @property
+    def ordering(self):
+        return self._ordering(
+            exactness.raster_order(self.image_size, self.image_size, self.channels),
+            f"raster order, {self.num_dims} sequential steps (one per sub-pixel)")
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,

@@ -10,7 +10,7 @@ from spn_tf import exactness, hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
 from spn_tf.models import signatures
-from spn_tf.models.base import DensityModel
+from spn_tf.models.base import CodingPlan, DensityModel
 from spn_tf.models.subscale import presets
 
 def given_slices(given, batch_size, image_size, channels, bits, subscale_factor):
@@ -236,7 +236,7 @@ class SubscalePixelNetwork(DensityModel):
         return {"logits": self._slice_logits(slices, slice_index, context, visible),
                 "slice_index": slice_index}
 
-    def _outputs(self, images, cond, training):
+    def outputs(self, images, cond, training=False):
         start, stop = self.slice_range
         batch = tf.shape(images)[0]
         if training:
@@ -335,17 +335,23 @@ class SubscalePixelNetwork(DensityModel):
         return sampling.reference_network(
             lambda images, embedding: self.decoder(self.scale(images), context=embedding))
 
-    def coded_parts(self, images):
-        """The image's slices: the noise of `_sample` is drawn per slice."""
+    @property
+    def coding_plan(self):
+        """The image's slices: the sampler draws its noise slice by slice. Only a model of
+        every slice codes whole images."""
         start, stop = self.slice_range
         if (start, stop) != (0, self.num_slices):
-            raise ValueError(
-                f"this SPN models slices [{start}, {stop}) given the earlier ones, not whole "
-                f"images; spn_tf.codec codes with a model of every slice (slice_range=None) or "
-                f"a MultidimensionalUpscaling model.")
-        return None, [orderings.subscale_split(images, self.subscale_factor)]
+            def parts(images):
+                raise ValueError(
+                    f"this SPN models slices [{start}, {stop}) given the earlier ones, not "
+                    f"whole images; spn_tf.codec codes with a model of every slice "
+                    f"(slice_range=None) or a MultidimensionalUpscaling model.")
+        else:
+            def parts(images):
+                return None, [orderings.subscale_split(images, self.subscale_factor)]
+        return CodingPlan(parts=parts, given=lambda raw: None)
 
-    def chunked_log_prob(self, images, cond, slices_per_call):
+    def _log_prob_chunked(self, images, cond, slices_per_call):
         """Exact `log_prob` with at most `slices_per_call` (example, slice) pairs per network
         call (`slice_log_prob`), summed per example: the memory of a training batch of that
         many slices, where `log_prob` folds every slice of every image into one batch.
@@ -403,58 +409,45 @@ class SubscalePixelNetwork(DensityModel):
     def given_from_image(self, images):
         return subscale_given(self, images)
 
-    def generation_order(self):
-        return exactness.subscale_order(self.image_size, self.channels, self.subscale_factor,
-                                        self.slice_range[0])
-
-    def modelled(self):
-        return exactness.subscale_modelled(self.image_size, self.channels,
-                                           self.subscale_factor, self.slice_range)
-
-    def random_cond(self, batch, rng):
-        cond = super().random_cond(batch, rng)
-        if self.depth_condition_bits:
-            cond["low_res"] = rng.integers(0, 2 ** self.depth_condition_bits, (
-                batch,) + self.example_shape).astype(np.int32)
-        return cond
-
-    def check_given(self, batch, rng):
-        """Random earlier slices for a network that models slices after the first ones."""
-        start = self.slice_range[0]
-        if not start:
-            return None
-        images = rng.integers(0, 2 ** self.bits, (1,) + self.example_shape).astype(np.int32)
-        return {"images": np.repeat(images, batch, axis=0), "num_slices": start}
-
-    def tiny_config(self):
-        """S = 2; the slice range kept as far as four slices allow."""
-        config = super().tiny_config()
-        start, stop = self.slice_range
-        full = self.subscale_factor ** 2
-        config.update(subscale_factor=2, slice_range=(min(start, 1), 4 if stop == full else
-                                                      min(stop, 4)))
-        if self.depth_condition_bits:
-            config["depth_condition_bits"] = 1
-        return config
-
-    def reach_probe(self, order):
-        """The first sub-pixel of the last modelled slice (it sees the earlier slices only
-        through the slice embedder)."""
-        if self.slice_range[1] <= 1:
-            return None
-        steps_per_slice = self.slice_size ** 2 * self.channels
-        first_step = (self.slice_range[1] - 1) * steps_per_slice
-        return (int(np.flatnonzero(order == first_step)[0]),
-                f"the first sub-pixel of slice {self.slice_range[1] - 1}")
-
-    def describe_ordering(self):
+    @property
+    def ordering(self):
+        """Slice by slice; a network of slices `[start, stop)` is given the earlier ones (a
+        random image's, the same for every row, in `check`), and a depth network the top
+        bits (random ones). The reach probe is the first sub-pixel of the last modelled slice:
+        it sees the earlier slices only through the slice embedder."""
         s, h = self.subscale_factor, self.image_size // self.subscale_factor
         start, stop = self.slice_range
-        text = (f"subscale S={s}: {s * s} slices of {h}x{h}, slices {start}..{stop - 1} "
-                f"modelled, {h * h * self.channels} steps per slice")
+        order = exactness.subscale_order(self.image_size, self.channels, s, start)
+        description = (f"subscale S={s}: {s * s} slices of {h}x{h}, slices {start}..{stop - 1} "
+                       f"modelled, {h * h * self.channels} steps per slice")
+        tiny = dict(subscale_factor=2, slice_range=(min(start, 1), 4 if stop == s * s else
+                                                    min(stop, 4)))
         if self.depth_condition_bits:
-            text += f", given the top {self.depth_condition_bits} bits (depth upscaling)"
-        return text
+            description += f", given the top {self.depth_condition_bits} bits (depth upscaling)"
+            tiny["depth_condition_bits"] = 1
+        probe = None
+        if stop > 1:
+            first_step = (stop - 1) * h * h * self.channels
+            probe = (int(np.flatnonzero(order.reshape(-1) == first_step)[0]),
+                     f"the first sub-pixel of slice {stop - 1}")
+
+        def conditioning(batch, rng):
+            cond = self._random_cond(batch, rng)
+            if self.depth_condition_bits:
+                cond["low_res"] = rng.integers(0, 2 ** self.depth_condition_bits, (
+                    batch,) + self.example_shape).astype(np.int32)
+            given = None
+            if start:
+                images = rng.integers(0, 2 ** self.bits, (1,) + self.example_shape)
+                given = {"images": np.repeat(images.astype(np.int32), batch, axis=0),
+                         "num_slices": start}
+            return cond, given
+
+        return self._ordering(
+            order, description, tiny_overrides=tiny, reach_probe=probe,
+            modelled=exactness.subscale_modelled(self.image_size, self.channels, s,
+                                                 self.slice_range),
+            conditioning=conditioning)
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,

@@ -7,7 +7,7 @@ import tensorflow as tf
 from spn_tf import distributions, hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
 from spn_tf.models import signatures
-from spn_tf.models.base import DensityModel
+from spn_tf.models.base import CodingPlan, DensityModel
 from spn_tf.models.subscale import model as subscale
 from spn_tf.models.subscale.model import SubscalePixelNetwork
 from spn_tf.models.upscaling import presets
@@ -175,21 +175,21 @@ class MultidimensionalUpscaling(DensityModel):
             return lsb, {**cond, "low_res": msb}
         return msb, cond
 
-    def _outputs(self, images, cond, training):
-        return {part: self.networks[part]._outputs(*self.part_inputs(part, images, cond),
+    def outputs(self, images, cond, training=False):
+        return {part: self.networks[part].outputs(*self.part_inputs(part, images, cond),
                                                    training)
                 for part in self._active_parts(training)}
 
     def _log_prob_from_outputs(self, images, cond, outputs):
         return tf.add_n([
-            self.networks[part]._log_prob_from_outputs(*self.part_inputs(part, images, cond),
-                                                       part_outputs)
+            self.networks[part].log_prob_from_outputs(*self.part_inputs(part, images, cond),
+                                                      part_outputs)
             for part, part_outputs in outputs.items()])
 
     def _log_prob_map_from_outputs(self, images, cond, outputs):
         return tf.add_n([
-            self.networks[part]._log_prob_map_from_outputs(
-                *self.part_inputs(part, images, cond), part_outputs)
+            self.networks[part].log_prob_from_outputs(
+                *self.part_inputs(part, images, cond), part_outputs, per_subpixel=True)
             for part, part_outputs in outputs.items()])
 
     def _given_msb(self, given, batch_size):
@@ -249,19 +249,21 @@ class MultidimensionalUpscaling(DensityModel):
                                              {"images": lsb, "num_slices": known}, loop)
         return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
 
-    def coded_parts(self, images):
-        """Each network's slices, in `_sample`'s order: the top bits for `first` and `size`,
-        the low bits for `depth`."""
-        msb, lsb = self._split(images)
-        draws = [orderings.subscale_split(msb if part != "depth" else lsb,
-                                          self.subscale_factor) for part in PARTS
-                 if part in self.networks]
-        return None, draws
+    @property
+    def coding_plan(self):
+        """Each network's slices, in the sampler's order: the top bits for `first` and
+        `size`, the low bits for `depth`."""
+        def parts(images):
+            msb, lsb = self._split(images)
+            return None, [orderings.subscale_split(msb if part != "depth" else lsb,
+                                                   self.subscale_factor) for part in PARTS
+                          if part in self.networks]
+        return CodingPlan(parts=parts, given=lambda raw: None)
 
-    def chunked_log_prob(self, images, cond, slices_per_call):
+    def _log_prob_chunked(self, images, cond, slices_per_call):
         """The sum of its networks' terms, each in chunks of `slices_per_call` slices."""
-        return tf.add_n([network.chunked_log_prob(*self.part_inputs(part, images, cond or {}),
-                                                  slices_per_call)
+        return tf.add_n([network.log_prob(*self.part_inputs(part, images, cond or {}),
+                                          slices_per_call=slices_per_call)
                          for part, network in self.networks.items()])
 
     def serving_signatures(self):
@@ -307,18 +309,20 @@ class MultidimensionalUpscaling(DensityModel):
         extra = {"approximate": True} if self.depth_bits else {}
         return subscale.subscale_given(self, images, **extra)
 
-    def check_units(self):
-        return [(f"{part} network", network) for part, network in self.networks.items()]
-
-    def random_cond(self, batch, rng):
-        return self.networks["first"].random_cond(batch, rng)
-
-    def describe_ordering(self):
+    @property
+    def ordering(self):
+        """Its networks, checked one by one (each states its own ordering). The composite
+        has no one step per sub-pixel (each is drawn twice: its top bits, then the rest):
+        `order` and `modelled` are None."""
         s, h = self.subscale_factor, self.image_size // self.subscale_factor
         depth = (f"top depth_bits={self.depth_bits} of {self.bits} first, then the rest"
                  if self.depth_bits else "no depth upscaling")
-        return (f"networks {'+'.join(self.networks)}; subscale S={s}: {s * s} slices of "
-                f"{h}x{h}; {depth}")
+        first = self.networks["first"].ordering
+        return self._ordering(
+            None, f"networks {'+'.join(self.networks)}; subscale S={s}: {s * s} slices of "
+            f"{h}x{h}; {depth}", modelled=None,
+            units=tuple((f"{part} network", net) for part, net in self.networks.items()),
+            conditioning=lambda batch, rng: (first.conditioning(batch, rng)[0], None))
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,

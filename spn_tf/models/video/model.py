@@ -8,7 +8,7 @@ from spn_tf import hparams, sampling
 from spn_tf import inputs as inputs_lib
 from spn_tf.layers import FrameEncoder
 from spn_tf.models import signatures
-from spn_tf.models.base import DensityModel
+from spn_tf.models.base import CodingPlan, DensityModel
 from spn_tf.models.video import presets
 from spn_tf.models.multiscale.model import ALIGNED, MultiscalePixelCNN
 
@@ -128,21 +128,21 @@ class MultiscaleVideoPixelCNN(DensityModel):
             frame_cond[ALIGNED] = encoded["aligned"]
         return frame_cond
 
-    def _outputs(self, clips, cond, training):
+    def outputs(self, clips, cond, training=False):
         targets, frame_cond = self._frame_pairs(clips, cond)
-        return {"frames": self.frame_model._outputs(targets, frame_cond, training),
+        return {"frames": self.frame_model.outputs(targets, frame_cond, training),
                 "frame_cond": frame_cond}
 
     def _log_prob_from_outputs(self, clips, cond, outputs):
         targets = tf.reshape(clips[:, 1:], [-1, self.image_size, self.image_size, self.channels])
-        per_frame = self.frame_model._log_prob_from_outputs(targets, outputs["frame_cond"],
-                                                            outputs["frames"])
+        per_frame = self.frame_model.log_prob_from_outputs(targets, outputs["frame_cond"],
+                                                           outputs["frames"])
         return tf.reduce_sum(tf.reshape(per_frame, [-1, self.num_frames - 1]), axis=1)
 
     def _log_prob_map_from_outputs(self, clips, cond, outputs):
         targets = tf.reshape(clips[:, 1:], [-1, self.image_size, self.image_size, self.channels])
-        maps = self.frame_model._log_prob_map_from_outputs(targets, outputs["frame_cond"],
-                                                           outputs["frames"])
+        maps = self.frame_model.log_prob_from_outputs(targets, outputs["frame_cond"],
+                                                      outputs["frames"], per_subpixel=True)
         maps = tf.reshape(maps, tf.concat([[-1, self.num_frames - 1], tf.shape(maps)[1:]], 0))
         return tf.concat([tf.zeros_like(maps[:, :1]), maps], axis=1)
 
@@ -208,35 +208,32 @@ class MultiscaleVideoPixelCNN(DensityModel):
         return {"num_frames": self.num_frames,
                 **self.frame_model.serving_metadata()}
 
-    def coded_parts(self, clips):
+    @property
+    def coding_plan(self):
         """The first frames coded raw (the model is given them), then each later frame."""
-        return clips[:, 0], [clips[:, t] for t in range(1, self.num_frames)]
+        return CodingPlan(
+            parts=lambda clips: (clips[:, 0], [clips[:, t] for t in range(1, self.num_frames)]),
+            given=lambda raw: {"frames": raw})
 
-    def given_for_coding(self, raw):
-        return {"frames": raw}
+    @property
+    def ordering(self):
+        """The first frame given (a random one, the same for every row, in `check`), then
+        each frame in the frame model's order."""
+        frame = self.frame_model.ordering
+        steps = int(frame.order.max()) + 1
+        order = np.stack([np.full_like(frame.order, -1)] + [
+            frame.order + t * steps for t in range(self.num_frames - 1)])
 
-    def generation_order(self):
-        """The first frame given, then each frame in the frame model's order."""
-        frame = self.frame_model.generation_order()
-        steps = int(frame.max()) + 1
-        return np.stack([np.full_like(frame, -1)] + [frame + t * steps
-                                                      for t in range(self.num_frames - 1)])
+        def conditioning(batch, rng):
+            action = rng.normal(size=(batch, self.num_frames - 1, self.action_dims))
+            first = rng.integers(0, 2 ** self.bits, (1,) + self.example_shape[1:])
+            return ({"action": action.astype(np.float32)},
+                    {"frames": np.repeat(first.astype(np.int32), batch, axis=0)})
 
-    def random_cond(self, batch, rng):
-        return {"action": rng.normal(size=(batch, self.num_frames - 1,
-                                           self.action_dims)).astype(np.float32)}
-
-    def check_given(self, batch, rng):
-        """A random first frame, the same for every row."""
-        first = rng.integers(0, 2 ** self.bits, (1,) + self.example_shape[1:]).astype(np.int32)
-        return {"frames": np.repeat(first, batch, axis=0)}
-
-    def tiny_config(self):
-        return {**super().tiny_config(), "base_size": 1, "num_frames": 2}
-
-    def describe_ordering(self):
-        return (f"{self.num_frames} frames, the first given, each then by a multiscale model "
-                f"({self.frame_model.describe_ordering()}) given the previous frame and action")
+        return self._ordering(
+            order, f"{self.num_frames} frames, the first given, each then by a multiscale "
+            f"model ({frame.description}) given the previous frame and action",
+            tiny_overrides={"base_size": 1, "num_frames": 2}, conditioning=conditioning)
 
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
