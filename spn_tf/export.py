@@ -21,8 +21,8 @@ string):
     measured, not promised). The same
     holds for every sampling signature below;
   * raster: `complete` — `images` + `mask` (int32 0/1, 1 = keep) + seed + temperature;
-  * SPN / upscaling: `upscale_size` — `low_res` int32 `(B, H/S, W/S, C)`, the first subscale
-    slice (a depth-upscaling composite: at its top `depth_bits`, so the draw is exact), + seed
+  * SPN / upscaling: `upscale_size` — `first_slice` int32 `(B, H/S, W/S, C)`, the first
+    subscale slice (a depth-upscaling composite: at its top `msb_bits`, so the draw is exact), + seed
     + temperature; upscaling and depth-conditioned SPNs: `upscale_depth` —
     `msb` int32 `(B, H, W, C)` (the most significant bits) + seed + temperature;
   * multiscale: `super_resolve` — `low_res` int32 `(B, H/2, W/2, C)` + seed + temperature;
@@ -35,9 +35,9 @@ string):
 Each model kind lists its own (`DensityModel.serving_signatures`); this module checks the
 inputs and writes them.
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
-`(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `low_res` (a
-depth-conditioned SPN's most significant bits; a `condition_on_base` multiscale model's
-`(B, H/2, W/2, C)` image). Inputs are checked in the graph (`tf.debugging` asserts that survive
+`(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `msb` (a
+depth-conditioned SPN's most significant bits), `low_res` (a `condition_on_base` multiscale
+model's `(B, H/2, W/2, C)` image). Inputs are checked in the graph (`tf.debugging` asserts that survive
 export): an out-of-range pixel or label (the message names the input, the allowed range, the
 first bad value and its row), a negative temperature, an empty batch, inputs with different
 batch sizes, or an empty, too long or non-UTF-8 caption raise `InvalidArgumentError` (TF
@@ -89,7 +89,7 @@ def _checks(model, inputs):
                 tf.shape(value)[0], tf.shape(inputs[first])[0],
                 message=f"batch mismatch: {name} and {first} must have the same size on "
                         f"dimension 0"))
-        if value.shape.rank >= 4:  # image-valued: images, clips, first frames, low_res, ...
+        if value.shape.rank >= 4:  # image-valued: images, clips, first frames, low_res, msb, ...
             bits = model.input_value_bits(name)
             allowed = f"{name} values must be in [0, {2 ** bits})" + (
                 f" (bits={bits})" if name != "mask" else " (0 or 1)")

@@ -2,15 +2,16 @@
 
 Contract: images are int32 or uint8 `(batch, height, width, channels)` with values
 in `[0, 2**bits)`; conditioning is `None` or a dict with any of `"label"` (int32 `(batch,)`),
-`"embedding"` (float32 `(batch, dim)`), `"low_res"` (an image at lower resolution), `"text"`
-(captions: strings `(batch,)`, encoded inside the model).
+`"embedding"` (float32 `(batch, dim)`), `"text"` (captions: strings `(batch,)`, encoded inside
+the model), `"low_res"` (multiscale: the image at lower resolution), `"action"` (video: one per
+frame) and `"msb"` (a depth-upscaling network: the most significant bits of the image).
 Every error a user can cause here is a `ValueError` naming the bad value and what is allowed.
 """
 
 import numpy as np
 import tensorflow as tf
 
-COND_KEYS = ("label", "embedding", "low_res", "text", "action")
+COND_KEYS = ("label", "embedding", "text", "low_res", "action", "msb")  # the codec's bit order
 
 
 def split_inputs(inputs, cond=None):

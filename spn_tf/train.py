@@ -93,7 +93,7 @@ def config_from_flags():
     if FLAGS.subscale_factor is not None:
         hparams["subscale_factor"] = FLAGS.subscale_factor
     if FLAGS.depth_bits is not None:
-        hparams["depth_bits"] = FLAGS.depth_bits or None
+        hparams["msb_bits"] = FLAGS.depth_bits or None
     if FLAGS.upscaling_part is not None:
         hparams["train_part"] = FLAGS.upscaling_part
     for name in ("head", "num_mixtures"):

@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = {
     "raster": ("raster", {}),
     "spn": ("spn", {"attention_layers": (0,)}),
-    "upscaling": ("upscaling", {"depth_bits": 1}),
+    "upscaling": ("upscaling", {"msb_bits": 1}),
     "multiscale_a": ("multiscale", {"base_size": 2}),
     "multiscale_b": ("multiscale", {"base_size": 1, "group_pixelcnn_patch": 2}),
     # The logistic mixture head (its tiny copy: 2 bits, the fewest it takes).

@@ -23,17 +23,17 @@ SEEDS = np.array([[0, 1], [7, 2], [3, 9]], np.int32)
 WARMUP_BATCH_SIZES = (1, 2)
 TEMPERATURES = np.array([1.0, 0.5, 0.0], np.float32)
 
-# One tiny model per kind; together they cover label, embedding and low_res inputs.
+# One tiny model per kind; together they cover label, embedding, low_res and msb inputs.
 KINDS = {
     "raster": dict(name="raster", image_size=2, bits=2, cond={"label": 3}),
     "spn": dict(name="spn", image_size=2, bits=2, cond={"embedding": 4}, subscale_factor=2),
-    "upscaling": dict(name="upscaling", image_size=2, bits=2, subscale_factor=2, depth_bits=1),
+    "upscaling": dict(name="upscaling", image_size=2, bits=2, subscale_factor=2, msb_bits=1),
     "multiscale": dict(name="multiscale", image_size=4, bits=1, base_size=2),
     # Type B groups (the paper preset's): a patch PixelCNN inside each group.
     "multiscale_b": dict(name="multiscale", image_size=4, bits=1, base_size=2,
                          group_pixelcnn_patch=2),
     "spn_depth": dict(name="spn", image_size=2, bits=1, cond={"label": 2}, subscale_factor=2,
-                      depth_condition_bits=1),
+                      msb_bits=1),
 }
 SIGNATURES = {
     "raster": {"log_prob", "log_prob_uint8", "sample", "describe", "complete"},
@@ -69,13 +69,14 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
         mask = np.zeros_like(images)
         mask[:, :size // 2] = 1
         out["complete"] = {"images": images, "mask": mask, **draw}
-    if hasattr(model, "subscale_factor") and not getattr(model, "depth_condition_bits", None):
-        out["upscale_size"] = {"low_res": _image(model, size // model.subscale_factor,
-                                                 model.input_value_bits("low_res"), rng,
-                                                 batch), **draw}
-    if getattr(model, "depth_bits", None) or getattr(model, "depth_condition_bits", None):
+    upscaling = isinstance(model, models.MultidimensionalUpscaling)
+    if hasattr(model, "subscale_factor") and (upscaling or not model.msb_bits):
+        out["upscale_size"] = {"first_slice": _image(model, size // model.subscale_factor,
+                                                     model.input_value_bits("first_slice"), rng,
+                                                     batch), **draw}
+    if getattr(model, "msb_bits", None):
         msb = _image(model, size, model.input_value_bits("msb"), rng, batch)
-        out["upscale_depth"] = {"msb": msb, **{k: v for k, v in draw.items() if k != "low_res"}}
+        out["upscale_depth"] = {"msb": msb, **{k: v for k, v in draw.items() if k != "msb"}}
     if hasattr(model, "base_size"):
         out["super_resolve"] = {"low_res": _image(model, size // 2, model.bits, rng, batch),
                                 **draw}
@@ -85,21 +86,20 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
 def in_process(model, signature, inputs, row):
     """What the in-process model gives for row `row` of a request (`model.sample(1, ...)`)."""
     one = {k: v[row:row + 1] for k, v in inputs.items()}
-    cond = {k: one[k] for k in ("label", "embedding", "low_res") if k in one}
+    upscaling = isinstance(model, models.MultidimensionalUpscaling)
+    cond = {k: one[k] for k in ("label", "embedding", "low_res", "msb") if k in one}
     given = None
     if signature == "complete":
         given = {"images": one["images"], "mask": one["mask"].astype(bool)}
-    elif signature == "upscale_size" and getattr(model, "depth_bits", None):
-        first = cond.pop("low_res")  # the first slice at the top bits: exact given["msb"]
+    elif signature == "upscale_size" and upscaling and model.msb_bits:
+        first = one["first_slice"]  # the first slice at the top bits: exact given["msb"]
         msb = np.zeros((1,) + (model.image_size,) * 2 + (model.channels,), np.int32)
         msb[:, ::model.subscale_factor, ::model.subscale_factor] = first
         given = {"msb": msb, "num_slices": 1}
     elif signature == "upscale_size":
-        given = {"low_res": cond.pop("low_res")}
-    elif signature == "upscale_depth" and hasattr(model, "depth_bits"):
-        given = {"msb": one["msb"]}
-    elif signature == "upscale_depth":
-        cond["low_res"] = one["msb"]
+        given = {"first_slice": one["first_slice"]}
+    elif signature == "upscale_depth" and upscaling:
+        given = {"msb": cond.pop("msb")}
     return model.sample(1, one["seed"][0], float(one["temperature"][0]), cond or None,
                         given).numpy()[0]
 
@@ -319,9 +319,10 @@ def test_bad_inputs_raise_invalid_argument_naming_the_input(exported):
                     rf"label values must be class ids in \[0, {classes}\)"))
     if "embedding" in model.cond_spec:
         bad.append(("sample", "embedding", lambda x: x[:1], "batch mismatch: embedding and seed"))
-    for signature in ("upscale_size", "super_resolve", "log_prob"):
-        if "low_res" in reqs.get(signature, {}):
-            bad.append((signature, "low_res", lambda x: x + top, "low_res values must be in"))
+    for signature, key in (("upscale_size", "first_slice"), ("super_resolve", "low_res"),
+                           ("log_prob", "low_res"), ("log_prob", "msb")):
+        if key in reqs.get(signature, {}):
+            bad.append((signature, key, lambda x: x + top, f"{key} values must be in"))
     if "upscale_depth" in reqs:
         bad.append(("upscale_depth", "msb", lambda x: x + 2, r"msb values must be in \[0, 2\)"))
     if "complete" in reqs:

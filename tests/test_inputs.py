@@ -93,10 +93,10 @@ def test_repr_and_summary_state_the_ordering():
     models.build("multiscale", 8, channels=1, bits=2, preset="tiny", base_size=2).summary(
         print_fn=lambda line, *args, **kwargs: lines.append(line))
     assert "base 2x2 in raster order, then 2 resolution doublings" in lines[0]
-    upscaling = models.build("upscaling", 4, channels=1, bits=3, preset="tiny", depth_bits=1)
-    assert "top depth_bits=1 of 3 first" in repr(upscaling)
+    upscaling = models.build("upscaling", 4, channels=1, bits=3, preset="tiny", msb_bits=1)
+    assert "top msb_bits=1 of 3 first" in repr(upscaling)
 
 
 def test_errors_name_the_hyperparameter_users_pass():
-    with pytest.raises(ValueError, match="depth_bits=3 must be in"):
+    with pytest.raises(ValueError, match="msb_bits=3 must be in"):
         models.build("upscaling", 8, bits=3, preset="small")

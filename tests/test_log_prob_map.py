@@ -11,7 +11,7 @@ KINDS = {
     "raster": ("raster", {}),
     "spn": ("spn", {}),
     "spn_later_slices": ("spn", {"slice_range": (1, 4)}),
-    "upscaling": ("upscaling", {"depth_bits": 1}),
+    "upscaling": ("upscaling", {"msb_bits": 1}),
     "multiscale_a": ("multiscale", {"base_size": 1}),
     "multiscale_b": ("multiscale", {"base_size": 1, "group_pixelcnn_patch": 2}),
 }

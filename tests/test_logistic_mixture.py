@@ -106,7 +106,7 @@ def test_train_cli_takes_the_head_and_refuses_what_it_cannot_serve(tmp_path):
 
 def test_upscaling_names_the_part_whose_bits_the_mixture_cannot_serve():
     build = lambda **kw: models.build("upscaling", 2, channels=1, bits=3, preset="tiny",  # noqa
-                                      depth_bits=1, head="logistic_mixture", **kw)
+                                      msb_bits=1, head="logistic_mixture", **kw)
     with pytest.raises(ValueError, match=r"the 'first' network \(1-bit values\): head="
                                          r"'logistic_mixture' needs at least 2 bits.*"
                                          r"part_overrides=\{'first'"):

@@ -23,7 +23,7 @@ for path in sys.argv[1:]:
     print(float(keras.saving.load_model(path).log_prob(images)[0]))
 """
 
-KINDS = {"raster": {}, "spn": {}, "upscaling": {"depth_bits": 1},
+KINDS = {"raster": {}, "spn": {}, "upscaling": {"msb_bits": 1},
          "multiscale": {"base_size": 2}}
 
 

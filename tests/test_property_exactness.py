@@ -39,7 +39,7 @@ def _cond(rng):
 # Spaces per head (the logistic mixture takes 2 bits or more, in every network of a model).
 # raster: (image_size, channels, bits): at most 2**12 images to enumerate.
 # spn: (image_size, subscale_factor, channels, bits)
-# upscaling: (image_size, subscale_factor, channels, bits, depth_bits)
+# upscaling: (image_size, subscale_factor, channels, bits, msb_bits)
 # multiscale: (image_size, channels, bits, base_size)
 SPACES = {
     "categorical": {
@@ -76,11 +76,11 @@ def random_configs(per_kind=7, seed=SEED, head="categorical"):
                    embedder_layers=int(rng.integers(0, 3)),
                    embedder_kernel_size=_choice(rng, (1, 3)))
         if bits < 8 and rng.random() < 0.3:
-            spn["depth_condition_bits"] = 1
+            spn["msb_bits"] = 1
         configs.append(("spn", size, c, bits, _cond(rng), spn))
 
         size, s, c, bits, depth = _choice(rng, spaces["upscaling"])
-        up = dict(_decoder(rng, c), subscale_factor=s, depth_bits=depth,
+        up = dict(_decoder(rng, c), subscale_factor=s, msb_bits=depth,
                   embedder_filters=_choice(rng, (4, 8)), embedder_layers=int(rng.integers(0, 2)))
         if rng.random() < 0.3:
             up["part_overrides"] = {"first": {"filters": c * 2, "kernel_size": 5}}
@@ -100,13 +100,13 @@ def random_configs(per_kind=7, seed=SEED, head="categorical"):
     return configs
 
 
-def with_low_res(model, cond):
-    """`cond` plus a fixed random `low_res` for a depth-upscaling SPN."""
-    if getattr(model, "depth_condition_bits", None) is None:
+def with_msb(model, cond):
+    """`cond` plus a fixed random `msb` for a depth-upscaling SPN."""
+    if not isinstance(model, models.SubscalePixelNetwork) or model.msb_bits is None:
         return cond
     shape = (1, model.image_size, model.image_size, model.channels)
-    low_res = np.random.default_rng(0).integers(0, 2 ** model.depth_condition_bits, shape)
-    return {**cond, "low_res": tf.constant(low_res, tf.int32)}
+    msb = np.random.default_rng(0).integers(0, 2 ** model.msb_bits, shape)
+    return {**cond, "msb": tf.constant(msb, tf.int32)}
 
 
 def causal_checks(model, cond):
@@ -116,7 +116,7 @@ def causal_checks(model, cond):
         return [(lambda x: model.outputs(x, cond, False),
                  testing.raster_order(model.image_size, model.image_size, model.channels), None)]
     if isinstance(model, models.SubscalePixelNetwork):
-        cond = with_low_res(model, cond)
+        cond = with_msb(model, cond)
         geometry = (model.image_size, model.channels, model.subscale_factor)
         return [(testing.subscale_logits(model, cond),
                  testing.subscale_order(*geometry, model.slice_range[0]),
@@ -131,7 +131,7 @@ def causal_checks(model, cond):
 def assert_exact(model, cond_spec):
     """Exact normalization (every image summed) and exact causality of `model`."""
     cond = {"label": tf.constant([1])} if cond_spec else {}
-    testing.assert_normalized(testing.sharpen(model, 2.0), with_low_res(model, cond) or None)
+    testing.assert_normalized(testing.sharpen(model, 2.0), with_msb(model, cond) or None)
     for logits_fn, order, modelled in causal_checks(model, cond):
         testing.assert_causal(logits_fn, order, modelled=modelled)
 
@@ -168,7 +168,7 @@ def test_the_draws_cover_every_kind_and_the_risky_settings():
     assert {o.get("kernel_size") for o in overrides} >= {1, 3, 5}
     assert any(o.get("attention_layers") for o in overrides)
     assert any(o.get("group_pixelcnn_patch") for o in overrides)
-    assert any(o.get("depth_condition_bits") for o in overrides)
+    assert any(o.get("msb_bits") for o in overrides)
     assert any(c[4] for c in CONFIGS) and any(c[2] == 3 for c in CONFIGS)
     # The mixture: every kind, three channels (masks between channels) and 1-3 components.
     assert {c[0] for c in MIXTURE_CONFIGS} == {"raster", "spn", "upscaling", "multiscale"}
@@ -211,10 +211,10 @@ def test_checks_catch_an_even_kernel_when_validation_is_bypassed(kind, overrides
     ("spn", 1, dict(attention_layers=(0,), key_dim=-1), "key_dim=-1"),
     ("spn", 1, dict(subscale_factor=3), "subscale_factor=3"),
     ("spn", 1, dict(subscale_factor=2.0), "subscale_factor=2.0 must be a positive int"),
-    ("spn", 1, dict(depth_condition_bits=7), "depth_condition_bits=7"),
+    ("spn", 1, dict(msb_bits=7), "msb_bits=7"),
     ("upscaling", 1, dict(part_overrides={"first": {"bits": 3}}), r"part_overrides\['first'\]"),
     ("upscaling", 1, dict(part_overrides={"size": {"kernel_size": 2}}), "kernel_size=2"),
-    ("upscaling", 1, dict(depth_bits=2), "depth_bits=2"),
+    ("upscaling", 1, dict(msb_bits=2), "msb_bits=2"),
     ("multiscale", 1, dict(base_first_kernel_size=2), "base_first_kernel_size=2"),
     ("multiscale", 1, dict(kernel_size=2), "kernel_size=2"),
     ("multiscale", 3, dict(base_filters=4), "base_filters=4 must be a multiple of 3"),

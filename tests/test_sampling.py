@@ -224,7 +224,7 @@ def test_spn_compiled_equals_reference_with_upscaling_and_completion(overrides):
     images = rng.integers(0, 8, (2, 4, 4, 3)).astype(np.int32)
     for seed in (0, [7, 1]):
         for temperature in (1.0, 0.0):
-            for given in (None, {"low_res": images[:, :2, :2]},
+            for given in (None, {"first_slice": images[:, :2, :2]},
                           {"images": images, "num_slices": 2}):
                 reference = model.sample(2, seed, temperature, cond, given, compiled=False)
                 compiled = model.sample(2, seed, temperature, cond, given)
@@ -260,7 +260,7 @@ def test_progress_reports_each_host_side_step_and_changes_no_image():
     drawn = spn.sample(2, 3, progress=lambda *step: calls.append(step)).numpy()
     assert calls == [(f"{spn.name} slices", k, 4) for k in range(1, 5)]
     np.testing.assert_array_equal(drawn, spn.sample(2, 3).numpy())
-    upscaling = models.build("upscaling", 4, channels=1, bits=2, preset="tiny", depth_bits=1)
+    upscaling = models.build("upscaling", 4, channels=1, bits=2, preset="tiny", msb_bits=1)
     calls.clear()
     upscaling.sample(1, 0, progress=lambda *step: calls.append(step))
     assert [stage for stage, done, total in calls if done == total] == [

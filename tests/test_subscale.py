@@ -25,13 +25,13 @@ def test_normalized_over_all_4x4_binary_images():
 
 @pytest.mark.parametrize("channels,bits,extra", [
     (3, 1, dict(attention_layers=(0,))),
-    (1, 1, dict(depth_condition_bits=2)),
+    (1, 1, dict(msb_bits=2)),
 ])
 def test_normalized_conditional(channels, bits, extra):
     model = tiny(2, channels, bits, subscale_factor=2, cond={"label": 5}, **extra)
     cond_row = {"label": np.array([3], np.int32)}
-    if "depth_condition_bits" in extra:
-        cond_row["low_res"] = np.array([[[[0], [3]], [[2], [1]]]], np.int32)
+    if "msb_bits" in extra:
+        cond_row["msb"] = np.array([[[[0], [3]], [[2], [1]]]], np.int32)
     testing.assert_normalized(sharpen(model), cond_row)
 
 
@@ -45,7 +45,7 @@ def test_slice_range_is_normalized_given_earlier_slices():
 
 @pytest.mark.parametrize("channels,extra", [
     (1, dict(attention_layers=(0,))),
-    (3, dict(attention_layers=(0,), cond={"label": 4}, depth_condition_bits=1)),
+    (3, dict(attention_layers=(0,), cond={"label": 4}, msb_bits=1)),
 ])
 def test_causal_in_subscale_order(channels, extra):
     # Wide enough that no sub-pixel's path is cut by ReLUs that happen to be dead.
@@ -53,8 +53,8 @@ def test_causal_in_subscale_order(channels, extra):
     cond = {}
     if "cond" in extra:
         cond["label"] = tf.constant([2])
-    if "depth_condition_bits" in extra:
-        cond["low_res"] = tf.ones([1, 4, 4, channels], tf.int32)
+    if "msb_bits" in extra:
+        cond["msb"] = tf.ones([1, 4, 4, channels], tf.int32)
     testing.assert_causal(testing.subscale_logits(model, cond),
                           testing.subscale_order(4, channels, 2))
 
@@ -101,9 +101,9 @@ def test_sampler_draws_from_log_prob():
 
 def test_conditional_depth_sampler_draws_from_log_prob():
     model = sharpen(tiny(2, 1, 1, subscale_factor=2, cond={"label": 3},
-                         depth_condition_bits=1))
+                         msb_bits=1))
     cond_row = {"label": np.array([1], np.int32),
-                "low_res": np.array([[[[1], [0]], [[0], [1]]]], np.int32)}
+                "msb": np.array([[[[1], [0]], [[0], [1]]]], np.int32)}
     n = 2000
     cond = {k: np.repeat(v, n, axis=0) for k, v in cond_row.items()}
     samples = model.sample(n, seed=[0, 7], cond=cond).numpy()
@@ -114,7 +114,7 @@ def test_size_upscaling_and_completion_follow_the_conditional():
     model = sharpen(tiny(2, 1, 2, subscale_factor=2))
     low_res = np.array([[[2]]], np.int32)
     n = 3000
-    samples = model.sample(n, seed=[4, 4], given={"low_res": np.repeat(low_res[None], n, 0)})
+    samples = model.sample(n, seed=[4, 4], given={"first_slice": np.repeat(low_res[None], n, 0)})
     samples = samples.numpy()
     assert np.all(samples[:, 0, 0, 0] == 2)
     images = testing.all_images(2, 2, 1, 2)
@@ -139,16 +139,16 @@ def test_given_errors():
         tiny(4, 1, 1, subscale_factor=3)
     with pytest.raises(ValueError, match="slice_range"):
         tiny(4, 1, 1, subscale_factor=2, slice_range=(2, 2))
-    depth = tiny(4, 1, 1, subscale_factor=2, depth_condition_bits=1)
-    with pytest.raises(ValueError, match="low_res"):
+    depth = tiny(4, 1, 1, subscale_factor=2, msb_bits=1)
+    with pytest.raises(ValueError, match="msb"):
         depth.log_prob(np.zeros([1, 4, 4, 1], np.int32))
 
 
 def test_keras_round_trip(tmp_path):
-    model = tiny(4, 3, 2, subscale_factor=2, cond={"label": 3}, depth_condition_bits=2,
+    model = tiny(4, 3, 2, subscale_factor=2, cond={"label": 3}, msb_bits=2,
                  attention_layers=(0,))
     images = tf.constant(np.random.default_rng(0).integers(0, 4, (2, 4, 4, 3)), tf.int32)
-    cond = {"label": tf.constant([0, 2]), "low_res": tf.reverse(images, [1])}
+    cond = {"label": tf.constant([0, 2]), "msb": tf.reverse(images, [1])}
     expected = model.log_prob(images, cond)
     path = str(tmp_path / "spn.keras")
     model.save(path)
@@ -189,7 +189,7 @@ def test_a_size_the_preset_factor_does_not_divide_is_refused_naming_it():
         models.build("spn", 5, preset="tiny")
     assert models.build("spn", 5, preset="tiny", subscale_factor=1).subscale_factor == 1
     model = models.build("spn", 4, channels=1, bits=2, preset="tiny")
-    with pytest.raises(ValueError, match=r"the first slice, H/S x W/S for S=2"):
-        model.sample(1, 0, given={"low_res": np.zeros((1, 4, 4, 1), np.int32)})
+    with pytest.raises(ValueError, match=r"first_slice.*H/S x W/S for S=2"):
+        model.sample(1, 0, given={"first_slice": np.zeros((1, 4, 4, 1), np.int32)})
     with pytest.raises(ValueError, match="unknown hyperparameters"):
         models.build("spn", 8, preset="tiny", slice_sizes=3)

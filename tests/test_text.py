@@ -67,7 +67,7 @@ def test_normalized_per_caption_and_captions_change_log_prob(text_model):
 def test_upscaling_composite_is_normalized_per_caption():
     """The composite's three SPNs each encode the caption (the shared embedding path)."""
     model = models.build("upscaling", 2, channels=1, bits=2, preset="tiny", subscale_factor=2,
-                         depth_bits=1, cond={"text": 16})
+                         msb_bits=1, cond={"text": 16})
     for caption in CAPTIONS:
         testing.assert_normalized(model, {"text": np.array([caption], object)})
 

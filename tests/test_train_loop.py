@@ -57,7 +57,7 @@ def test_step_is_traced_once_and_equals_keras_fit():
 def test_a_step_of_one_upscaling_network_changes_that_network_alone():
     """`train_part` (the CLI's `--upscaling_part`): the step trains the size network; the
     others keep every weight, attention projections included (the step crashed on those)."""
-    model, optimizer = _setup({"hparams": {"depth_bits": 1, "train_part": "size"}},
+    model, optimizer = _setup({"hparams": {"msb_bits": 1, "train_part": "size"}},
                               "upscaling")
     before = {part: [w.numpy() for w in net.weights if w.dtype == "float32"]
               for part, net in model.networks.items()}
@@ -130,7 +130,7 @@ def test_ema_weights_are_used_inside_the_block_and_training_weights_come_back():
 
 @pytest.mark.parametrize("model_name,overrides", [
     ("raster", {}), ("spn", {"subscale_factor": 2}),
-    ("upscaling", {"subscale_factor": 2, "depth_bits": 1}), ("multiscale", {}),
+    ("upscaling", {"subscale_factor": 2, "msb_bits": 1}), ("multiscale", {}),
     ("raster", {"head": "logistic_mixture"}),  # the mixture's arithmetic stays float32
 ])
 def test_mixed_bfloat16_trains_without_nan_and_matches_float32(model_name, overrides):
@@ -178,7 +178,7 @@ def test_exact_spn_evaluation_by_chunks_equals_one_batch_and_bounds_the_slice_ba
 def test_upscaling_composite_evaluation_by_chunks_equals_its_log_prob():
     keras.utils.set_random_seed(0)
     model = models.build("upscaling", 4, channels=3, bits=2, preset="tiny", subscale_factor=2,
-                         depth_bits=1)
+                         msb_bits=1)
     model.build()
     images = IMAGES[:3]
     expected = model.log_prob(images).numpy()
@@ -197,9 +197,9 @@ class _FaultyModel:
     def __init__(self, eager):
         self.eager = eager
 
-    def bits_per_dim(self, images, cond=None):
-        value = self.eager if tf.executing_eagerly() else -1.0
-        return tf.fill(tf.shape(images)[:1], value)
+    def log_prob(self, images, cond=None, slices_per_call=None):
+        value = self.eager if tf.executing_eagerly() else -1.0  # in bits/dim
+        return tf.fill(tf.shape(images)[:1], -value * float(np.log(2.0)))
 
 
 def test_negative_bits_per_dim_are_recomputed_or_refused():

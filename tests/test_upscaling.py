@@ -18,9 +18,9 @@ def tiny(image_size, channels, bits, **overrides):
 
 
 @pytest.mark.parametrize("image_size,channels,bits,extra,parts", [
-    (2, 1, 2, dict(subscale_factor=2, depth_bits=1, cond={"label": 4}), 3),
-    (2, 3, 1, dict(subscale_factor=2, depth_bits=None), 2),  # size upscaling only
-    (1, 3, 2, dict(subscale_factor=1, depth_bits=1), 2),  # depth upscaling only
+    (2, 1, 2, dict(subscale_factor=2, msb_bits=1, cond={"label": 4}), 3),
+    (2, 3, 1, dict(subscale_factor=2, msb_bits=None), 2),  # size upscaling only
+    (1, 3, 2, dict(subscale_factor=1, msb_bits=1), 2),  # depth upscaling only
 ])
 def test_composite_is_normalized(image_size, channels, bits, extra, parts):
     model = sharpen(tiny(image_size, channels, bits, **extra))
@@ -30,13 +30,13 @@ def test_composite_is_normalized(image_size, channels, bits, extra, parts):
 
 
 def test_log_prob_is_the_sum_of_the_three_networks():
-    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=2, cond={"label": 3})
+    model = tiny(4, 3, 3, subscale_factor=2, msb_bits=2, cond={"label": 3})
     images = tf.constant(np.random.default_rng(0).integers(0, 8, (3, 4, 4, 3)), tf.int32)
     cond = {"label": tf.constant([0, 1, 2])}
     msb, lsb = images // 2, images % 2
     nets = model.networks
     expected = (nets["first"].log_prob(msb, cond) + nets["size"].log_prob(msb, cond)
-                + nets["depth"].log_prob(lsb, {**cond, "low_res": msb}))
+                + nets["depth"].log_prob(lsb, {**cond, "msb": msb}))
     np.testing.assert_allclose(model.log_prob(images, cond), expected, rtol=1e-6)
     parts = [nets[part].log_prob(*model.part_inputs(part, images, cond)) for part in nets]
     np.testing.assert_allclose(sum(parts), expected, rtol=1e-6)
@@ -45,7 +45,7 @@ def test_log_prob_is_the_sum_of_the_three_networks():
     estimate = model.log_prob_from_outputs(images, cond, outputs)
     per_part = [
         (nets["first"], msb, cond), (nets["size"], msb, cond),
-        (nets["depth"], lsb, {**cond, "low_res": msb})]
+        (nets["depth"], lsb, {**cond, "msb": msb})]
     total = sum(
         (net.slice_range[1] - net.slice_range[0])
         * net.slice_log_prob(x, outputs[part]["slice_index"][:, 0], c)
@@ -54,20 +54,20 @@ def test_log_prob_is_the_sum_of_the_three_networks():
 
 
 def test_sampler_draws_from_log_prob():
-    model = sharpen(tiny(2, 1, 2, subscale_factor=2, depth_bits=1))
+    model = sharpen(tiny(2, 1, 2, subscale_factor=2, msb_bits=1))
     samples = model.sample(3000, seed=[5, 6]).numpy()
     testing.assert_samples_follow(model, samples)
     np.testing.assert_array_equal(model.sample(5, seed=[5, 6]), samples[:5])
 
 
 def test_size_and_depth_upscaling_keep_what_is_given():
-    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=1, cond={"label": 2})
+    model = tiny(4, 3, 3, subscale_factor=2, msb_bits=1, cond={"label": 2})
     rng = np.random.default_rng(0)
     cond = {"label": np.array([0, 1])}
     low_res = rng.integers(0, 8, (2, 2, 2, 3)).astype(np.int32)
     with pytest.raises(ValueError, match="approximate"):
-        model.sample(2, seed=1, cond=cond, given={"low_res": low_res})
-    up = model.sample(2, seed=1, cond=cond, given={"low_res": low_res, "approximate": True})
+        model.sample(2, seed=1, cond=cond, given={"first_slice": low_res})
+    up = model.sample(2, seed=1, cond=cond, given={"first_slice": low_res, "approximate": True})
     np.testing.assert_array_equal(up.numpy()[:, ::2, ::2], low_res)
     low_msb = model.sample(2, seed=1, cond=cond, given={"msb": up // 4, "num_slices": 1})
     np.testing.assert_array_equal(low_msb.numpy()[:, ::2, ::2] // 4, low_res // 4)
@@ -84,7 +84,7 @@ def test_size_and_depth_upscaling_keep_what_is_given():
 
 
 def test_depth_upscaling_follows_the_conditional():
-    model = sharpen(tiny(1, 3, 2, subscale_factor=1, depth_bits=1))
+    model = sharpen(tiny(1, 3, 2, subscale_factor=1, msb_bits=1))
     msb = np.array([[[[1, 0, 1]]]], np.int32)
     n = 3000
     samples = model.sample(n, seed=3, given={"msb": np.repeat(msb, n, 0)}).numpy()
@@ -102,8 +102,8 @@ def _approximate_log_prob(model):
         msb, lsb = images // 2, images % 2
         first = np.zeros(len(images), np.int32)
         return (testing.batched_log_prob(nets["size"], msb)
-                + testing.batched_log_prob(nets["depth"], lsb, {"low_res": msb})
-                - nets["depth"].slice_log_prob(lsb, first, {"low_res": msb}).numpy())
+                + testing.batched_log_prob(nets["depth"], lsb, {"msb": msb})
+                - nets["depth"].slice_log_prob(lsb, first, {"msb": msb}).numpy())
 
     return log_prob_fn
 
@@ -111,7 +111,7 @@ def _approximate_log_prob(model):
 def test_upscaling_from_a_full_depth_slice_is_the_documented_approximation():
     """Size upscaling from a full-depth first slice: the exact conditional p(x | x_0) by
     enumeration, the approximation's own distribution q (class doc), and the samplers."""
-    model = sharpen(tiny(2, 1, 2, subscale_factor=2, depth_bits=1), 2.0)
+    model = sharpen(tiny(2, 1, 2, subscale_factor=2, msb_bits=1), 2.0)
     images = testing.all_images(2, 2, 1, 2)
     n = 20_000
     tvs = []
@@ -126,7 +126,7 @@ def test_upscaling_from_a_full_depth_slice_is_the_documented_approximation():
     value = int(np.argmax(tvs))
     support = images[images[:, 0, 0, 0] == value]
     low_res = np.full((n, 1, 1, 1), value, np.int32)
-    samples = model.sample(n, seed=[2, 5], given={"low_res": low_res, "approximate": True})
+    samples = model.sample(n, seed=[2, 5], given={"first_slice": low_res, "approximate": True})
     samples = samples.numpy()
     # It draws from q exactly, and the G-test tells q from the exact conditional.
     testing.assert_samples_follow(model, samples, support=support,
@@ -143,18 +143,18 @@ def test_upscaling_from_a_full_depth_slice_is_the_documented_approximation():
 
 def test_errors():
     with pytest.raises(ValueError, match="train_part='depth'"):
-        tiny(4, 1, 2, subscale_factor=2, depth_bits=None, train_part="depth")
-    with pytest.raises(ValueError, match="depth_bits=2 must be in"):
-        tiny(4, 1, 2, subscale_factor=2, depth_bits=2)
+        tiny(4, 1, 2, subscale_factor=2, msb_bits=None, train_part="depth")
+    with pytest.raises(ValueError, match="msb_bits=2 must be in"):
+        tiny(4, 1, 2, subscale_factor=2, msb_bits=2)
     with pytest.raises(ValueError, match="part_overrides"):
         tiny(4, 1, 2, subscale_factor=2, part_overrides={"second": {}})
     with pytest.raises(ValueError, match="msb"):
-        tiny(4, 1, 2, subscale_factor=2, depth_bits=None).sample(
+        tiny(4, 1, 2, subscale_factor=2, msb_bits=None).sample(
             1, 0, given={"msb": np.zeros([1, 4, 4, 1], np.int32)})
 
 
 def test_keras_round_trip(tmp_path):
-    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=1, cond={"label": 3},
+    model = tiny(4, 3, 3, subscale_factor=2, msb_bits=1, cond={"label": 3},
                  train_part="size", attention_layers=(0,),
                  part_overrides={"first": {"filters": 3}})
     images = tf.constant(np.random.default_rng(0).integers(0, 8, (2, 4, 4, 3)), tf.int32)
@@ -173,7 +173,7 @@ def test_keras_round_trip(tmp_path):
 def test_fit_trains_one_network_by_name(part):
     ds = data.load("embedded", image_size=8, bits=3, batch_size=8, with_labels=True,
                    repeat=True)
-    model = tiny(8, 3, 3, subscale_factor=2, depth_bits=1, train_part=part,
+    model = tiny(8, 3, 3, subscale_factor=2, msb_bits=1, train_part=part,
                  cond={"label": data.num_classes("embedded")})
     model.build()
     # Only that network trains: its attention projections too, no other network's.
@@ -191,7 +191,7 @@ def test_fit_trains_one_network_by_name(part):
 
 
 def test_compiled_sampler_equals_the_reference_of_every_part():
-    model = tiny(4, 3, 3, subscale_factor=2, depth_bits=1, cond={"label": 2})
+    model = tiny(4, 3, 3, subscale_factor=2, msb_bits=1, cond={"label": 2})
     cond = {"label": np.array([0, 1], np.int32)}
     for seed, temperature in [(0, 1.0), (5, 0.0)]:
         np.testing.assert_array_equal(

@@ -24,9 +24,10 @@ import zlib
 
 import numpy as np
 
+from spn_tf.inputs import COND_KEYS  # bit i of the conditioning-keys byte is COND_KEYS[i]
+
 MAGIC = b"SPNC"
 VERSION = 1
-COND_KEYS = ("label", "embedding", "text", "low_res", "action")
 _CHECKSUM = 8
 _HEAD = struct.Struct("<4sB16sB")
 _TAIL = struct.Struct("<BB8sHI")

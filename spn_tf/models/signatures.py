@@ -10,9 +10,8 @@ and the `log_prob`, `sample`, `complete` and `describe` bodies.
 import tensorflow as tf
 
 from spn_tf.distributions import bits_per_dim
+from spn_tf.inputs import COND_KEYS  # the signature inputs that are conditioning
 
-# Signature inputs that are conditioning (the rest are content, seeds and temperatures).
-COND_INPUTS = ("label", "embedding", "text", "low_res", "action")
 
 
 def image_spec(name, model, side=None, dtype=tf.int32):
@@ -42,7 +41,7 @@ def cond_specs(cond_spec):
 
 def cond_of(inputs, given=()):
     """The conditioning inputs of a signature call, less those that are `given` content."""
-    return {key: inputs[key] for key in COND_INPUTS if key in inputs and key not in given}
+    return {key: inputs[key] for key in COND_KEYS if key in inputs and key not in given}
 
 
 def log_prob(model, inputs, jit_compile):
@@ -63,7 +62,7 @@ def sampler(given_fn, output="images"):
     return body
 
 
-# `sample` (and `super_resolve`, where a model takes `low_res` as conditioning).
+# `sample` (and `super_resolve` / a depth SPN's `upscale_depth`: their image input is conditioning).
 sample = sampler(lambda model, inputs: (cond_of(inputs), None))
 # `complete`: the masked sub-pixels of `images` kept.
 complete = sampler(lambda model, inputs: (cond_of(inputs), {

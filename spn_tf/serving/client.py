@@ -79,7 +79,7 @@ def _text_array(captions):
 
 def _cond_arrays(cond):
     dtypes = {"label": np.int32, "embedding": np.float32, "low_res": np.int32,
-              "action": np.float32}
+              "msb": np.int32, "action": np.float32}
     unknown = set(cond or {}) - set(dtypes) - {"text"}
     if unknown:
         raise ValueError(f"unknown conditioning {sorted(unknown)}; allowed: "
@@ -175,7 +175,7 @@ class Client:
 
         Args:
           images: integers in `[0, 2**bits)`, sent as int32.
-          cond: `None` or a dict with `label` / `embedding` / `low_res`, batched like images.
+          cond: `None` or a dict with `label` / `embedding` / `low_res` / `msb`, batched like images.
 
         Raises:
           ValueError: images that are not integers (floats are refused, never truncated, as
@@ -197,7 +197,7 @@ class Client:
           num: number of images.
           seed: an int (meaning `(0, seed)`) or a pair of ints.
           temperature: a float, or one per row.
-          cond: `None` or a dict with `label` / `embedding` / `low_res`, `num` rows each.
+          cond: `None` or a dict with `label` / `embedding` / `low_res` / `msb`, `num` rows each.
         """
         temperature = np.broadcast_to(np.asarray(temperature, np.float32), (num,))
         inputs = {"seed": row_seeds(num, seed), "temperature": temperature,

@@ -23,11 +23,11 @@ def given_slices(given, batch_size, image_size, channels, bits, subscale_factor)
     h, num_slices = image_size // s, s * s
     if given is None:
         return tf.zeros([batch_size, num_slices, h, h, c], tf.int32), 0
-    if isinstance(given, dict) and set(given) == {"low_res"}:
-        low_res = check_images(given["low_res"], bits, c, h, h,
-                               f"given['low_res'] (the first slice, H/S x W/S for S={s})")
+    if isinstance(given, dict) and set(given) == {"first_slice"}:
+        first = check_images(given["first_slice"], bits, c, h, h,
+                             f"given['first_slice'] (H/S x W/S for S={s})")
         known, slices = 1, tf.concat(
-            [low_res[:, None], tf.zeros([tf.shape(low_res)[0], num_slices - 1, h, h, c], tf.int32)],
+            [first[:, None], tf.zeros([tf.shape(first)[0], num_slices - 1, h, h, c], tf.int32)],
             axis=1)
     elif isinstance(given, dict) and set(given) == {"images", "num_slices"}:
         known = given["num_slices"]
@@ -40,7 +40,7 @@ def given_slices(given, batch_size, image_size, channels, bits, subscale_factor)
         slices = tf.where(keep, orderings.subscale_split(images, s), 0)
     else:
         raise ValueError(
-            "given must be None, {'low_res': int (B, H/S, W/S, C)} (the first slice) or "
+            "given must be None, {'first_slice': int (B, H/S, W/S, C)} or "
             "{'images': int (B, H, W, C), 'num_slices': k} (keep the first k slices); got "
             f"{given if not isinstance(given, dict) else sorted(given)!r}.")
     if batch_differs(slices.shape[0], batch_size):
@@ -62,8 +62,8 @@ class SubscalePixelNetwork(DensityModel):
     B, from that context. Each factor is the model's head: a softmax over `2**bits` values, or
     a discretized logistic mixture.
 
-    Depth upscaling (the paper's network (c)): with `depth_condition_bits = m` the model takes
-    `cond["low_res"]`, the most significant `m` bits of the image, int `(B, H, W, C)` in
+    Depth upscaling (the paper's network (c)): with `msb_bits = m` the model takes
+    `cond["msb"]`, the most significant `m` bits of the image, int `(B, H, W, C)` in
     `[0, 2**m)`, and models the remaining least significant `bits` of every sub-pixel given it;
     the whole low-depth image, in subscale order, enters the embedder at every slice.
 
@@ -81,7 +81,7 @@ class SubscalePixelNetwork(DensityModel):
     the same seed up to rare float-rounding flips). Noise is drawn
     once per call, `(B, S*S, h, w, C)` uniforms from `seed`. `given` (known content, returned
     unchanged) is one of:
-      * `{"low_res": int (B, H/S, W/S, C)}` — the first slice, a sub-sampled low-resolution
+      * `{"first_slice": int (B, H/S, W/S, C)}` — the first slice, a sub-sampled low-resolution
         image: size upscaling by `S`;
       * `{"images": int (B, H, W, C), "num_slices": k}` — keep slices `0..k-1` of `images`
         (completion from the first `k` slices; the other pixels are ignored).
@@ -92,7 +92,7 @@ class SubscalePixelNetwork(DensityModel):
       subscale_factor: `S`; it must divide `image_size`. Slices are `image_size / S` square.
       slice_range: `(start, stop)` with `0 <= start < stop <= S*S`: the slices modelled;
         default all.
-      depth_condition_bits: `m` for a depth-upscaling network (takes `cond["low_res"]`), or
+      msb_bits: `m` for a depth-upscaling network (takes `cond["msb"]`), or
         None.
       filters, num_layers, kernel_size, first_kernel_size, attention_layers, num_heads,
         key_dim: the decoder, see `spn_tf.layers.MaskedDecoder`.
@@ -121,7 +121,7 @@ class SubscalePixelNetwork(DensityModel):
     preset = staticmethod(presets.preset)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
-                 slice_range=None, depth_condition_bits=None, filters=48, num_layers=4,
+                 slice_range=None, msb_bits=None, filters=48, num_layers=4,
                  kernel_size=3, first_kernel_size=5, attention_layers=(), num_heads=4,
                  key_dim=16, embedder_filters=48, embedder_layers=2, embedder_kernel_size=3,
                  embedder_attention_heads=0, seed=None, **kwargs):
@@ -135,16 +135,16 @@ class SubscalePixelNetwork(DensityModel):
             raise ValueError(
                 f"slice_range={slice_range} must be (start, stop) with 0 <= start < stop <= "
                 f"S*S = {num_slices}.")
-        if depth_condition_bits is not None and not 1 <= depth_condition_bits <= 8 - bits:
+        if msb_bits is not None and not 1 <= msb_bits <= 8 - bits:
             raise ValueError(
-                f"depth_condition_bits={depth_condition_bits} must be in [1, {8 - bits}] for "
+                f"msb_bits={msb_bits} must be in [1, {8 - bits}] for "
                 f"bits={bits} (the low-depth image's bits plus `bits` make at most 8), or None.")
         # The embedder's names as users pass them (its layer calls them filters, ...).
         hparams.check_positive("embedder_filters", embedder_filters)
         hparams.check_non_negative("embedder_layers", embedder_layers)
         hparams.check_odd_kernel("embedder_kernel_size", embedder_kernel_size, hparams.ALIGNED)
         self.slice_range = (int(start), int(stop))
-        self.depth_condition_bits = depth_condition_bits
+        self.msb_bits = msb_bits
         self.filters = filters
         self.num_layers = num_layers
         self.kernel_size = kernel_size
@@ -175,35 +175,35 @@ class SubscalePixelNetwork(DensityModel):
 
     def check_cond(self, cond, batch_size=None):
         cond = dict(cond or {})
-        low_res = cond.pop("low_res", None)
+        msb = cond.pop("msb", None)
         checked = super().check_cond(cond, batch_size)
-        if self.depth_condition_bits is None:
-            if low_res is not None:
-                raise ValueError("cond['low_res'] is only taken by a depth-upscaling SPN "
-                                 "(depth_condition_bits set); this model has none.")
+        if self.msb_bits is None:
+            if msb is not None:
+                raise ValueError("cond['msb'] is only taken by a depth-upscaling SPN "
+                                 "(msb_bits set); this model has none.")
             return checked
-        if low_res is None:
+        if msb is None:
             raise ValueError(
-                f"this depth-upscaling SPN needs cond['low_res']: the {self.depth_condition_bits} "
+                f"this depth-upscaling SPN needs cond['msb']: the {self.msb_bits} "
                 f"most significant bits of the image, int (B, {self.image_size}, "
                 f"{self.image_size}, {self.channels}).")
-        checked["low_res"] = check_images(low_res, self.depth_condition_bits, self.channels,
-                                          self.image_size, self.image_size, "cond['low_res']")
+        checked["msb"] = check_images(msb, self.msb_bits, self.channels,
+                                      self.image_size, self.image_size, "cond['msb']")
         return checked
 
     def dummy_inputs(self, batch_size=1):
         images, cond = super().dummy_inputs(batch_size)
-        if self.depth_condition_bits is not None:
-            cond["low_res"] = tf.zeros_like(images)
+        if self.msb_bits is not None:
+            cond["msb"] = tf.zeros_like(images)
         return images, cond
 
     def _conditioning(self, cond):
         """Global context `(B, 1, 1, D)` and the low-depth planes `(B, h, w, S*S*C)` (or None)."""
         context = self.condition(cond) if self.condition is not None else None
         visible = None
-        if self.depth_condition_bits is not None:
+        if self.msb_bits is not None:
             low = orderings.subscale_split(
-                self.scale(cond["low_res"], self.depth_condition_bits), self.subscale_factor)
+                self.scale(cond["msb"], self.msb_bits), self.subscale_factor)
             low = tf.transpose(low, [0, 2, 3, 1, 4])
             visible = tf.reshape(low, [tf.shape(low)[0], self.slice_size, self.slice_size,
                                        self.num_slices * self.channels])
@@ -376,8 +376,8 @@ class SubscalePixelNetwork(DensityModel):
 
     def serving_cond_specs(self):
         specs = super().serving_cond_specs()
-        if self.depth_condition_bits:  # a depth network: conditioned on the top bits
-            specs.append(signatures.image_spec("low_res", self))
+        if self.msb_bits:  # a depth network: conditioned on the top bits
+            specs.append(signatures.image_spec("msb", self))
         return specs
 
     def serving_signatures(self):
@@ -386,25 +386,23 @@ class SubscalePixelNetwork(DensityModel):
         sigs = super().serving_signatures()
         draw = signatures.draw_specs()
         cond = self.serving_cond_specs()
-        if self.depth_condition_bits is not None:
-            sigs["upscale_depth"] = (signatures.sampler(lambda model, inputs: (
-                {**signatures.cond_of(inputs), "low_res": inputs["msb"]}, None)),
-                [signatures.image_spec("msb", self)] + draw
-                + [spec for spec in cond if spec.name != "low_res"])
+        if self.msb_bits is not None:
+            sigs["upscale_depth"] = (signatures.sample, [signatures.image_spec("msb", self)]
+                                     + draw + [spec for spec in cond if spec.name != "msb"])
         elif self.slice_range[0] <= 1 and self.subscale_factor > 1:
             sigs["upscale_size"] = (signatures.sampler(lambda model, inputs: (
-                signatures.cond_of(inputs, given=("low_res",)), {"low_res": inputs["low_res"]})),
-                [signatures.image_spec("low_res", self, self.slice_size)] + draw + cond)
+                signatures.cond_of(inputs), {"first_slice": inputs["first_slice"]})),
+                [signatures.image_spec("first_slice", self, self.slice_size)] + draw + cond)
         return sigs
 
     def input_value_bits(self, name):
-        if name in ("msb", "low_res") and self.depth_condition_bits:
-            return self.depth_condition_bits
+        if name == "msb" and self.msb_bits:
+            return self.msb_bits
         return super().input_value_bits(name)
 
     def serving_metadata(self):
         return {"subscale_factor": self.subscale_factor,
-                "depth_condition_bits": self.depth_condition_bits}
+                "msb_bits": self.msb_bits}
 
     def given_from_image(self, images):
         return subscale_given(self, images)
@@ -422,9 +420,9 @@ class SubscalePixelNetwork(DensityModel):
                        f"modelled, {h * h * self.channels} steps per slice")
         tiny = dict(subscale_factor=2, slice_range=(min(start, 1), 4 if stop == s * s else
                                                     min(stop, 4)))
-        if self.depth_condition_bits:
-            description += f", given the top {self.depth_condition_bits} bits (depth upscaling)"
-            tiny["depth_condition_bits"] = 1
+        if self.msb_bits:
+            description += f", given the top {self.msb_bits} bits (depth upscaling)"
+            tiny["msb_bits"] = 1
         probe = None
         if stop > 1:
             first_step = (stop - 1) * h * h * self.channels
@@ -433,8 +431,8 @@ class SubscalePixelNetwork(DensityModel):
 
         def conditioning(batch, rng):
             cond = self._random_cond(batch, rng)
-            if self.depth_condition_bits:
-                cond["low_res"] = rng.integers(0, 2 ** self.depth_condition_bits, (
+            if self.msb_bits:
+                cond["msb"] = rng.integers(0, 2 ** self.msb_bits, (
                     batch,) + self.example_shape).astype(np.int32)
             given = None
             if start:
@@ -452,7 +450,7 @@ class SubscalePixelNetwork(DensityModel):
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,
                 "slice_range": list(self.slice_range),
-                "depth_condition_bits": self.depth_condition_bits, "filters": self.filters,
+                "msb_bits": self.msb_bits, "filters": self.filters,
                 "num_layers": self.num_layers, "kernel_size": self.kernel_size,
                 "first_kernel_size": self.first_kernel_size,
                 "attention_layers": list(self.attention_layers), "num_heads": self.num_heads,
@@ -484,7 +482,7 @@ def subscale_given(model, images, **extra):
     completion). `extra` goes into `given` (e.g. `approximate=True`)."""
     side, size = images.shape[1], model.image_size
     if side == size // model.subscale_factor:
-        return {"low_res": images, **extra}, {}
+        return {"first_slice": images, **extra}, {}
     if side == size:
         return {"images": images, "num_slices": model.subscale_factor ** 2 // 2, **extra}, {}
     raise ValueError(f"--given is {side}x{side}; this model takes "

@@ -6,7 +6,7 @@ from spn_tf.models.presets_common import check_name
 # and what it cites): the `paper` preset keeps the published structure (conv embedder,
 # PixelSNAIL-style decoder with self-attention, 32x32 slices at 128 and 256) with widths of
 # our choosing [unverified].
-_DEFAULTS = dict(slice_range=None, depth_condition_bits=None, num_heads=4, key_dim=16,
+_DEFAULTS = dict(slice_range=None, msb_bits=None, num_heads=4, key_dim=16,
                  embedder_kernel_size=3, seed=None)
 _PRESETS = {
     # A few thousand parameters: seconds to train, for tests.

@@ -27,14 +27,14 @@ HEAD_HPARAMS = ("head", "num_mixtures")
 class MultidimensionalUpscaling(DensityModel):
     """Three SPNs that grow an image in size and then in depth; exact joint likelihood.
 
-    With `S` the subscale factor, `m = depth_bits` and `x = msb * 2**(bits - m) + lsb`
+    With `S` the subscale factor, `m = msb_bits` and `x = msb * 2**(bits - m) + lsb`
     (`spn_tf.orderings.depth_split`):
     `log p(x) = log p_first(msb_0 | c) + log p_size(msb_1..msb_{S*S-1} | msb_0, c)
     + log p_depth(lsb | msb, c)`, where `msb_k` is subscale slice `k` of the low-depth image:
       * `first` (a): slice 0 at `m` bits, a small-size low-depth image;
       * `size` (b): slices `1..S*S-1` at `m` bits given the earlier slices (absent when S=1);
       * `depth` (c): the `bits - m` least significant bits of every sub-pixel, all slices in
-        subscale order, given the whole low-depth image (absent when `depth_bits` is None or
+        subscale order, given the whole low-depth image (absent when `msb_bits` is None or
         0: size upscaling only, e.g. 5-bit CelebA-HQ 256).
     Each part is a `SubscalePixelNetwork`; the three factors are exact conditionals, so
     `log_prob` is a normalized distribution over `bits`-bit images, and the parts can be
@@ -46,22 +46,22 @@ class MultidimensionalUpscaling(DensityModel):
     `sample` always use all three.
 
     `given` for `sample` (known content, returned unchanged). Exact conditionals:
-      * `{"msb": int (B, H, W, C)}` in `[0, 2**depth_bits)`: the low-depth image — depth
+      * `{"msb": int (B, H, W, C)}` in `[0, 2**msb_bits)`: the low-depth image — depth
         upscaling only: `p(lsb | msb)`;
       * `{"msb": ..., "num_slices": k}`: keep the top bits of the first `k` slices and draw
         everything else: `p(x | msb_<k)` (k = 1: size and depth upscaling of a low-depth,
         low-resolution image);
-      * without depth upscaling (`depth_bits` None), `{"low_res": int (B, H/S, W/S, C)}` (the
+      * without depth upscaling (`msb_bits` None), `{"first_slice": int (B, H/S, W/S, C)}` (the
         first slice: size upscaling by `S`) and `{"images": int (B, H, W, C), "num_slices": k}`
         (keep the first `k` slices: completion), as for `SubscalePixelNetwork`.
     With depth upscaling, the exact conditional given full-depth slices, `p(x | x_<k)`, is not
     tractable: the given low bits `lsb_<k` are a term `p_depth(lsb_<k | msb)` of every top-bit
     completion, and weighing the completions by it needs a sum over all of them. So
-    `{"low_res": ...}` and `{"images": ..., "num_slices": k >= 1}` at full depth must say
+    `{"first_slice": ...}` and `{"images": ..., "num_slices": k >= 1}` at full depth must say
     `"approximate": True`, and they draw from `q(x | x_<k) = p_size(msb_>=k | msb_<k) *
     p_depth(lsb_>=k | lsb_<k, msb)`: the other slices' top bits are conditioned on the given
     slices' top bits only, their low bits on everything given and drawn (exactly). Measured by
-    enumeration (`tests/test_upscaling.py`, a 2x2 1-channel 2-bit model, S = 2, depth_bits = 1,
+    enumeration (`tests/test_upscaling.py`, a 2x2 1-channel 2-bit model, S = 2, msb_bits = 1,
     weights doubled): total variation 0 to 0.33 from the exact conditional, depending on the
     given first slice; about 0.01 on an untrained tiny model (issue 11). The more the low bits
     tell about the top bits, the worse.
@@ -71,7 +71,7 @@ class MultidimensionalUpscaling(DensityModel):
         every part's unless `part_overrides` says otherwise (the logistic mixture needs at
         least 2 bits in each part).
       subscale_factor: `S` of all three networks.
-      depth_bits: most significant bits generated first (`m`), or None / 0 for no depth
+      msb_bits: most significant bits generated first (`m`), or None / 0 for no depth
         upscaling.
       train_part: `"all"`, `"first"`, `"size"` or `"depth"`.
       part_overrides: optional `{part: {hyperparameter: value}}`, e.g. a smaller `first`.
@@ -93,12 +93,12 @@ class MultidimensionalUpscaling(DensityModel):
     preset = staticmethod(presets.preset)
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
-                 depth_bits=3, train_part="all", part_overrides=None, seed=None, **kwargs):
+                 msb_bits=3, train_part="all", part_overrides=None, seed=None, **kwargs):
         network = {k: kwargs.pop(k) for k in NETWORK_HPARAMS if k in kwargs}
         super().__init__(image_size, channels, bits, cond, **kwargs)
-        depth_bits = depth_bits or None
-        if depth_bits is not None:
-            orderings.check_depth_split(bits, depth_bits, name="depth_bits")
+        msb_bits = msb_bits or None
+        if msb_bits is not None:
+            orderings.check_depth_split(bits, msb_bits, name="msb_bits")
         part_overrides = {k: dict(v) for k, v in (part_overrides or {}).items()}
         if set(part_overrides) - set(PARTS):
             raise ValueError(f"part_overrides keys must be in {PARTS}, got "
@@ -112,22 +112,22 @@ class MultidimensionalUpscaling(DensityModel):
                     f"got {sorted(set(overrides) - set(NETWORK_HPARAMS + HEAD_HPARAMS))}.")
         hparams.check_positive("subscale_factor", subscale_factor)
         self.subscale_factor = subscale_factor
-        self.depth_bits = depth_bits
+        self.msb_bits = msb_bits
         self.part_overrides = part_overrides
         self.seed = seed
         self.network = network
-        msb_bits = depth_bits or bits
+        top_bits = msb_bits or bits
         num_slices = subscale_factor ** 2
-        specs = {"first": dict(bits=msb_bits, slice_range=(0, 1))}
+        specs = {"first": dict(bits=top_bits, slice_range=(0, 1))}
         if num_slices > 1:
-            specs["size"] = dict(bits=msb_bits, slice_range=(1, num_slices))
-        if depth_bits is not None:
-            specs["depth"] = dict(bits=bits - depth_bits, depth_condition_bits=depth_bits)
+            specs["size"] = dict(bits=top_bits, slice_range=(1, num_slices))
+        if msb_bits is not None:
+            specs["depth"] = dict(bits=bits - msb_bits, msb_bits=msb_bits)
         if train_part not in ("all",) + tuple(specs):
             raise ValueError(
                 f"train_part={train_part!r} is not a network of this model; choose one of "
                 f"{('all',) + tuple(specs)} (size needs subscale_factor > 1, depth needs "
-                f"depth_bits).")
+                f"msb_bits).")
         self.train_part = train_part
         self.networks = {}
         for i, (part, spec) in enumerate(specs.items()):
@@ -164,15 +164,15 @@ class MultidimensionalUpscaling(DensityModel):
             self.train_part,)
 
     def _split(self, images):
-        if self.depth_bits is None:
+        if self.msb_bits is None:
             return images, None
-        return orderings.depth_split(images, self.bits, self.depth_bits)
+        return orderings.depth_split(images, self.bits, self.msb_bits)
 
     def part_inputs(self, part, images, cond):
         """`(images, cond)` that network `part` models: the top bits, or the low bits given them."""
         msb, lsb = self._split(images)
         if part == "depth":
-            return lsb, {**cond, "low_res": msb}
+            return lsb, {**cond, "msb": msb}
         return msb, cond
 
     def outputs(self, images, cond, training=False):
@@ -194,12 +194,12 @@ class MultidimensionalUpscaling(DensityModel):
 
     def _given_msb(self, given, batch_size):
         """`(msb, k)` from `given={"msb": ..., "num_slices": k}` (k = S*S when absent)."""
-        if self.depth_bits is None:
-            raise ValueError("given['msb'] needs a model with depth upscaling (depth_bits).")
+        if self.msb_bits is None:
+            raise ValueError("given['msb'] needs a model with depth upscaling (msb_bits).")
         if set(given) - {"msb", "num_slices"}:
             raise ValueError(f"given with 'msb' takes only 'num_slices' beside it; got "
                              f"{sorted(given)}.")
-        msb = check_images(given["msb"], self.depth_bits, self.channels, self.image_size,
+        msb = check_images(given["msb"], self.msb_bits, self.channels, self.image_size,
                            self.image_size, "given['msb']")
         if batch_differs(msb.shape[0], batch_size):
             raise ValueError(f"given['msb'] has batch {msb.shape[0]}, but batch_size="
@@ -227,12 +227,12 @@ class MultidimensionalUpscaling(DensityModel):
             slices, known = subscale.given_slices(given, batch_size, self.image_size,
                                                   self.channels, self.bits,
                                                   self.subscale_factor)
-            if known and self.depth_bits is not None and not approximate:
+            if known and self.msb_bits is not None and not approximate:
                 raise ValueError(
                     "given full-depth slices, this depth-upscaling model cannot sample the exact "
                     "conditional (see the class doc). Pass given={'msb': top bits, "
                     "'num_slices': k} for the exact conditional given the first k slices' top "
-                    f"{self.depth_bits} bits, or add 'approximate': True to keep the full-depth "
+                    f"{self.msb_bits} bits, or add 'approximate': True to keep the full-depth "
                     "slices and draw the rest from the documented approximation.")
             msb, lsb = self._split(orderings.subscale_merge(slices, self.subscale_factor))
             msb_known = known
@@ -242,12 +242,12 @@ class MultidimensionalUpscaling(DensityModel):
                     batch_size, seeds[part], temperature, cond,
                     {"images": msb, "num_slices": max(msb_known, 1 if part == "size" else 0)},
                     loop)
-        if self.depth_bits is None:
+        if self.msb_bits is None:
             return msb
         lsb = self.networks["depth"]._sample(batch_size, seeds["depth"], temperature,
-                                             {**cond, "low_res": msb},
+                                             {**cond, "msb": msb},
                                              {"images": lsb, "num_slices": known}, loop)
-        return orderings.depth_merge(msb, lsb, self.bits, self.depth_bits)
+        return orderings.depth_merge(msb, lsb, self.bits, self.msb_bits)
 
     @property
     def coding_plan(self):
@@ -268,45 +268,45 @@ class MultidimensionalUpscaling(DensityModel):
 
     def serving_signatures(self):
         """The base signatures, `upscale_size` (the first slice given, at its top
-        `depth_bits`) when S > 1, and `upscale_depth` (the top bits given) with depth
+        `msb_bits`) when S > 1, and `upscale_depth` (the top bits given) with depth
         upscaling."""
         sigs = super().serving_signatures()
         draw, cond = signatures.draw_specs(), self.serving_cond_specs()
         if self.subscale_factor > 1:
             sigs["upscale_size"] = (signatures.sampler(lambda model, inputs: (
-                signatures.cond_of(inputs, given=("low_res",)),
-                model._first_slice_given(inputs["low_res"]))), [signatures.image_spec(
-                    "low_res", self, self.image_size // self.subscale_factor)] + draw + cond)
-        if self.depth_bits:
+                signatures.cond_of(inputs), model._first_slice_given(inputs["first_slice"]))), [signatures.image_spec(
+                    "first_slice", self, self.image_size // self.subscale_factor)] + draw + cond)
+        if self.msb_bits:
             sigs["upscale_depth"] = (signatures.sampler(lambda model, inputs: (
-                signatures.cond_of(inputs), {"msb": inputs["msb"]})),
+                signatures.cond_of(inputs, given=("msb",)), {"msb": inputs["msb"]})),
                 [signatures.image_spec("msb", self)] + draw + cond)
         return sigs
 
-    def _first_slice_given(self, low_res):
+    def _first_slice_given(self, first_slice):
         """`given` for `upscale_size`: the first slice `(B, H/S, W/S, C)`.
 
-        With depth upscaling it comes at the top `depth_bits` (the output of the first
+        With depth upscaling it comes at the top `msb_bits` (the output of the first
         network), so that the rest is drawn from the exact conditional (`given["msb"]` with
         `num_slices=1`); given at full depth the composite could only approximate it.
         """
-        if not self.depth_bits:
-            return {"low_res": low_res}
-        rest = tf.repeat(tf.zeros_like(low_res)[:, None], self.subscale_factor ** 2 - 1, axis=1)
-        slices = tf.concat([low_res[:, None], rest], axis=1)
+        if not self.msb_bits:
+            return {"first_slice": first_slice}
+        rest = tf.repeat(tf.zeros_like(first_slice)[:, None], self.subscale_factor ** 2 - 1,
+                         axis=1)
+        slices = tf.concat([first_slice[:, None], rest], axis=1)
         return {"msb": orderings.subscale_merge(slices, self.subscale_factor), "num_slices": 1}
 
     def input_value_bits(self, name):
-        if name in ("msb", "low_res") and self.depth_bits:
-            return self.depth_bits
+        if name in ("msb", "first_slice") and self.msb_bits:
+            return self.msb_bits
         return super().input_value_bits(name)
 
     def serving_metadata(self):
-        return {"subscale_factor": self.subscale_factor, "depth_bits": self.depth_bits}
+        return {"subscale_factor": self.subscale_factor, "msb_bits": self.msb_bits}
 
     def given_from_image(self, images):
         """As an SPN's; with depth upscaling, full-depth slices are kept approximately."""
-        extra = {"approximate": True} if self.depth_bits else {}
+        extra = {"approximate": True} if self.msb_bits else {}
         return subscale.subscale_given(self, images, **extra)
 
     @property
@@ -315,8 +315,8 @@ class MultidimensionalUpscaling(DensityModel):
         has no one step per sub-pixel (each is drawn twice: its top bits, then the rest):
         `order` and `modelled` are None."""
         s, h = self.subscale_factor, self.image_size // self.subscale_factor
-        depth = (f"top depth_bits={self.depth_bits} of {self.bits} first, then the rest"
-                 if self.depth_bits else "no depth upscaling")
+        depth = (f"top msb_bits={self.msb_bits} of {self.bits} first, then the rest"
+                 if self.msb_bits else "no depth upscaling")
         first = self.networks["first"].ordering
         return self._ordering(
             None, f"networks {'+'.join(self.networks)}; subscale S={s}: {s * s} slices of "
@@ -326,6 +326,6 @@ class MultidimensionalUpscaling(DensityModel):
 
     def get_config(self):
         return {**super().get_config(), "subscale_factor": self.subscale_factor,
-                "depth_bits": self.depth_bits, "train_part": self.train_part,
+                "msb_bits": self.msb_bits, "train_part": self.train_part,
                 "part_overrides": self.part_overrides or None, "seed": self.seed,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in self.network.items()}}
