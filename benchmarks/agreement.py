@@ -58,7 +58,7 @@ def agreement(model, images, batch_size):
     same_images = same_subpixels = total = 0
     for seed in range(-(-images // batch_size)):
         compiled = model.sample(batch_size, seed).numpy()
-        reference = model.sample(batch_size, seed, compiled=False).numpy()
+        reference = model.sample(batch_size, seed, mode="reference").numpy()
         equal = compiled == reference
         same_images += int(np.all(equal, axis=(1, 2, 3)).sum())
         same_subpixels += int(equal.sum())

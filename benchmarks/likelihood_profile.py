@@ -41,6 +41,7 @@ import tensorflow as tf
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
 from spn_tf import models, orderings
+from spn_tf.inputs import scale_images
 
 SIZE, CHANNELS, BITS = 32, 3, 8
 
@@ -122,12 +123,12 @@ def stages_of(model, images):
     """`[(stage, fn)]` whose times add up to (about) `log_prob`'s."""
     checks = [("input checks", graph(lambda: model.check_inputs(images, None)[0]))]
     if model.kind == "raster":
-        x = model.scale(images)
-        return checks + [("scale", graph(lambda: model.scale(images)))] + decoder_stages(
+        x = scale_images(images, model.bits)
+        return checks + [("scale", graph(lambda: scale_images(images, model.bits)))] + decoder_stages(
             model, model.decoder, x, None, images)
     s, (start, stop) = model.subscale_factor, model.slice_range
     batch = images.shape[0]
-    slices = orderings.subscale_split(model.scale(images), s)
+    slices = orderings.subscale_split(scale_images(images, model.bits), s)
     index = tf.tile(tf.range(start, stop)[None], [batch, 1])
     m, flat = stop - start, tf.reshape(index, [-1])
     repeated = tf.repeat(slices, m, axis=0)
@@ -138,7 +139,7 @@ def stages_of(model, images):
                                            batch_dims=1), targets.shape)
     return checks + [
         ("subscale split + scale",
-         graph(lambda: orderings.subscale_split(model.scale(images), s))),
+         graph(lambda: orderings.subscale_split(scale_images(images, model.bits), s))),
         ("slice embedder", graph(lambda: model.embedder(repeated, flat))),
     ] + decoder_stages(model, model.decoder, targets, embedding, integer_targets)
 

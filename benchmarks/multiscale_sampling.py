@@ -5,7 +5,7 @@ Both models have about the same number of parameters (multiscale `small` preset:
 raster `small` with 12 gated layers: ~0.85M). The ratios are cross-kind (two different models):
 they measure the ordering, `N*N*C` sequential network evaluations for raster order against
 `base_size**2*C + 3*C*log2(N/base_size)` for the multiscale one (Reed et al. 2017), each model
-with its reference sampler (one network call per step, `sample(compiled=False)`) and with its
+with its reference sampler (one network call per step, `sample(mode="reference")`) and with its
 compiled one (one XLA program; the raster one recomputes only a receptive-field window per
 step, `sampling.cached_raster_sample`).
 
@@ -26,11 +26,14 @@ Usage:
   python benchmarks/multiscale_sampling.py --sizes=16,32,64 --raster=false  # type A vs B
 """
 
+import functools
+
 import tensorflow as tf
 from absl import app, flags
 
 import timing
 from spn_tf import sampling
+from spn_tf.inputs import scale_images
 from spn_tf.models import build
 
 FLAGS = flags.FLAGS
@@ -48,20 +51,23 @@ flags.DEFINE_bool("raster", True, "Time the raster PixelCNN (slow); off: type A 
 
 
 def raster_reference_timer(model, steps):
-    """Timer of the raster reference sampler, batch 1 (`sample(compiled=False)`'s loop)."""
+    """Timer of the raster reference sampler, batch 1 (`sample(mode="reference")`'s loop)."""
     shape = [1, model.image_size, model.image_size, model.channels]
     zeros, unknown = tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool)
     uniform, temperature = sampling.draw_uniform([0, 1], shape), tf.ones([1])
+    draws = sampling.Draws(sampling.Mode.REFERENCE, sampling.Loops())
+    network = draws.loops.reference(model.decoder,
+                                      functools.partial(scale_images, bits=model.bits))
     return timing.truncated(
-        lambda on_step: sampling.raster_sample(model.reference_logits, zeros, unknown, uniform,
-                                               temperature, on_step=on_step,
-                                               head=model.distribution),
+        lambda on_step: sampling.raster_sample(network, zeros, unknown, uniform, temperature,
+                                               on_step=on_step, head=model.distribution,
+                                               draws=draws),
         steps, model.num_dims)
 
 
 def sample_timer(model, compiled):
     """Timer of `model.sample(1, ...)` with its compiled or reference sampler."""
-    return timing.whole(lambda: model.sample(1, seed=1, compiled=compiled))
+    return timing.whole(lambda: model.sample(1, seed=1, mode="xla" if compiled else "reference"))
 
 
 def multiscale_evals(model):

@@ -2,12 +2,12 @@
 
 Rows (all `small` presets, untrained weights: time does not depend on them; 8 bits):
   * raster naive, reference — `sampling.raster_sample`: the full decoder once per sub-pixel,
-    each call one graph function traced once (`model.sample(..., compiled=False)`);
+    each call one graph function traced once (`model.sample(..., mode="reference")`);
   * raster naive, compiled — the same loop as one XLA `tf.while_loop`
     (`sampling.compiled_raster_sample`);
   * raster cached, uncompiled / compiled — `sampling.cached_raster_sample` as a `tf.function`
     without / with XLA (the compiled one is `model.sample()`);
-  * SPN reference / compiled — `model.sample(compiled=False / True)`;
+  * SPN reference / compiled — `model.sample(mode="reference" / "xla")`;
   * multiscale reference / compiled — likewise (`MultiscalePixelCNN`, O(log N) calls).
 "evals" counts sequential network evaluations per image. Every variant is called once cold
 (its "compile" column: first call minus fastest warm call: tracing and XLA compilation), then
@@ -49,6 +49,7 @@ from absl import app, flags
 
 import timing
 from spn_tf import models, sampling
+from spn_tf.inputs import scale_images
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("sizes", ["8", "16", "32"], "Image sizes (height = width).")
@@ -112,7 +113,8 @@ def video_table(sizes):
             times = []
             for seed in range(1 + FLAGS.repeats):
                 start = time.perf_counter()
-                model.sample_video(first, actions, seed, compiled=compiled).numpy()
+                model.sample_video(first, actions, seed,
+                                   mode="xla" if compiled else "reference").numpy()
                 times.append((time.perf_counter() - start) / predicted)
             lines.append(f"| {size}x{size}x3 | {'compiled' if compiled else 'reference'} | "
                          f"{times[0]:.3f} | {min(times[1:]):.3f} | {model.count_params():,} |")
@@ -127,20 +129,28 @@ def raster_timers(size, batch):
     shape = [batch, size, size, FLAGS.channels]
     images, known = tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool)
     uniform, temperature = sampling.draw_uniform([0, 1], shape), tf.ones([batch])
-    decoder, scale = model.decoder, model.scale
+    decoder = model.decoder
+    scale = functools.partial(scale_images, bits=model.bits)
     total = size * size * FLAGS.channels
-    naive_compiled = sampling.compile_loop(lambda: sampling.compiled_raster_sample(
-        model.reference_logits.python_function, images, known, uniform, temperature,
-        head=model.distribution))
-    cached = {jit: sampling.compile_loop(lambda: sampling.cached_raster_sample(
-        decoder, scale, images, known, uniform, temperature, head=model.distribution),
-        jit_compile=jit)
+    loops = sampling.Loops()
+    draws = {mode: sampling.Draws(mode, loops) for mode in sampling.Mode}
+    network = loops.reference(decoder, scale)
+    naive_compiled = tf.function(lambda: sampling.compiled_raster_sample(
+        lambda x, context: decoder(scale(x), context=context), images, known, uniform,
+        temperature, head=model.distribution, draws=draws[sampling.Mode.XLA]),
+        jit_compile=True, autograph=False)
+    cached = {jit: loops.traced(
+        "cached", draws[sampling.Mode.XLA if jit else sampling.Mode.GRAPH],
+        lambda draws: sampling.cached_raster_sample(decoder, scale, images, known, uniform,
+                                                    temperature, head=model.distribution,
+                                                    draws=draws), model.variables)
         for jit in (False, True)}
     timers = {
         ("raster naive", "reference"): timing.truncated(
-            lambda on_step: sampling.raster_sample(model.reference_logits, images, known,
-                                                   uniform, temperature, on_step=on_step,
-                                                   head=model.distribution),
+            lambda on_step: sampling.raster_sample(network, images, known, uniform,
+                                                   temperature, on_step=on_step,
+                                                   head=model.distribution,
+                                                   draws=draws[sampling.Mode.REFERENCE]),
             total if size <= FLAGS.naive_full_max else FLAGS.steps, total),
         ("raster naive", "compiled"): timing.whole(naive_compiled),
         ("raster cached", "uncompiled"): timing.whole(cached[False]),
@@ -158,9 +168,9 @@ def model_timers(name, size, batch):
         evals = f"{model.num_slices} + {size * size * FLAGS.channels}"
     else:
         evals = str(model.base_size ** 2 * FLAGS.channels + 3 * FLAGS.channels * model.num_scales)
-    timers = {(name, "compiled" if compiled else "reference"): timing.whole(
-        lambda compiled=compiled: model.sample(batch, [0, 1], compiled=compiled))
-        for compiled in (False, True)}
+    timers = {(name, "compiled" if mode == "xla" else "reference"): timing.whole(
+        lambda mode=mode: model.sample(batch, [0, 1], mode=mode))
+        for mode in ("reference", "xla")}
     return timers, {name: evals}, model.count_params()
 
 

@@ -219,7 +219,7 @@ def sample_categorical(logits, uniform, temperature):
     """Inverse-CDF sampling, so that the noise can be drawn outside a compiled loop.
 
     Drawing `uniform` once per run (not inside XLA) makes compiled and eager sampling give the
-    same images for the same seed (XLA lowers stateless RNG to another stream; NOTES.md).
+    same images for the same seed (XLA lowers stateless RNG to another stream).
 
     Args:
       logits: float `(..., K)`.

@@ -130,7 +130,7 @@ def subscale_logits(model, cond):
     start, stop = model.slice_range
 
     def logits_fn(x):
-        logits = model.outputs(x, dict(cond or {}), False)["logits"]
+        logits = model.call(x, dict(cond or {}), False)["logits"]
         shape = logits.shape
         flat = tf.reshape(logits, [1, shape[1], shape[2], shape[3], shape[4] * shape[5]])
         zeros = lambda n: tf.zeros([1, n] + flat.shape[2:], flat.dtype)  # noqa: E731

@@ -32,7 +32,7 @@ string):
     `(B, T, H, W, C)` (the first frame unchanged; row i is `sample_video` of row i alone);
   * every kind: `describe` — `rows` int32 `(B,)` → `bits`, `image_size`, `channels`,
     `num_frames` int32 `(B,)` (what a client needs before it sends or shows pixels).
-Each model kind lists its own (`DensityModel.serving_signatures`); this module checks the
+Each model kind lists its own (`model.export_module`, `spn_tf/models/<kind>/export.py`); this module checks the
 inputs and writes them.
 Conditioning inputs, where the model takes them: `label` int32 `(B,)`, `embedding` float32
 `(B, D)`, `text` string `(B,)` (UTF-8 captions, DT_STRING in TF Serving), `msb` (a
@@ -90,7 +90,7 @@ def _checks(model, inputs):
                 message=f"batch mismatch: {name} and {first} must have the same size on "
                         f"dimension 0"))
         if value.shape.rank >= 4:  # image-valued: images, clips, first frames, low_res, msb, ...
-            bits = model.input_value_bits(name)
+            bits = model.export_module.input_value_bits(name)
             allowed = f"{name} values must be in [0, {2 ** bits})" + (
                 f" (bits={bits})" if name != "mask" else " (0 or 1)")
             top = 2 ** bits
@@ -133,7 +133,7 @@ def metadata(model, signature_io, xla):
     return {
         "model": model.kind, "class": type(model).__name__,
         "image_size": model.image_size, "channels": model.channels, "bits": model.bits,
-        "cond": model.cond_spec, **model.serving_metadata(),
+        "cond": model.cond_spec, **model.export_module.metadata(),
         "xla": xla, "serving_default": "log_prob", "signatures": signature_io,
         "spn_tf_version": spn_tf.__version__, "tensorflow_version": tf.__version__,
     }
@@ -168,7 +168,7 @@ def export_model(model, export_dir, xla=False, warmup_batch_sizes=warmup.BATCH_S
     archive = keras.export.ExportArchive()
     archive.track(model)
     signature_io, signature_specs = {}, {}
-    for name, (body, specs) in model.serving_signatures().items():
+    for name, (body, specs) in model.export_module.signatures().items():
         signature_specs[name] = specs
         fn = archive.add_endpoint(name, _endpoint(model, body, specs, xla), input_signature=specs)
         outputs = fn.get_concrete_function().structured_outputs
@@ -256,7 +256,7 @@ def describe(export_dir):
 
 
 def define_flags():
-    flags.DEFINE_string("model_dir", None, "Training run directory holding model.keras.")
+    cli.model_dir_flag()
     flags.DEFINE_string("export_base", "exports", "Directory of exported models.")
     flags.DEFINE_string("name", None, "Model name: writes <export_base>/<name>/<version>/.")
     flags.DEFINE_integer("version", None, "Version number (default: the next free one).",
@@ -269,7 +269,7 @@ def define_flags():
     flags.register_validator(
         "warmup_batch_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--warmup_batch_sizes must be positive integers, e.g. 1,8,32 (or empty).")
-    flags.mark_flags_as_required(["model_dir", "name"])
+    flags.mark_flags_as_required(["name"])
 
 
 def main(argv):

@@ -14,6 +14,12 @@ import tensorflow as tf
 COND_KEYS = ("label", "embedding", "text", "low_res", "action", "msb")  # the codec's bit order
 
 
+def scale_images(images, bits, dtype=tf.float32):
+    """Integers in `[0, 2**bits)` → floats in `[-1, 1]` of `dtype`: the networks' input."""
+    top = 2 ** bits - 1
+    return tf.cast(images, dtype) * (2.0 / top) - 1.0
+
+
 def split_inputs(inputs, cond=None):
     """`model(x)` accepts images or a dict `{"images": ..., <cond keys>}` (what `fit` feeds).
 

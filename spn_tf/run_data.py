@@ -13,7 +13,7 @@ from spn_tf.run_folder import is_video
 
 def data_args(config):
     return dict(image_size=config.image_size, bits=config.bits, channels=config.channels,
-                with_labels=config.conditional, with_text=config.text_conditional,
+                with_labels=bool(config.num_classes), with_text=config.text_conditional,
                 data_dir=config.data_dir or None,
                 seed=config.seed)
 
@@ -82,8 +82,7 @@ def train_subset(config):
     return train.take(batches)
 
 
-def predict_held_out_clips(config, model, num, seed, temperature, compiled=True,
-                           progress=None):
+def predict_held_out_clips(config, model, num, seed, temperature, mode="xla", progress=None):
     """The first `num` held-out clips, each row of frames followed by the row `model`
     predicts from its first frame and actions.
 
@@ -93,6 +92,6 @@ def predict_held_out_clips(config, model, num, seed, temperature, compiled=True,
     batch = held_out_batch(config, num)
     truth = batch["images"].numpy()
     predicted = model.sample_video(truth[:, 0], batch["action"], seed, temperature,
-                                   compiled, progress).numpy()
+                                   mode, progress).numpy()
     rows = np.stack([truth, predicted], axis=1)  # (n, 2, T, H, W, C)
     return rows.reshape((-1,) + rows.shape[3:]), truth.shape[1]

@@ -12,78 +12,84 @@ import zipfile
 
 import keras
 
-from spn_tf import data, models, video_data
+from spn_tf import data, models, strategies, video_data
+from spn_tf.training.schedules import DECAYS
+
+
+def _option(default, help, **flag):
+    """A `TrainConfig` field: its default, and its help, which is also its `--flag`'s
+    (`spn_tf.cli.config_flags`; `flag` holds the flag's `lower_bound`, `upper_bound`,
+    `choices`, or `flag=False` for a field the CLI assembles from other flags)."""
+    if isinstance(default, dict):
+        return dataclasses.field(default_factory=dict, metadata={"help": help, **flag})
+    return dataclasses.field(default=default, metadata={"help": help, **flag})
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs.
+    """Everything a training run needs; `python -m spn_tf.train` has one `--flag` per field
+    (but `hparams`), with the field's help (`dataclasses.fields(TrainConfig)[i].metadata`)."""
 
-    Attributes:
-      model: `raster`, `spn`, `upscaling` or `multiscale`.
-      preset: `tiny`, `small` or `paper`.
-      dataset: `embedded` or a TFDS name; data_dir: prepared TFDS data.
-      image_size, channels, bits: the image space.
-      conditional: class-conditional on the dataset's labels.
-      text_conditional: conditional on captions (`cond["text"]`, the embedded photos'
-        captions; a `spn_tf.layers.TextEncoder` trained with the model).
-      hparams: model hyperparameter overrides (e.g. `{"subscale_factor": 4}`).
-      batch_size: global batch (a multiple of the replica count); steps: optimizer steps.
-      checkpoint_every: steps between checkpoints; keep_checkpoints: how many are kept.
-      log_every: steps between progress lines.
-      optimizer: `adam` or `rmsprop` (Reed et al. 2017 use RMSprop, epsilon 1e-8).
-      learning_rate: the peak rate; warmup_steps: linear warm-up to it; lr_decay:
-        `constant`, `linear` or `cosine` after warm-up, to final_learning_rate at the last step.
-      ema_decay: exponential moving average of the weights for evaluation, samples and
-        `model.keras` (0: off; e.g. 0.9999 for long runs).
-      clip_grad_norm: clip the all-reduced gradients to this global norm (None: off).
-      eval_batches: held-out batches for bits/dim (0 = the whole test split).
-      eval_every: steps between held-out evaluations during training (0: only at the end).
-      eval_slices_per_call: SPN slices per network call in exact evaluation (0: the batch
-        size, i.e. a training batch's memory).
-      num_samples, temperature: the sample grid; sample_every: steps between sample grids
-        in TensorBoard (0: only the final grid).
-      model_dir: where checkpoints, samples and metrics go.
-      strategy: `default`, `mirrored`, `multi_worker` or `tpu`; tpu_address for `tpu`.
-      jit_compile: XLA-compile the train step; mixed_precision: `mixed_bfloat16` policy.
-      flip: random horizontal flips (off by default); seed: everything random.
-    """
-
-    model: str = "raster"
-    preset: str = "small"
-    dataset: str = data.EMBEDDED
-    data_dir: str = ""
-    image_size: int = 16
-    channels: int = 3
-    bits: int = 5
-    conditional: bool = False
-    text_conditional: bool = False
-    hparams: dict = dataclasses.field(default_factory=dict)
-    batch_size: int = 32
-    steps: int = 600
-    checkpoint_every: int = 100
-    keep_checkpoints: int = 3
-    log_every: int = 50
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    warmup_steps: int = 0
-    lr_decay: str = "constant"
-    final_learning_rate: float = 0.0
-    ema_decay: float = 0.0
-    clip_grad_norm: float = None
-    eval_batches: int = 0
-    eval_every: int = 0
-    eval_slices_per_call: int = 0
-    sample_every: int = 0
-    num_samples: int = 16
-    temperature: float = 1.0
-    model_dir: str = "runs/quickstart"
-    strategy: str = "default"
-    tpu_address: str = ""
-    jit_compile: bool = False
-    mixed_precision: bool = False
-    flip: bool = False
-    seed: int = 0
+    model: str = _option("raster", "Model kind.", choices=sorted(models.MODELS))
+    preset: str = _option("small", "Model size preset.", choices=list(models.PRESET_NAMES))
+    dataset: str = _option(data.EMBEDDED, "'embedded', 'folder:/path/to/images' or a "
+                           "prepared TFDS dataset name.")
+    data_dir: str = _option("", "Directory of prepared TFDS data (empty: TFDS's default, "
+                            "~/tensorflow_datasets).")
+    image_size: int = _option(16, "Image height = width.", lower_bound=1)
+    channels: int = _option(3, "Image channels.", choices=[1, 3])
+    bits: int = _option(5, "Bits per sub-pixel.", lower_bound=1, upper_bound=8)
+    num_classes: int = _option(0, "Class-conditional with this many classes (0: "
+                               "unconditional). Training takes the dataset's labels, so it "
+                               "must be the dataset's class count: 10 for embedded, cifar10 "
+                               "and mnist, 1000 for imagenet_resized.", lower_bound=0)
+    text_conditional: bool = _option(False, "Conditional on captions (cond['text']): the "
+                                     "embedded photos' captions, encoded by a text encoder "
+                                     "(spn_tf.layers.TextEncoder) trained with the model.")
+    hparams: dict = _option({}, "Model hyperparameter overrides (e.g. {'subscale_factor': 4}); "
+                            "the CLI's --hparams, --subscale_factor, --msb_bits, --head, "
+                            "--num_mixtures and --upscaling_part.", flag=False)
+    batch_size: int = _option(32, "Global batch size (a multiple of the replica count).",
+                              lower_bound=1)
+    steps: int = _option(600, "Optimizer steps.", lower_bound=1)
+    checkpoint_every: int = _option(100, "Steps between checkpoints (a killed run resumes "
+                                    "from the latest).", lower_bound=1)
+    keep_checkpoints: int = _option(3, "Checkpoints kept.", lower_bound=1)
+    log_every: int = _option(50, "Steps between progress lines.", lower_bound=1)
+    optimizer: str = _option("adam", "Optimizer (Reed et al. 2017 use RMSprop; ours with "
+                             "epsilon 1e-8).", choices=["adam", "rmsprop"])
+    learning_rate: float = _option(1e-3, "Peak learning rate.", lower_bound=0.0)
+    warmup_steps: int = _option(0, "Linear learning-rate warm-up steps.", lower_bound=0)
+    lr_decay: str = _option("constant", "Learning-rate decay after warm-up, to "
+                            "--final_learning_rate at the last step.", choices=list(DECAYS))
+    final_learning_rate: float = _option(0.0, "Learning rate at the last step (linear and "
+                                         "cosine decay).", lower_bound=0.0)
+    ema_decay: float = _option(0.0, "EMA (Polyak averaging) of the weights used for "
+                               "evaluation, samples and model.keras; 0: off (e.g. 0.9999 for "
+                               "long runs).", lower_bound=0.0, upper_bound=0.999999999)
+    clip_grad_norm: float = _option(None, "Clip the all-reduced gradients to this global norm "
+                                    "(unset: no clipping).", lower_bound=0.0)
+    eval_batches: int = _option(0, "Held-out batches (0: the whole test split).",
+                                lower_bound=0)
+    eval_every: int = _option(0, "Steps between held-out evaluations (exact; 0: at the end "
+                              "only).", lower_bound=0)
+    eval_slices_per_call: int = _option(0, "SPN slices per network call in exact evaluation "
+                                        "(0: the run's --batch_size, a training batch's "
+                                        "memory).", lower_bound=0)
+    sample_every: int = _option(0, "Steps between sample grids in TensorBoard (0: the final "
+                                "grid only).", lower_bound=0)
+    num_samples: int = _option(16, "Images in the sample grid.", lower_bound=1)
+    temperature: float = _option(1.0, "Sampling temperature of the sample grid.",
+                                 lower_bound=0.0)
+    model_dir: str = _option("runs/quickstart", "Checkpoints, samples and metrics.")
+    strategy: str = _option("default", "tf.distribute strategy.",
+                            choices=list(strategies.STRATEGIES))
+    tpu_address: str = _option("", "TPU address for --strategy=tpu.")
+    xla: bool = _option(False, "XLA-compile the train step.")
+    mixed_precision: bool = _option(False, "Train with the mixed_bfloat16 policy.")
+    flip: bool = _option(False, "Random horizontal flips (off: the flip of a face or a scene "
+                         "is another image; turn on with a reason).")
+    seed: int = _option(0, "Random seed (weights, data order, samples).")
 
     def __post_init__(self):
         if not 0.0 <= self.ema_decay < 1.0:
@@ -92,7 +98,7 @@ class TrainConfig:
 
 def is_video(config):
     """Whether the config's model kind draws clips (its data are clips and actions)."""
-    return models.model_class(config.model).produces_clips
+    return models.model_class(config.model).export_class.produces_clips
 
 
 def cond_spec(config):
@@ -100,12 +106,20 @@ def cond_spec(config):
         if config.dataset not in video_data.ACTION_DIMS:
             raise ValueError(f"--model=multiscale_video trains on clips: --dataset must be one "
                              f"of {sorted(video_data.ACTION_DIMS)}, got {config.dataset!r}.")
+        if config.num_classes:
+            raise ValueError(f"--num_classes does not apply to --model={config.model} (it is "
+                             f"conditioned on actions); pass --num_classes=0.")
         return {"action": video_data.ACTION_DIMS[config.dataset]}
     cond = {}
-    if config.conditional:
+    if config.num_classes:
         classes = data.num_classes(config.dataset)
         if not classes:
-            raise ValueError(f"--conditional needs labels, and {config.dataset!r} has none.")
+            raise ValueError(f"--num_classes={config.num_classes} needs labels, and "
+                             f"--dataset={config.dataset} has none: pass --num_classes=0.")
+        if config.num_classes != classes:
+            raise ValueError(f"--num_classes={config.num_classes}, but --dataset="
+                             f"{config.dataset} has {classes} classes: pass "
+                             f"--num_classes={classes} (or 0: unconditional).")
         cond["label"] = classes
     if config.text_conditional:
         if config.dataset != data.EMBEDDED:

@@ -1,7 +1,7 @@
-"""`python -m spn_tf.sample --model_dir=runs/quickstart --num=16 --out=samples.png`.
+"""`python -m spn_tf.sample --model_dir=runs/quickstart --num_samples=16 --out=samples.png`.
 
-Loads `model_dir/model.keras` (written by `python -m spn_tf.train`), draws `--num` images with
-the sampler `--sampler` names (`auto`: see `pick_sampler`; `compiled`: the XLA loop, compiled
+Loads `model_dir/model.keras` (from `python -m spn_tf.train`), draws `--num_samples` images with
+the sampler `--sampler` names (`auto`: see `pick_sampler`; `xla`: the XLA-compiled loops, compiled
 once per batch size; `reference`: one network call per step, no compile; the same images)
 and writes them as one grid image (`--out`: `.png`, `.jpg` or `.jpeg`). `--given=image.png`
 starts from a known 8-bit image (PNG, JPEG, GIF, BMP), reduced to the model's bits and not
@@ -14,9 +14,9 @@ of those below, and the error lists them:
   * multiscale: an image at a lower resolution `r` is super-resolved; a full size image is
     sub-sampled to `N/2` first.
 A class-conditional model takes `--labels`, a text-conditional one `--captions` (one flag per
-caption, cycled over the images). A video model (`multiscale_video`) predicts `--num` held-out
-clips of its run's dataset (`config.json`) from their first frames and actions: each clip's
-row of frames, then the predicted row.
+caption, cycled over the images). A video model (`multiscale_video`) predicts `--num_samples`
+held-out clips of its run's dataset (`config.json`) from their first frames and actions: each
+clip's row of frames, then the predicted row.
 
 The compiled loops are kept in TensorFlow's persistent XLA cache (`--xla_cache`, default
 `~/.cache/spn_tf/xla`; `spn_tf.compile_cache`): a later run of the same command loads them
@@ -46,40 +46,32 @@ _cache = []  # the XLA cache directory in use: set by `enable_cache`, before `ma
 
 
 def define_flags():
-    flags.DEFINE_string("model_dir", None, "Directory holding model.keras.")
-    flags.DEFINE_integer("num", 16, "Images to draw.", lower_bound=1)
-    flags.DEFINE_integer("batch_size", 16, "Images per sampler call.", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "Stateless seed: the same seed gives the same images.")
-    flags.DEFINE_float("temperature", 1.0, "Sampling temperature (0: most likely values).",
-                       lower_bound=0.0)
-    flags.DEFINE_list("labels", None, "Class labels for a class-conditional model, one per "
-                      "image or cycled (default: 0, 1, 2, ... modulo the classes).")
-    flags.DEFINE_multi_string("captions", None, "Captions for a text-conditional model, one "
-                              "flag each (--captions='a cat' --captions='a red cup'), one per "
-                              "image or cycled.")
+    cli.model_dir_flag()
+    cli.sampling_flags(num_samples=16)
+    cli.batch_size_flag(16)
+    cli.cond_flags()
     flags.DEFINE_string("given", None, "Image to complete / upscale, at a size the model "
                         "takes (not resized; see the module doc).")
-    flags.DEFINE_enum("sampler", "auto", ["auto", "compiled", "reference"],
-                      "auto: the faster for this run (see the module doc); compiled: the "
+    flags.DEFINE_enum("sampler", "auto", ["auto", "xla", "reference"],
+                      "auto: the faster for this run (see the module doc); xla: the "
                       "XLA-compiled loops; reference: no compile, one network call per step.")
     flags.DEFINE_string("out", "samples.png", "Output grid image; .png, .jpg or .jpeg.")
     flags.DEFINE_string("xla_cache", None, "Directory of the persistent XLA compilation cache "
                         "(a later run of the same command loads the compiled loops instead of "
                         "compiling them; spn_tf.compile_cache); default $SPN_TF_XLA_CACHE or "
                         "~/.cache/spn_tf/xla; 'off' for none.")
-    flags.mark_flags_as_required(["model_dir"])
 
 
 def given_for(model, image, num):
     """`(given, cond)` for `model.sample` from one uint8 `(h, w, c)` 8-bit image: what the
-    image means is the model's to say (`model.given_from_image`)."""
+    image means is the model's to say (`model.export_module.given_from_image`)."""
     if image.shape[-1] != model.channels:
         raise ValueError(f"--given has {image.shape[-1]} channels; the model takes "
                          f"{model.channels}.")
     if image.shape[0] != image.shape[1]:
         raise ValueError(f"--given must be square, got {image.shape[:2]}.")
     images = np.repeat(reduce_bits(image, model.bits).numpy()[None], num, axis=0)
-    return model.given_from_image(images)
+    return model.export_module.given_from_image(images)
 
 
 class StageLog:
@@ -105,19 +97,19 @@ class StageLog:
 
 
 def pick_sampler(model, calls, sampler="auto"):
-    """`"compiled"` or `"reference"` for `calls` sampler calls: `auto` compiles unless the
-    run is shorter than the model's `reference_sampler_calls` (multiscale: O(log N) steps,
+    """`"xla"` or `"reference"` for `calls` sampler calls: `auto` compiles unless the
+    run is shorter than the model's `export_module.reference_sampler_calls` (multiscale: O(log N) steps,
     so its reference sampler beats an XLA compile for a few calls)."""
     if sampler != "auto":
         return sampler
-    return "reference" if calls < model.reference_sampler_calls else "compiled"
+    return "reference" if calls < model.export_module.reference_sampler_calls else "xla"
 
 
 def predict_clips(model_dir, model, num, seed, temperature, sampler, out):
     """A video model: `num` held-out clips and their predictions into the image `out`."""
     start = time.time()
     frames, columns = predict_held_out_clips(run_config(model_dir), model, num, seed,
-                                             temperature, sampler == "compiled", StageLog())
+                                             temperature, sampler, StageLog())
     write_grid(frames, model.bits, out, columns=columns)
     logging.info("predicted %d clips (%.1f s); wrote %s: each clip's row, then its prediction",
                  num, time.time() - start, out)
@@ -129,7 +121,7 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
     """Draws `num` images from `model_dir/model.keras` into the image `out`; returns them."""
     check_image_path(out)
     model = load_checkpoint(os.path.join(model_dir, "model.keras"))
-    video = model.produces_clips
+    video = model.export_module.produces_clips
     if video and (labels or captions or given_path):
         raise ValueError("a video model predicts held-out clips from their first frames "
                          "and actions: --labels, --captions and --given do not apply.")
@@ -141,7 +133,7 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
         cond.update(given_cond)
     sampler = pick_sampler(model, -(-num // batch_size), sampler)
     logging.info("sampler: %s%s", sampler, " (the first batch includes a one-time XLA "
-                 "compile, seconds on a CPU)" if sampler == "compiled" else "")
+                 "compile, seconds on a CPU)" if sampler == "xla" else "")
     if video:
         return predict_clips(model_dir, model, num, seed, temperature, sampler, out)
     chunks, start, first = [], time.time(), 0.0
@@ -151,7 +143,7 @@ def run(model_dir, num, batch_size, seed, temperature, labels, given_path, sampl
                                                      else v for k, v in tree.items()}
         # One seed per batch, derived from --seed, so that every batch differs.
         chunks.append(model.sample(end - begin, [seed, begin], temperature, cut(cond) or None,
-                                   cut(given), compiled=sampler == "compiled",
+                                   cut(given), mode=sampler,
                                    progress=StageLog()).numpy())
         elapsed = time.time() - start
         # From the batches after the first when there are some (the first one compiles).
@@ -171,8 +163,8 @@ def main(argv):
     if _cache:
         logging.info("XLA compilation cache: %s", _cache[0])
     try:
-        run(FLAGS.model_dir, FLAGS.num, FLAGS.batch_size, FLAGS.seed, FLAGS.temperature,
-            FLAGS.labels, FLAGS.given, FLAGS.sampler, FLAGS.out, FLAGS.captions)
+        run(FLAGS.model_dir, FLAGS.num_samples, FLAGS.batch_size, FLAGS.seed,
+            FLAGS.temperature, FLAGS.labels, FLAGS.given, FLAGS.sampler, FLAGS.out, FLAGS.captions)
     except ValueError as error:
         sys.exit(f"spn_tf.sample: error: {error}")
 

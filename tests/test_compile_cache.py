@@ -24,8 +24,8 @@ def test_a_second_sample_cli_run_loads_the_compiled_loop_and_draws_the_same_imag
     for run in range(2):
         out = str(tmp_path / f"samples{run}.png")
         result = subprocess.run(
-            [sys.executable, "-m", "spn_tf.sample", f"--model_dir={tmp_path}", "--num=2",
-             "--sampler=compiled", f"--xla_cache={cache}", f"--out={out}"], env=env,
+            [sys.executable, "-m", "spn_tf.sample", f"--model_dir={tmp_path}", "--num_samples=2",
+             "--sampler=xla", f"--xla_cache={cache}", f"--out={out}"], env=env,
             capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert f"XLA compilation cache: {cache}" in result.stderr

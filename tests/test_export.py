@@ -72,10 +72,10 @@ def requests(model, seeds=SEEDS, temperatures=TEMPERATURES):
     upscaling = isinstance(model, models.MultidimensionalUpscaling)
     if hasattr(model, "subscale_factor") and (upscaling or not model.msb_bits):
         out["upscale_size"] = {"first_slice": _image(model, size // model.subscale_factor,
-                                                     model.input_value_bits("first_slice"), rng,
+                                                     model.export_module.input_value_bits("first_slice"), rng,
                                                      batch), **draw}
     if getattr(model, "msb_bits", None):
-        msb = _image(model, size, model.input_value_bits("msb"), rng, batch)
+        msb = _image(model, size, model.export_module.input_value_bits("msb"), rng, batch)
         out["upscale_depth"] = {"msb": msb, **{k: v for k, v in draw.items() if k != "msb"}}
     if hasattr(model, "base_size"):
         out["super_resolve"] = {"low_res": _image(model, size // 2, model.bits, rng, batch),

@@ -86,13 +86,11 @@ def test_conditioning_errors_are_plain_value_errors(model):
         model.sample(2, None, cond={"label": [0, 1]})
 
 
-def test_repr_and_summary_state_the_ordering():
+def test_repr_states_the_ordering():
     spn = models.build("spn", 8, channels=1, bits=2, preset="tiny")
     assert "subscale S=2: 4 slices of 4x4" in repr(spn)
-    lines = []
-    models.build("multiscale", 8, channels=1, bits=2, preset="tiny", base_size=2).summary(
-        print_fn=lambda line, *args, **kwargs: lines.append(line))
-    assert "base 2x2 in raster order, then 2 resolution doublings" in lines[0]
+    multiscale = models.build("multiscale", 8, channels=1, bits=2, preset="tiny", base_size=2)
+    assert "base 2x2 in raster order, then 2 resolution doublings" in repr(multiscale)
     upscaling = models.build("upscaling", 4, channels=1, bits=3, preset="tiny", msb_bits=1)
     assert "top msb_bits=1 of 3 first" in repr(upscaling)
 

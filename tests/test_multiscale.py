@@ -72,7 +72,7 @@ class TestCausality:
         model = tiny(image_size, channels, 1, base_size, cond=cond, filters=24, base_filters=24)
         cond_row = {"label": tf.constant([1]), "embedding": tf.constant([[0.3, -1.0]])}
         testing.assert_causal(
-            lambda x: model.logits_as_image(model.outputs(x, cond_row, False)),
+            lambda x: model.logits_as_image(model.call(x, cond_row, False)),
             multiscale_order(image_size, channels, base_size))
 
     @pytest.mark.parametrize("image_size,channels,base_size,patch",
@@ -82,7 +82,7 @@ class TestCausality:
         model = tiny(image_size, channels, 1, base_size, cond=cond, filters=24, base_filters=24,
                      group_pixelcnn_patch=patch, group_pixelcnn_filters=24)
         testing.assert_causal(
-            lambda x: model.logits_as_image(model.outputs(x, {"label": tf.constant([1])},
+            lambda x: model.logits_as_image(model.call(x, {"label": tf.constant([1])},
                                                            False)),
             multiscale_order(image_size, channels, base_size, patch))
 
@@ -133,7 +133,7 @@ class TestSampling:
         model.build()
         for counter in counters.values():
             counter.assign(0)
-        images = model.sample(1, seed=0, compiled=False)  # the reference: one call per step
+        images = model.sample(1, seed=0, mode="reference")  # the reference: one call per step
         assert images.shape == (1, image_size, image_size, 3)
         scales = int(math.log2(image_size // 4))
         # Per group: C head calls (type A) or, type B, 4 * 4 * C patch PixelCNN calls.
@@ -145,7 +145,7 @@ class TestSampling:
         # Super-resolution from N/2 runs only the last scale.
         for counter in counters.values():
             counter.assign(0)
-        model.sample(1, seed=1, cond={"low_res": images[:, ::2, ::2]}, compiled=False)
+        model.sample(1, seed=1, cond={"low_res": images[:, ::2, ::2]}, mode="reference")
         assert counts() == {"base": 0, "features": 3, **{k: 3 * v for k, v in per_group.items()}}
 
     def test_512_sampler_makes_the_documented_number_of_sequential_calls(self, monkeypatch):
@@ -164,7 +164,7 @@ class TestSampling:
         model.build()
         for counter in counters.values():
             counter.assign(0)
-        images = model.sample(1, seed=0, compiled=False)  # the reference: one call per step
+        images = model.sample(1, seed=0, mode="reference")  # the reference: one call per step
         assert images.shape == (1, 512, 512, 3)
         scales = 6  # 8 -> 512
         assert {k: int(v.numpy()) for k, v in counters.items()} == {
@@ -194,7 +194,7 @@ class TestSampling:
         for extra in ({}, {"low_res": low_res}):
             cond = {"label": [0, 2], **extra}
             np.testing.assert_array_equal(model.sample(2, [3, 4], cond=cond),
-                                          model.sample(2, [3, 4], cond=cond, compiled=False))
+                                          model.sample(2, [3, 4], cond=cond, mode="reference"))
 
     def test_super_resolution_samples_follow_conditional(self):
         model = randomize(tiny(2, 1, 2, base_size=1), scale=0.5, seed=5)

@@ -70,3 +70,16 @@ def test_the_readme_fit_example_runs_and_prints_nothing_to_stderr(tmp_path):
                             timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stderr == ""
+
+
+def test_a_model_answers_in_a_few_objects():
+    """`DensityModel` keeps its verbs, the Keras overrides and the properties that return a
+    kind's objects (ordering, export module, coding plan): at most 20 public methods; every
+    kind's export module is its own, in its own package."""
+    public = [name for name, value in vars(models.DensityModel).items()
+              if not name.startswith("_") and not isinstance(value, type)
+              and (callable(value) or isinstance(value, (property, staticmethod)))]
+    assert len(public) <= 20, public
+    for kind, cls in models.MODELS.items():
+        package = cls.__module__.rsplit(".", 1)[0]
+        assert cls.export_class.__module__ == package + ".export", kind

@@ -113,7 +113,7 @@ def causal_checks(model, cond):
     """`[(logits_fn, order, modelled)]`: the model's networks, the generation order each must
     obey and the sub-pixels each predicts (None: all); see `testing.assert_causal`."""
     if isinstance(model, models.GatedPixelCNN):
-        return [(lambda x: model.outputs(x, cond, False),
+        return [(lambda x: model.call(x, cond, False),
                  testing.raster_order(model.image_size, model.image_size, model.channels), None)]
     if isinstance(model, models.SubscalePixelNetwork):
         cond = with_msb(model, cond)
@@ -123,7 +123,7 @@ def causal_checks(model, cond):
                  testing.subscale_modelled(*geometry, model.slice_range))]
     if isinstance(model, models.MultidimensionalUpscaling):
         return [check for net in model.networks.values() for check in causal_checks(net, cond)]
-    return [(lambda x: model.logits_as_image(model.outputs(x, cond, False)),
+    return [(lambda x: model.logits_as_image(model.call(x, cond, False)),
              testing.multiscale_order(model.image_size, model.channels, model.base_size,
                                       model.group_pixelcnn_patch), None)]
 

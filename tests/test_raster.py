@@ -61,7 +61,7 @@ def test_model_is_causal(channels):
     model = _tiny(4, channels, 2, {"label": 2})
     model.build()
     cond = {"label": tf.constant([1])}
-    assert_causal(lambda x: model.outputs(x, cond, False), raster_order(4, 4, channels))
+    assert_causal(lambda x: model.call(x, cond, False), raster_order(4, 4, channels))
 
 
 def test_fit_on_embedded_data_lowers_loss_and_keras_round_trip(tmp_path):

@@ -47,7 +47,7 @@ def test_cli_writes_a_png_grid_and_logs_progress(model_dir, tmp_path):
     # As a user runs it: no TF_CPP_MIN_LOG_LEVEL, so the CLI's own quieting is what is tested.
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL",
                                                             "SPN_TF_VERBOSE")}
-    result = _sample_cli(f"--model_dir={model_dir}", "--num=5", "--batch_size=3", "--seed=2",
+    result = _sample_cli(f"--model_dir={model_dir}", "--num_samples=5", "--batch_size=3", "--seed=2",
                          f"--out={out}", f"--xla_cache={tmp_path / 'xla'}", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sampled 3/5" in result.stderr and "sampled 5/5" in result.stderr
@@ -62,7 +62,7 @@ def test_given_image_keeps_the_top_half_and_same_seed_same_images(model_dir, tmp
     tf.io.write_file(given, tf.io.encode_png(image))
     kwargs = dict(model_dir=str(model_dir), num=4, batch_size=4, seed=1, temperature=1.0,
                   labels=["2"], given_path=given, out=str(tmp_path / "a.png"))
-    compiled = sample.run(sampler="compiled", **kwargs)
+    compiled = sample.run(sampler="xla", **kwargs)
     reference = sample.run(sampler="reference", **kwargs)
     np.testing.assert_array_equal(compiled, reference)
     np.testing.assert_array_equal(compiled[:, :2], np.repeat(image[None, :2] // 32, 4, 0))
@@ -122,9 +122,9 @@ def test_auto_sampler_skips_the_compile_only_for_short_multiscale_runs():
     multiscale = models.build("multiscale", 4, channels=1, bits=2, preset="tiny", base_size=2)
     raster = models.build("raster", 4, channels=1, bits=2, preset="tiny")
     assert sample.pick_sampler(multiscale, 1) == "reference"
-    assert sample.pick_sampler(multiscale, multiscale.reference_sampler_calls) == "compiled"
-    assert sample.pick_sampler(raster, 1) == "compiled"
-    assert sample.pick_sampler(multiscale, 1, "compiled") == "compiled"
+    assert sample.pick_sampler(multiscale, multiscale.export_module.reference_sampler_calls) == "xla"
+    assert sample.pick_sampler(raster, 1) == "xla"
+    assert sample.pick_sampler(multiscale, 1, "xla") == "xla"
 
 
 def test_stage_log_throttles_and_always_logs_a_stage_end(monkeypatch):

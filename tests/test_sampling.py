@@ -1,7 +1,5 @@
 """Samplers: compiled == reference on test models, cached == naive, trace counts, bad arguments."""
 
-import functools
-
 import keras
 import numpy as np
 import pytest
@@ -23,9 +21,37 @@ def _raster(size=4, channels=3, bits=3, cond=None, **overrides):
     return model
 
 
+REFERENCE = sampling.Draws(sampling.Mode.REFERENCE, sampling.Loops())
+
+
 def _network(decoder, scale):
     """The reference sampler's graph function of a bare decoder."""
-    return sampling.reference_network(lambda x, context: decoder(scale(x), context=context))
+    return REFERENCE.loops.reference(decoder, scale)
+
+
+def _naive(decoder, scale, *args, head):
+    return sampling.raster_sample(_network(decoder, scale), *args, head=head, draws=REFERENCE)
+
+
+def _cached(decoder, scale, head, mode):
+    """`cached_raster_sample` over a bare decoder as the traced function of `mode`."""
+    loops = sampling.Loops()
+    fn = lambda draws, *args: sampling.cached_raster_sample(decoder, scale, *args, head=head,
+                                                            draws=draws)
+    return loops.traced("cached", sampling.Draws(sampling.Mode.of(mode), loops), fn,
+                        decoder.variables)
+
+
+def _traces(model, name, mode="xla"):
+    """How often `model`'s traced sampler `name` of `mode` was traced."""
+    function = model._loops._functions[name, sampling.Mode.of(mode)]
+    return function.experimental_get_tracing_count()
+
+
+def _reference_traces(model):
+    """The trace counts of `model`'s reference networks, in the order they were made."""
+    return [f.experimental_get_tracing_count() for key, f in model._loops._functions.items()
+            if key[0] == "reference"]
 
 
 def _noise(shape, seed=0):
@@ -46,13 +72,13 @@ def test_compiled_equals_reference_for_seeds_temperatures_and_given(overrides):
     for seed in (0, [5, 9]):
         for temperature in (1.0, 0.5, 0.0):
             for known in (None, {"images": given, "mask": mask}):
-                reference = model.sample(2, seed, temperature, cond, known, compiled=False)
+                reference = model.sample(2, seed, temperature, cond, known, mode="reference")
                 compiled = model.sample(2, seed, temperature, cond, known)
                 np.testing.assert_array_equal(compiled, reference)
                 if known is not None:
                     np.testing.assert_array_equal(compiled.numpy()[mask], given[mask])
     # 18 calls, one batch size: one trace.
-    assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 1
+    assert _traces(model, "raster") == 1
 
 
 @pytest.mark.parametrize("head", [distributions.Categorical(8),
@@ -67,13 +93,14 @@ def test_cached_loop_equals_naive_with_spatial_context_and_wide_images(head):
     scale = lambda x: tf.cast(x, tf.float32) / 3.5 - 1.0
     zeros, unknown = tf.zeros(shape, tf.int32), tf.zeros(shape, tf.bool)
     uniform, temperature = _noise(shape), tf.fill([2], 1.0)
-    naive = sampling.raster_sample(_network(decoder, scale), zeros, unknown, uniform,
-                                   temperature, context, head=head)
-    cached = sampling.compile_loop(functools.partial(sampling.cached_raster_sample, head=head))(
-        decoder, scale, zeros, unknown, uniform, temperature, context)
+    naive = _naive(decoder, scale, zeros, unknown, uniform, temperature, context, head=head)
+    for mode in ("xla", "graph"):
+        cached = _cached(decoder, scale, head, mode)(zeros, unknown, uniform, temperature,
+                                                     context)
+        np.testing.assert_array_equal(cached, naive)
     eager_cached = sampling.cached_raster_sample(decoder, scale, zeros, unknown, uniform,
-                                                 temperature, context, head=head)
-    np.testing.assert_array_equal(cached, naive)
+                                                 temperature, context, head=head,
+                                                 draws=REFERENCE)
     np.testing.assert_array_equal(eager_cached, naive)
     assert len(np.unique(naive)) > 3  # the test has power: not a constant image
 
@@ -98,18 +125,19 @@ def test_cached_loop_with_attention_equals_naive(shape, attention_layers, contex
     scale = lambda x: tf.cast(x, tf.float32) / 3.5 - 1.0
     given = tf.constant(rng.integers(0, 8, shape), tf.int32)
     head = distributions.Categorical(8)
-    compiled = sampling.compile_loop(functools.partial(sampling.cached_raster_sample, head=head))
+    compiled, graph = _cached(decoder, scale, head, "xla"), _cached(decoder, scale, head, "graph")
     for seed, temperature, known in ((0, 1.0, np.zeros(shape, bool)),
                                      (1, 0.0, np.zeros(shape, bool)),
                                      (2, 0.7, rng.random(shape) < 0.3)):
         uniform, known = _noise(shape, seed), tf.constant(known)
         temperatures = tf.fill([batch], temperature)
-        naive = sampling.raster_sample(_network(decoder, scale), given, known, uniform,
-                                       temperatures, context, head=head)
-        cached = compiled(decoder, scale, given, known, uniform, temperatures, context)
+        naive = _naive(decoder, scale, given, known, uniform, temperatures, context, head=head)
         eager = sampling.cached_raster_sample(decoder, scale, given, known, uniform,
-                                              temperatures, context, head=head)
-        np.testing.assert_array_equal(cached, naive)
+                                              temperatures, context, head=head,
+                                              draws=REFERENCE)
+        for loop in (compiled, graph):
+            np.testing.assert_array_equal(loop(given, known, uniform, temperatures, context),
+                                          naive)
         np.testing.assert_array_equal(eager, naive)
         assert len(np.unique(naive)) > 3  # the test has power: not a constant image
     assert compiled.experimental_get_tracing_count() == 1
@@ -134,10 +162,10 @@ def test_trace_once_per_batch_size_and_temperature_is_an_input():
     model = _raster(4, 1, 2)
     first = model.sample(3, 0, 1.0)
     second = model.sample(3, 1, 0.7)
-    assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 1
+    assert _traces(model, "raster") == 1
     assert not np.array_equal(first, second)
     model.sample(5, 0)
-    assert model._sample_loops["raster", "xla"].experimental_get_tracing_count() == 2
+    assert _traces(model, "raster") == 2
 
 
 def test_reference_networks_trace_once_per_shape():
@@ -150,14 +178,14 @@ def test_reference_networks_trace_once_per_shape():
     for model in (raster, spn, type_b):
         model.build()
         for seed in range(3):
-            model.sample(2, seed, compiled=False)
-    assert raster.reference_logits.experimental_get_tracing_count() == 1
-    assert spn.reference_logits.experimental_get_tracing_count() == 1
-    assert type_b.reference_base_logits.experimental_get_tracing_count() == 1
-    # Groups 2x2 then 4x4 in 2x2 patches: 2 and 8 patches per call, one trace each.
-    assert [f.experimental_get_tracing_count() for f in type_b.reference_patch_logits] == [2] * 3
-    raster.sample(3, 0, compiled=False)
-    assert raster.reference_logits.experimental_get_tracing_count() == 2
+            model.sample(2, seed, mode="reference")
+    assert _reference_traces(raster) == [1]
+    assert _reference_traces(spn) == [1]
+    # The base network, then the groups 2x2 then 4x4 in 2x2 patches: 2 and 8 patches per
+    # call, one trace each.
+    assert _reference_traces(type_b) == [1, 2, 2, 2]
+    raster.sample(3, 0, mode="reference")
+    assert _reference_traces(raster) == [2]
 
 
 def test_compiled_samples_follow_log_prob():
@@ -180,7 +208,7 @@ def test_same_seed_same_images_across_calls_and_save_load(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_array_equal(loaded.sample(3, [2, 2], cond=cond), a)
-    np.testing.assert_array_equal(loaded.sample(3, [2, 2], cond=cond, compiled=False), a)
+    np.testing.assert_array_equal(loaded.sample(3, [2, 2], cond=cond, mode="reference"), a)
 
 
 @pytest.mark.parametrize("kwargs,message", [
@@ -197,11 +225,11 @@ def test_same_seed_same_images_across_calls_and_save_load(tmp_path):
                                        "mask": np.ones((3, 4, 4, 1), bool)}), "given"),
     (dict(batch_size=2, seed=0, given={"images": np.zeros((2, 4, 4, 1), np.int32)}), "given"),
 ])
-@pytest.mark.parametrize("compiled", [True, False])
-def test_bad_arguments_raise_clear_errors(kwargs, message, compiled):
+@pytest.mark.parametrize("mode", ["xla", "reference"])
+def test_bad_arguments_raise_clear_errors(kwargs, message, mode):
     model = _raster(4, 1, 3)
     with pytest.raises(ValueError, match=message):
-        model.sample(**kwargs, compiled=compiled)
+        model.sample(**kwargs, mode=mode)
 
 
 def _spn(**overrides):
@@ -226,12 +254,12 @@ def test_spn_compiled_equals_reference_with_upscaling_and_completion(overrides):
         for temperature in (1.0, 0.0):
             for given in (None, {"first_slice": images[:, :2, :2]},
                           {"images": images, "num_slices": 2}):
-                reference = model.sample(2, seed, temperature, cond, given, compiled=False)
+                reference = model.sample(2, seed, temperature, cond, given, mode="reference")
                 compiled = model.sample(2, seed, temperature, cond, given)
                 np.testing.assert_array_equal(compiled, reference)
     np.testing.assert_array_equal(compiled.numpy()[:, 0, :], images[:, 0, :])  # slices 0, 1
     # 12 calls of up to 4 slices each: one trace serves every slice.
-    assert model._sample_loops["slice", "xla"].experimental_get_tracing_count() == 1
+    assert _traces(model, "slice") == 1
 
 
 def test_multiscale_compiled_equals_reference_with_super_resolution():
@@ -246,12 +274,12 @@ def test_multiscale_compiled_equals_reference_with_super_resolution():
         for temperature in (1.0, 0.0):
             for extra in ({}, {"low_res": low_res}):
                 cond = {"label": [0, 2], **extra}
-                reference = model.sample(2, seed, temperature, cond, compiled=False)
+                reference = model.sample(2, seed, temperature, cond, mode="reference")
                 compiled = model.sample(2, seed, temperature, cond)
                 np.testing.assert_array_equal(compiled, reference)
     np.testing.assert_array_equal(compiled.numpy()[:, ::2, ::2], low_res)
     # Two starting resolutions (base, 4x4): two traces for 8 calls.
-    assert model._sample_loops["scales", "xla"].experimental_get_tracing_count() == 2
+    assert _traces(model, "scales") == 2
 
 
 def test_progress_reports_each_host_side_step_and_changes_no_image():
@@ -275,3 +303,49 @@ def test_progress_reports_each_host_side_step_and_changes_no_image():
     models.build("raster", 4, channels=1, bits=1, preset="tiny").sample(
         1, 0, progress=lambda *step: calls.append(step))
     assert calls == []
+
+
+def test_concurrent_samplers_in_other_modes_give_their_own_results():
+    """Nothing shared selects an algorithm: threads sampling one model at once in different
+    modes, each with its own progress callback, get what each gets alone."""
+    import threading
+    model = _spn()
+    cond = {"label": [0, 2]}
+    checked = model.check_cond(cond, 2)  # what `run_sampler` takes: tensors
+    runs = {mode: dict(batch_size=2, seed=[4, k], cond=cond, mode=mode)
+            for k, mode in enumerate(("reference", "xla"))}
+    alone = {mode: model.sample(**kwargs).numpy() for mode, kwargs in runs.items()}
+    graph_alone = model.run_sampler([4, 9], np.ones(2, np.float32), checked).numpy()
+    results, reports, errors = {}, {mode: [] for mode in runs}, []
+
+    def work(mode):
+        try:
+            for _ in range(3):
+                results.setdefault(mode, []).append(model.sample(
+                    **runs[mode], progress=lambda *step: reports[mode].append(step)).numpy())
+            if mode == "xla":
+                results["graph"] = model.run_sampler([4, 9], np.ones(2, np.float32),
+                                                     checked).numpy()
+        except Exception as error:  # surfaced below, not lost in the thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=work, args=(mode,)) for mode in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for mode in runs:
+        for images in results[mode]:
+            np.testing.assert_array_equal(images, alone[mode])
+        assert reports[mode] == [(f"{model.name} slices", k, 4) for k in range(1, 5)] * 3
+    np.testing.assert_array_equal(results["graph"], graph_alone)
+    assert not np.array_equal(alone["reference"], alone["xla"])  # the seeds differ: power
+
+
+def test_an_unknown_mode_is_refused():
+    model = _raster(4, 1, 3)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        model.sample(2, 0, mode="compiled")
+    with pytest.raises(ValueError, match="coding"):
+        model.sample(2, 0, mode="coding")

@@ -80,7 +80,7 @@ def test_caption_forms_agree_and_sample_takes_captions(text_model):
     for value in values[1:]:
         np.testing.assert_array_equal(value, values[0])
     compiled = text_model.sample(2, seed=3, cond={"text": CAPTIONS})
-    reference = text_model.sample(2, seed=3, cond={"text": CAPTIONS}, compiled=False)
+    reference = text_model.sample(2, seed=3, cond={"text": CAPTIONS}, mode="reference")
     np.testing.assert_array_equal(compiled, reference)
 
 
@@ -208,7 +208,7 @@ def test_text_conditional_training_run(tmp_path):
     config = TrainConfig(model="multiscale", preset="tiny", image_size=4, bits=2,
                          text_conditional=True, steps=2, batch_size=8, num_samples=2,
                          eval_batches=1, checkpoint_every=2, hparams={"base_size": 2},
-                         jit_compile=True,
+                         xla=True,
                          model_dir=str(tmp_path / "run"))
     train_and_evaluate(config)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -225,7 +225,7 @@ def test_sample_cli_takes_captions(tmp_path):
     model.build()
     model.save(str(tmp_path / "model.keras"))
     args = dict(model_dir=str(tmp_path), num=3, batch_size=3, seed=5, temperature=1.0,
-                labels=None, given_path=None, sampler="compiled", out=str(tmp_path / "s.png"))
+                labels=None, given_path=None, sampler="xla", out=str(tmp_path / "s.png"))
     images = sample.run(captions=CAPTIONS, **args)
     want = model.sample(3, [5, 0], 1.0, {"text": [CAPTIONS[0], CAPTIONS[1], CAPTIONS[0]]})
     np.testing.assert_array_equal(images, want)

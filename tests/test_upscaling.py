@@ -195,5 +195,5 @@ def test_compiled_sampler_equals_the_reference_of_every_part():
     cond = {"label": np.array([0, 1], np.int32)}
     for seed, temperature in [(0, 1.0), (5, 0.0)]:
         np.testing.assert_array_equal(
-            model.sample(2, seed, temperature, cond=cond, compiled=True),
-            model.sample(2, seed, temperature, cond=cond, compiled=False))
+            model.sample(2, seed, temperature, cond=cond, mode="xla"),
+            model.sample(2, seed, temperature, cond=cond, mode="reference"))

@@ -62,7 +62,7 @@ def test_compiled_clip_sampler_equals_reference_and_follows_log_prob(tmp_path):
     actions = _actions(3000, num_frames=2)
     compiled = model.sample_video(x0, actions, seed=4).numpy()
     np.testing.assert_array_equal(
-        compiled[:16], model.sample_video(x0[:16], actions[:16], seed=4, compiled=False))
+        compiled[:16], model.sample_video(x0[:16], actions[:16], seed=4, mode="reference"))
     assert (compiled[:, 0] == FRAMES[9]).all()
 
     def clip_log_prob(frames, cond):

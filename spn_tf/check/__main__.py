@@ -19,23 +19,19 @@ from absl import app, flags
 from spn_tf import cli, models
 from spn_tf.check import export_checks, format_table, model_checks
 from spn_tf.hparams import parse_overrides
-from spn_tf.run_folder import load_checkpoint
+from spn_tf.run_folder import TrainConfig, load_checkpoint
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_enum("model", None, sorted(models.MODELS), "A configuration to check.")
-    flags.DEFINE_enum("preset", "small", list(models.PRESET_NAMES), "Its preset.")
-    flags.DEFINE_integer("image_size", 16, "Its image size.", lower_bound=1)
-    flags.DEFINE_enum("channels", "3", ["1", "3"], "Its channels.")
-    flags.DEFINE_integer("bits", 5, "Its bits per sub-pixel.", lower_bound=1, upper_bound=8)
-    flags.DEFINE_integer("num_classes", 0, "Class-conditional with this many classes.",
-                         lower_bound=0)
+    # The configuration to check (--model: its kind), as spn_tf.train takes it.
+    cli.config_flags(TrainConfig, ["model", "preset", "image_size", "channels", "bits",
+                                   "num_classes"], model=None)
     flags.DEFINE_integer("action_dims", 2, "--model=multiscale_video: the size of an action "
                          "vector (2 for the camera clips, 4 for BAIR).", lower_bound=1)
-    flags.DEFINE_multi_string("hparams", [], "Hyperparameter override key=value, repeatable.")
-    flags.DEFINE_string("model_dir", None, "A training run (its model.keras) to check.")
+    cli.hparams_flag()
+    cli.model_dir_flag(required=False)
     flags.DEFINE_string("saved_model", None, "An exported SavedModel version folder to check.")
     flags.DEFINE_integer("seed", 0, "Seed of the random probes.")
     flags.DEFINE_integer("agreement_seeds", 2, "Seeds of the compiled vs reference check.",
@@ -57,7 +53,7 @@ def verdicts_for(flag_values):
         model = load_checkpoint(os.path.join(flag_values.model_dir, "model.keras"))
     else:
         cond = {"label": flag_values.num_classes} if flag_values.num_classes else None
-        if models.model_class(flag_values.model).produces_clips:
+        if models.model_class(flag_values.model).export_class.produces_clips:
             if cond:
                 raise app.UsageError(f"--num_classes does not apply to --model="
                                      f"{flag_values.model} (it is conditioned on actions).")

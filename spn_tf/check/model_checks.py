@@ -202,8 +202,8 @@ def agreement(model, rng, seeds=2):
     cond, given = model.ordering.conditioning(1, rng)
     cond, same = _repeat(cond, 1), 0
     for seed in range(seeds):
-        compiled = model.sample(1, [7, seed], cond=cond, given=given, compiled=True).numpy()
-        reference = model.sample(1, [7, seed], cond=cond, given=given, compiled=False).numpy()
+        compiled = model.sample(1, [7, seed], cond=cond, given=given, mode="xla").numpy()
+        reference = model.sample(1, [7, seed], cond=cond, given=given, mode="reference").numpy()
         same += int(np.array_equal(compiled, reference))
     return [verdict("compiled = reference sampler", same * 2 > seeds,
                     f"{same}/{seeds} seeds give identical images (observed rate; rare "

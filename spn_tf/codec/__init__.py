@@ -3,7 +3,7 @@
 
 An image costs about `-log2 p(x)` bits (the model's likelihood) plus the container's header
 (`spn_tf.codec.container`) and a few bytes per image of coder flush. Coding runs the model's
-own sampler with a range coder in place of randomness (`DensityModel.coded_sample`,
+own sampler with a range coder in place of randomness (`run_sampler(mode="coding")`,
 `spn_tf.codec.entropy`): the decoder follows the model's order (raster pixel by pixel with
 the cached loop, an SPN slice by slice, multiscale group by group in O(log N) network calls,
 video frame by frame), and the encoder runs the very same loop, fed the true values, so both
@@ -57,14 +57,22 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
         raw, draws = model.coding_plan.parts(tf.constant(chunk))
         raw = None if raw is None else np.asarray(raw)
         coder = Encoder(raw, draws, model.num_values, progress)
-        out = model.coded_sample(coder, len(chunk), _rows(cond, begin, begin + len(chunk)),
-                                 model.coding_plan.given(raw)).numpy()
+        out = _coded_sample(model, coder, _rows(cond, begin, begin + len(chunk)),
+                            model.coding_plan.given(raw), len(chunk)).numpy()
         if not np.array_equal(out, chunk):
             raise RuntimeError("the model's sampler did not reproduce the images it coded "
                                "(its coding plan disagrees with its sampler): a bug in spn_tf.")
         streams += coder.finish()
     return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
                           batch_size, [container.crc(x) for x in images], streams)
+
+
+def _coded_sample(model, coder, cond, given, rows):
+    """The model's sampler with `coder` in place of randomness: `rows` examples, in the
+    model's own order, its fast loops as plain graphs (the same trace for the encoder and the
+    decoder)."""
+    return model.run_sampler(tf.zeros([2], tf.int32), tf.ones([rows], tf.float32),
+                             model.check_cond(cond, rows), given, mode="coding", coder=coder)
 
 
 def stream_sizes(data, model):
@@ -106,8 +114,8 @@ def decode(model, data, cond=None, progress=None):
         if raw is not None:
             raw = coder.decode_raw(tuple(raw.shape), model.num_values)
         try:
-            out = model.coded_sample(coder, end - begin, _rows(cond, begin, end),
-                                     model.coding_plan.given(raw)).numpy()
+            out = _coded_sample(model, coder, _rows(cond, begin, end),
+                                model.coding_plan.given(raw), end - begin).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
             reason = error.message.splitlines()[0]
             raise ValueError(f"examples {begin}-{end - 1} could not be decoded ({reason}).") \

@@ -31,19 +31,14 @@ COMMANDS = ("compress", "decompress")
 
 
 def define_flags():
-    flags.DEFINE_string("model_dir", None, "Directory holding model.keras (the model that "
-                        "encodes, and must decode).")
+    cli.model_dir_flag()  # the model that encodes, and must decode
     flags.DEFINE_string("out", None, "compress: the file to write; decompress: a .png (one "
                         "image) or a directory.")
-    flags.DEFINE_integer("batch_size", codec.DEFAULT_BATCH, "Images coded together.",
-                         lower_bound=1, upper_bound=2 ** 16 - 1)
+    cli.batch_size_flag(codec.DEFAULT_BATCH, upper_bound=2 ** 16 - 1)
     flags.DEFINE_bool("reduce_bits", False, "compress: keep the top bits of 8-bit images that "
                       "the model's bits cannot hold (lossy; otherwise refused).")
-    flags.DEFINE_list("labels", None, "Class labels for a class-conditional model, one per "
-                      "image or cycled (default 0, 1, 2, ...).")
-    flags.DEFINE_multi_string("captions", None, "Captions for a text-conditional model, one "
-                              "flag each, cycled over the images.")
-    flags.mark_flags_as_required(["model_dir", "out"])
+    cli.cond_flags()
+    flags.mark_flags_as_required(["out"])
 
 
 def read_lossless(path, model, reduce):
@@ -89,7 +84,7 @@ class Progress:
 
 def load(model_dir):
     model = load_checkpoint(os.path.join(model_dir, "model.keras"))
-    if model.produces_clips:
+    if model.export_module.produces_clips:
         raise ValueError("a video model codes clips: use spn_tf.codec.encode(model, clips, "
                          "{'action': ...}) from Python; this tool codes images.")
     return model

@@ -1,8 +1,8 @@
 """The entropy coders behind `spn_tf.codec`: constriction's range coder driven by the model's
 value tables, one stream per image.
 
-An `Encoder` or `Decoder` is the `coder` of `DensityModel.coded_sample` (see
-`spn_tf.sampling.coding`): at each draw of the model's sampler it gets the head's float32
+An `Encoder` or `Decoder` is the `coder` of `DensityModel.run_sampler(mode="coding")` (see
+`spn_tf.sampling.Draws`): at each draw of the model's sampler it gets the head's float32
 value logits of the sub-pixels drawn together, turns them into probabilities the same way in
 both directions (`probabilities`), and codes or decodes each image's values with them in
 its own stream, in the order the sampler draws them. The carriers (the noise a sampler would

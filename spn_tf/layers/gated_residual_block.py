@@ -7,6 +7,13 @@ from spn_tf import hparams
 from spn_tf.layers.masked_conv2d import MaskedConv2D
 
 
+def conv(layer, x, one_row=None):
+    """`layer(x)`, or `layer.call_one_row(x, one_row[id(layer)])` given one-row weights."""
+    if one_row is None:
+        return layer(x)
+    return layer.call_one_row(x, one_row[id(layer)])
+
+
 def gate(x):
     """`tanh(a) * sigmoid(b)` of the two halves of the last axis."""
     a, b = ops.split(x, 2, axis=-1)
@@ -65,25 +72,32 @@ class GatedResidualBlock(keras.layers.Layer):
         v, vertical_term = self.vertical_step(v, context)
         return [v, self.horizontal_step(h, vertical_term, context)]
 
-    def vertical_step(self, v, context=None):
+    def masked_convs(self):
+        """The block's `MaskedConv2D`s (a sampler gathers their one-row weights)."""
+        return [self.vertical_conv, self.horizontal_conv, self.horizontal_out]
+
+    def vertical_step(self, v, context=None, one_row=None):
         """The vertical half: `(v', vertical_term)`, the term it adds to the horizontal gate.
 
         Split from `horizontal_step` so that a raster sampler can compute the vertical stack
         once per row (it sees only rows above) and the horizontal one per sub-pixel.
+        `one_row`: None, or `{id(conv): weights}` of `masked_convs` for
+        `MaskedConv2D.call_one_row` (a plain-graph sampler's windows).
         """
-        v_pre = self.vertical_conv(v)
+        v_pre = conv(self.vertical_conv, v, one_row)
         if context is not None:
             v_pre = v_pre + self.context_vertical(context)
         # The horizontal stack reads the vertical pre-activations, context included, so the
         # last block's vertical weights get gradients although its `v'` is unused.
         return gate(v_pre), self.vertical_to_horizontal(v_pre)
 
-    def horizontal_step(self, h, vertical_term, context=None):
-        """The horizontal half: `h'` from `h` and `vertical_term` (same height and width)."""
-        h_pre = self.horizontal_conv(h) + vertical_term
+    def horizontal_step(self, h, vertical_term, context=None, one_row=None):
+        """The horizontal half: `h'` from `h` and `vertical_term` (same height and width);
+        `one_row` as in `vertical_step`."""
+        h_pre = conv(self.horizontal_conv, h, one_row) + vertical_term
         if context is not None:
             h_pre = h_pre + self.context_horizontal(context)
-        return h + self.horizontal_out(gate(h_pre))
+        return h + conv(self.horizontal_out, gate(h_pre), one_row)
 
     def compute_output_shape(self, inputs_shape, context_shape=None):
         return list(inputs_shape)

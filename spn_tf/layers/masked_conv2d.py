@@ -1,8 +1,5 @@
 """`MaskedConv2D`: a 2-D convolution whose kernel only reaches already generated pixels."""
 
-import contextlib
-import contextvars
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -11,32 +8,6 @@ from keras import ops
 from spn_tf import hparams
 
 STACKS = ("raster", "vertical", "horizontal")
-_ONE_ROW_WEIGHTS = contextvars.ContextVar("spn_tf_one_row_weights", default=None)
-
-
-@contextlib.contextmanager
-def one_row_matmul(layers):
-    """While tracing inside the block, the `MaskedConv2D`s among `layers` compute one-row
-    inputs (a raster sampler's per-step windows), and 1x1 kernels on any input (heads), as
-    one matrix product instead of a `Conv2D`, with their weights gathered once, here, outside
-    the sampler's loops.
-
-    For loops run as plain graphs: there oneDNN's Conv2D costs ~100 us a call on such small
-    inputs against ~20 us for the MatMul, and a weight
-    computed inside a loop is computed again at every step. Not for XLA loops, where the
-    convolution is the faster of the two and XLA hoists what does not change.
-
-    Args:
-      layers: layers (e.g. `model._flatten_layers()`); the others are ignored.
-    """
-    weights = {id(layer): layer.one_row_weights() for layer in layers
-               if isinstance(layer, MaskedConv2D) and layer.built}
-    token = _ONE_ROW_WEIGHTS.set(weights)
-    try:
-        yield
-    finally:
-        _ONE_ROW_WEIGHTS.reset(token)
-
 
 def kept_taps(mask):
     """The smallest rectangle of kernel taps holding every non-zero of `mask`: `((top,
@@ -142,16 +113,29 @@ class MaskedConv2D(keras.layers.Layer):
         self._kept = kept_taps(self._mask)
 
     def call(self, inputs):
-        one_row = (_ONE_ROW_WEIGHTS.get() or {}).get(id(self))
-        pointwise = self.kernel_size == (1, 1)
-        if (one_row is not None and (inputs.shape[1] == 1 or pointwise)
-                and None not in inputs.shape[1:3]):
-            outputs = self._one_row_conv(inputs, ops.cast(one_row, inputs.dtype))
-        else:
-            outputs = self._cropped_conv(inputs)
-        if self.bias is not None:
-            outputs = outputs + ops.cast(self.bias, outputs.dtype)
-        return outputs
+        return self._add_bias(self._cropped_conv(inputs))
+
+    def call_one_row(self, inputs, weights):
+        """`call` of a one-row input `(B, 1, W, in)` (a raster sampler's window), or of any
+        input of a 1x1 kernel, as one matrix product with `weights`, this layer's
+        `one_row_weights()` computed once outside the sampler's loops; any other input (or
+        `weights` None) goes to `call`.
+
+        For loops run as plain graphs: there oneDNN's Conv2D costs ~100 us a call on such
+        small inputs against ~20 us for the MatMul, and a weight computed inside a loop is
+        computed again at every step. Not for XLA loops, where the convolution is the faster
+        of the two and XLA hoists what does not change. The same sum of products as the
+        convolution, in another order (float rounding only).
+        """
+        if (weights is None or not (inputs.shape[1] == 1 or self.kernel_size == (1, 1))
+                or None in inputs.shape[1:3]):
+            return self(inputs)
+        return self._add_bias(self._one_row_conv(inputs, ops.cast(weights, inputs.dtype)))
+
+    def _add_bias(self, outputs):
+        if self.bias is None:
+            return outputs
+        return outputs + ops.cast(self.bias, outputs.dtype)
 
     def _cropped_conv(self, inputs):
         """The masked 'same' convolution on the kept rectangle of the kernel (see the class
@@ -198,10 +182,7 @@ class MaskedConv2D(keras.layers.Layer):
                            (-1, self.filters))
 
     def _one_row_conv(self, inputs, weights):
-        """The same convolution of a one-row input `(B, 1, W, in)` (or any input `(B, H, W,
-        in)` of a 1x1 kernel) as one matrix product with `one_row_weights` (see
-        `one_row_matmul`): the same sum of products as the convolution, in another order
-        (float rounding only)."""
+        """The convolution (no bias) of `call_one_row`'s inputs as one matrix product."""
         taps, centre_col = self._taps(), self.kernel_size[1] // 2
         height, width = inputs.shape[1], inputs.shape[2]
         if taps == [centre_col]:

@@ -5,7 +5,7 @@ from keras import ops
 
 from spn_tf import hparams
 from spn_tf.layers.causal_self_attention import CausalSelfAttention
-from spn_tf.layers.gated_residual_block import GatedResidualBlock
+from spn_tf.layers.gated_residual_block import GatedResidualBlock, conv
 from spn_tf.layers.masked_conv2d import MaskedConv2D
 
 
@@ -90,7 +90,15 @@ class MaskedDecoder(keras.layers.Layer):
         """
         return self.first_kernel_size // 2 + self.num_layers * (self.kernel_size // 2)
 
-    def vertical_stack(self, x, context=None):
+    def one_row_weights(self):
+        """`{id(conv): weights}` of every `MaskedConv2D` here (`MaskedConv2D.one_row_weights`):
+        the `one_row` argument of the stacks and the head, gathered once before a
+        plain-graph sampler's loops."""
+        convs = [self.vertical_in, self.horizontal_in, self.head_hidden, self.head_out]
+        convs += [layer for block in self.blocks for layer in block.masked_convs()]
+        return {id(layer): layer.one_row_weights() for layer in convs}
+
+    def vertical_stack(self, x, context=None, one_row=None):
         """The vertical stack: what it adds to each block's horizontal gate.
 
         Row r of the result depends on rows above r of `x` only, so a raster sampler computes
@@ -98,14 +106,16 @@ class MaskedDecoder(keras.layers.Layer):
 
         Args:
           x: float `(B, H, W, C)`; context as in `call`.
+          one_row: None, or `one_row_weights()`: one-row (and 1x1) convolutions as matrix
+            products (`MaskedConv2D.call_one_row`).
 
         Returns:
           list of `num_layers` floats `(B, H, W, 2 * filters)`.
         """
-        v = self.vertical_in(x)
+        v = conv(self.vertical_in, x, one_row)
         vertical_terms = []
         for block in self.blocks:
-            v, term = block.vertical_step(v, context)
+            v, term = block.vertical_step(v, context, one_row)
             vertical_terms.append(term)
         return vertical_terms
 
@@ -121,7 +131,8 @@ class MaskedDecoder(keras.layers.Layer):
         """
         return self.head(self.horizontal_features(x, vertical_terms, context)[0])
 
-    def horizontal_features(self, x, vertical_terms, context=None, attention_outputs=None):
+    def horizontal_features(self, x, vertical_terms, context=None, attention_outputs=None,
+                            one_row=None):
         """The horizontal stack without the head, and the inputs of its attention layers.
 
         Args:
@@ -130,15 +141,16 @@ class MaskedDecoder(keras.layers.Layer):
             float `(B, H, W, filters)` per attention layer: its outputs at `x`'s positions,
             computed elsewhere (a raster sampler's cache, `CausalSelfAttention.step`: attention
             at a pixel sees every earlier pixel, beyond a window of `x`).
+          one_row: as in `vertical_stack`.
 
         Returns:
           `(h, attention_inputs)`: features float `(B, H, W, filters)` for `head`, and what
           each attention layer read (its input), a list of floats `(B, H, W, filters)`.
         """
-        h = self.horizontal_in(x)
+        h = conv(self.horizontal_in, x, one_row)
         attention_inputs = []
         for i, (block, term) in enumerate(zip(self.blocks, vertical_terms)):
-            h = block.horizontal_step(h, term, context)
+            h = block.horizontal_step(h, term, context, one_row)
             if i in self.attention_layers:
                 k = self.attention_layers.index(i)
                 attention_inputs.append(h)
@@ -146,11 +158,11 @@ class MaskedDecoder(keras.layers.Layer):
                          else attention_outputs[k])
         return h, attention_inputs
 
-    def head(self, h):
+    def head(self, h, one_row=None):
         """The head's outputs float `(B, H, W, C, num_outputs)` from features `(B, H, W,
-        filters)`."""
+        filters)`; `one_row` as in `vertical_stack`."""
         # ELU, not ReLU: no dead units, so every allowed dependency has a non-zero gradient.
-        out = self.head_out(ops.elu(self.head_hidden(ops.elu(h))))
+        out = conv(self.head_out, ops.elu(conv(self.head_hidden, ops.elu(h), one_row)), one_row)
         shape = ops.shape(out)
         return ops.reshape(out, (shape[0], shape[1], shape[2], self.data_channels,
                                  self.num_outputs))

@@ -6,15 +6,14 @@
 * `fit` loss: bits per dimension, `-log_prob / (H * W * C * ln 2)`, averaged over the batch.
 
 `fit` feeds `x` as an image batch or a dict `{"images": ..., "label": ..., "embedding": ...}`;
-no targets. Subclasses implement `outputs(images, cond, training)`,
+no targets. Subclasses implement `_outputs(images, cond, training)` (what `call` returns),
 `_log_prob_from_outputs(images, cond, outputs)` (and its per-sub-pixel map) and
-`_sample(..., loop)`, where `loop` says how
-the sampling loops run: `"reference"` (one network call per step, eagerly),
-`"graph"` (the fast `tf.while_loop`s as a plain `tf.function`) or `"xla"` (the same loops
-XLA-compiled; what `sample` runs by default).
+`_sample(batch_size, seed, temperature, cond, given, draws)`, where `draws`
+(`spn_tf.sampling.Draws`) carries the run's mode: `reference` (one network call per step,
+eagerly), `graph` (the fast `tf.while_loop`s as a plain `tf.function`), `xla` (the same loops
+XLA-compiled; what `sample` runs by default) or `coding` (the codec's).
 """
 
-import contextlib
 import dataclasses
 import math
 from typing import Callable
@@ -27,7 +26,6 @@ from spn_tf import distributions, hparams, orderings
 from spn_tf import inputs as inputs_lib
 from spn_tf import sampling
 from spn_tf.distributions import bits_per_dim
-from spn_tf.layers.masked_conv2d import one_row_matmul
 from spn_tf.models import signatures
 
 
@@ -62,9 +60,10 @@ class DensityModel(keras.Model):
     `ordering` (an `spn_tf.orderings.Ordering`: what `spn_tf.check` and the test harness
     read); `export_module` (the SavedModel signatures, their conditioning specs and metadata,
     and what an image given to the sample CLI means); `coding_plan` (a `CodingPlan`:
-    `spn_tf.codec`). A composite uses the networks it holds through `outputs`,
-    `log_prob_from_outputs` and `run_sampler`, the same public verbs the training loss and
-    the export use.
+    `spn_tf.codec`). A composite uses the networks it holds through `call` (called directly:
+    no input checks), `log_prob_from_outputs` and `run_sampler`, the same public verbs the
+    training loss and the export use. `example_shape`, `num_dims` and `num_values` are plain
+    attributes.
 
     Args:
       image_size: height and width of the (square) images.
@@ -103,21 +102,15 @@ class DensityModel(keras.Model):
         self.distribution = distributions.make_head(head, self.bits, num_mixtures)
         self.head = head
         self.num_mixtures = int(num_mixtures)
+        self.num_values = 2 ** self.bits
+        self._set_example_shape((self.image_size, self.image_size, self.channels))
+        self._loops = sampling.Loops()  # its traced samplers (a plain object: not tracked)
 
-    @property
-    def num_values(self):
-        return 2 ** self.bits
-
-    @property
-    def num_dims(self):
-        return self.image_size * self.image_size * self.channels
-
-    def scale(self, images, bits=None):
+    def _scale(self, images, bits=None):
         """Integers in `[0, 2**bits)` → floats in `[-1, 1]` in the compute dtype."""
-        top = 2 ** (bits or self.bits) - 1
-        return tf.cast(images, self.compute_dtype) * (2.0 / top) - 1.0
+        return inputs_lib.scale_images(images, bits or self.bits, self.compute_dtype)
 
-    def dummy_inputs(self, batch_size=1):
+    def _dummy_inputs(self, batch_size=1):
         """Zero images and conditioning of the right shapes (used to build the weights)."""
         images = tf.zeros([batch_size, self.image_size, self.image_size, self.channels], tf.int32)
         cond = {}
@@ -132,8 +125,8 @@ class DensityModel(keras.Model):
     def build(self, input_shape=None):
         if self.built:
             return
-        images, cond = self.dummy_inputs()
-        self.outputs(images, cond, training=False)
+        images, cond = self._dummy_inputs()
+        self._outputs(images, cond, False)
         self.built = True
 
     def build_from_config(self, config):
@@ -161,20 +154,20 @@ class DensityModel(keras.Model):
         """`keras.Model.fit`, with the data checked first. A `tf.data.Dataset` is shuffled by
         its own pipeline, so `shuffle` defaults to False for one (Keras's default True would
         only warn that it is ignored)."""
-        self.check_data(x)
+        self._check_data(x)
         if isinstance(x, tf.data.Dataset) and not args:
             kwargs.setdefault("shuffle", False)
         return super().fit(x, *args, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
-        self.check_data(x)
+        self._check_data(x)
         return super().evaluate(x, *args, **kwargs)
 
     def predict(self, x, *args, **kwargs):
-        self.check_data(x)
+        self._check_data(x)
         return super().predict(x, *args, **kwargs)
 
-    def check_data(self, x):
+    def _check_data(self, x):
         """What `fit`, `evaluate` and `predict` get, checked before Keras traces a step (a
         failed trace would leave the model's step functions half built).
 
@@ -199,8 +192,21 @@ class DensityModel(keras.Model):
             self.check_inputs(*inputs_lib.split_inputs(x))
 
     def call(self, inputs, cond=None, training=None):
+        """The network's outputs for checked images and `cond` (`check_inputs`), in the
+        kind's own layout (what `model(x)` returns after checking its inputs). Called
+        directly, as `model.call(images, cond, training=False)`, it is with
+        `log_prob_from_outputs` the interface a composite uses on the networks it holds
+        (upscaling, video), and the training loss's: no input checks, no Keras call
+        wrapping.
+
+        Args:
+          inputs: int32 `(B, *example_shape)` images, or a dict of them (`"images"`) and the
+            conditioning.
+          cond: dict of checked conditioning tensors (may be empty or None).
+          training: Python bool.
+        """
         images, cond = inputs_lib.split_inputs(inputs, cond)
-        return self.outputs(images, cond, training=bool(training))
+        return self._outputs(images, cond or {}, bool(training))
 
     def log_prob(self, images, cond=None, slices_per_call=None):
         """Exact log-likelihood.
@@ -221,7 +227,7 @@ class DensityModel(keras.Model):
         if slices_per_call:
             hparams.check_positive("slices_per_call", slices_per_call)
             return self._log_prob_chunked(images, cond, int(slices_per_call))
-        return self.log_prob_from_outputs(images, cond, self.outputs(images, cond))
+        return self.log_prob_from_outputs(images, cond, self._outputs(images, cond, False))
 
     def log_prob_map(self, images, cond=None):
         """Per-sub-pixel log-likelihoods in image layout: where an image is unlikely.
@@ -242,20 +248,11 @@ class DensityModel(keras.Model):
         """
         images, cond = self.check_inputs(images, cond)
         self.build()
-        return self.log_prob_from_outputs(images, cond, self.outputs(images, cond),
+        return self.log_prob_from_outputs(images, cond, self._outputs(images, cond, False),
                                           per_subpixel=True)
 
-    def outputs(self, images, cond, training=False):
-        """The network's outputs for checked `images` and `cond` (`check_inputs`), in the
-        kind's own layout (what `model(x)` returns). With `log_prob_from_outputs`, the
-        interface a composite uses on the networks it holds (upscaling, video), and the
-        training loss's: no input checks, no Keras call wrapping.
-
-        Args:
-          images: int32 `(B, *example_shape)`.
-          cond: dict of checked conditioning tensors (may be empty).
-          training: Python bool.
-        """
+    def _outputs(self, images, cond, training):
+        """The network's outputs for checked `images` and `cond`: what `call` returns."""
         raise NotImplementedError
 
     def log_prob_from_outputs(self, images, cond, outputs, per_subpixel=False):
@@ -297,7 +294,7 @@ class DensityModel(keras.Model):
         # replica count: scale as Keras's own `compute_loss` does, so the step is a mean.
         return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
-    def sample(self, batch_size, seed, temperature=1.0, cond=None, given=None, compiled=True,
+    def sample(self, batch_size, seed, temperature=1.0, cond=None, given=None, mode="xla",
                progress=None):
         """Draws images.
 
@@ -307,9 +304,11 @@ class DensityModel(keras.Model):
           temperature: float >= 0 (0 → the most likely value of every sub-pixel).
           cond: conditioning dict with `batch_size` rows, as built.
           given: model-specific known content (see the subclass), returned unchanged.
-          compiled: run the model's XLA-compiled loop (traced once per batch size); for the
-            same seed it gives the reference sampler's (`compiled=False`) images except for
-            rare float-rounding flips (an observed rate, not a promise).
+          mode: `"xla"` (the model's XLA-compiled loops, traced once per batch size),
+            `"graph"` (the same loops as a plain graph) or `"reference"` (one network call
+            per step); a `spn_tf.sampling.Mode` or its name. For the same seed the modes give
+            the same images except for rare float-rounding flips (an observed rate, not a
+            promise).
           progress: None, or `progress(stage, done, total)`, called after each step the
             sampler runs from the host: an SPN's slices (each network of an upscaling model
             counts its own), a video's frames. Raster and multiscale images are one compiled
@@ -321,152 +320,90 @@ class DensityModel(keras.Model):
         """
         batch_size = inputs_lib.check_batch_size(batch_size)
         seed = inputs_lib.check_seed(seed)
+        mode = sampling.Mode.of(mode)
+        if mode is sampling.Mode.CODING:
+            raise ValueError("mode='coding' draws with an entropy coder: spn_tf.codec runs it "
+                             "(run_sampler(..., mode='coding', coder=...)).")
         temperature = float(temperature)
         if not math.isfinite(temperature) or temperature < 0:
             raise ValueError(f"temperature must be a finite float >= 0, got {temperature}.")
         cond = self.check_cond(cond, batch_size)
-        self.build()
-        with sampling.reporting_progress(progress):
-            return self._sample(batch_size, seed, tf.fill([batch_size], np.float32(temperature)),
-                                cond, given, "xla" if compiled else "reference")
+        return self.run_sampler(seed, tf.fill([batch_size], np.float32(temperature)), cond,
+                                given, mode=mode, progress=progress)
 
-    def sample_rows(self, seed, temperature, cond=None, given=None, jit_compile=False):
-        """All rows at once, each drawn from its own seed; graph-safe (any batch size).
+    def run_sampler(self, seed, temperature, cond=None, given=None, *, mode="graph", coder=None,
+                    progress=None):
+        """The sampler, inputs unchecked and graph-safe (any batch size): what `sample`, the
+        composites (of their networks), the export signatures and the codec call.
 
-        Row i's noise comes only from `seed[i]` (`sampling.draw_uniform` with per-row seeds)
+        With per-row seeds row i's noise comes only from `seed[i]` (`sampling.draw_uniform`)
         and `temperature[i]` scales only row i, so how rows are grouped (by a client, or by a
         server's batcher) never changes which draw a row gets: "same noise, batched
         arithmetic". Row i equals `sample(1, seed[i], temperature[i], cond[i], given[i])`
         except where batched arithmetic rounds a logit across a CDF boundary of that row's
-        noise: rare, measured (`benchmarks/agreement.py`), not promised. This is the SavedModel
-        `sample` signature's body; inputs are checked by the caller (`spn_tf.export`).
+        noise: rare, measured (`benchmarks/agreement.py`), not promised.
 
         Args:
-          seed: int32 `(B, 2)`, one stateless seed per row.
-          temperature: float32 `(B,)`, >= 0.
+          seed: int32 `(2,)`, one stateless stream for the batch (what `sample` passes), or
+            `(B, 2)`, one seed per row (the signatures').
+          temperature: float32 `(B,)`, >= 0: the batch size.
           cond: conditioning dict of tensors with `B` rows, as `sample` takes it, or None.
           given: the model's `given` dict: tensors with `B` rows (bool masks included), and
             Python values shared by every row (e.g. `num_slices`); or None.
-          jit_compile: run the sampling loops XLA-compiled (what `sample` runs) instead of as
-            a plain graph.
+          mode: a `spn_tf.sampling.Mode` or its name (see `sample`); `"coding"` runs the
+            `graph` loops with `coder` in place of randomness (`spn_tf.sampling.Draws`; fewer
+            than `sampling.MAX_CODED_ROWS` rows).
+          coder: the coder of a `"coding"` run (and only of one).
+          progress: as in `sample`.
 
         Returns:
-          int32 `(B, H, W, C)`.
+          int32 `(B, *example_shape)`.
         """
+        mode = sampling.Mode.of(mode)
+        if (coder is not None) != (mode is sampling.Mode.CODING):
+            raise ValueError(f"a coder is given with mode='coding' and only then; got "
+                             f"mode={mode.value!r} and coder={coder!r}.")
         self.build()
-        seed = tf.convert_to_tensor(seed, tf.int32)
-        batch_size = seed.shape[0] if seed.shape[0] is not None else tf.shape(seed)[0]
-        return self._sample(batch_size, seed, temperature, dict(cond or {}), given,
-                            "xla" if jit_compile else "graph")
+        temperature = tf.convert_to_tensor(temperature, tf.float32)
+        batch_size = (temperature.shape[0] if temperature.shape[0] is not None
+                      else tf.shape(temperature)[0])
+        draws = sampling.Draws(mode, self._loops, coder, progress)
+        cond = dict(cond or {})
+        if mode is not sampling.Mode.CODING:
+            return self._sample(batch_size, seed, temperature, cond, given, draws)
+        with self._loops.slot.holding(coder):
+            return self._sample(batch_size, seed, temperature, cond, given, draws)
 
-    def sample_loop(self, name, loop, fn):
-        """`fn` as the `tf.function` that `loop` (`"graph"`, `"xla"` or `"coding"`) runs.
-
-        One function per `(name, loop)`, kept outside Keras's tracking, so it traces once per
-        input shape (call it with tensors only: temperature as a `(B,)` tensor).
-
-        A `"graph"` loop is traced for a plain graph's costs, which XLA removes by itself:
-        every weight is read once before the loops (a `keras.StatelessScope` maps each
-        variable to one read, so loop bodies capture it instead of reading it at every step),
-        and one-row convolutions run as matrix products of weights gathered once
-        (`spn_tf.layers.masked_conv2d.one_row_matmul`). A `"coding"` loop is the `"graph"`
-        loop with its draws made by the running coder (`coded_sample`).
-        """
-        loops = self.__dict__.setdefault("_sample_loops", {})
-        if (name, loop) not in loops:
-            def traced(*args):
-                if loop == "xla":
-                    return fn(*args)
-                with keras.StatelessScope(state_mapping=[(v, tf.identity(v.value))
-                                                         for v in self.variables]):
-                    with one_row_matmul(self._flatten_layers()), contextlib.ExitStack() as stack:
-                        if loop == "coding":
-                            stack.enter_context(sampling.host_draws())
-                        return fn(*args)
-            loops[name, loop] = sampling.compile_loop(traced, jit_compile=loop == "xla")
-        return loops[name, loop]
-
-    def coded_sample(self, coder, batch_size, cond=None, given=None):
-        """The sampler run with `coder` in place of randomness (`sampling.coding`): the image
-        whose sub-pixels the coder picks, in the model's own order, with the fast loops run as
-        plain graphs (the same trace for the encoder and the decoder). `spn_tf.codec`'s core.
-
-        Args:
-          coder: see `sampling.coding`.
-          batch_size: rows (below `sampling.MAX_CODED_ROWS`).
-          cond, given: as `sample` takes them (checked here, as there).
-
-        Returns:
-          int32 `(batch_size, *example_shape)`.
-        """
-        batch_size = inputs_lib.check_batch_size(batch_size)
-        if batch_size >= sampling.MAX_CODED_ROWS:
-            raise ValueError(f"a coding batch holds fewer than {sampling.MAX_CODED_ROWS} rows, "
-                             f"got {batch_size}.")
-        cond = self.check_cond(cond, batch_size)
-        self.build()
-        with sampling.coding(coder):
-            return self._sample(batch_size, tf.zeros([2], tf.int32),
-                                tf.ones([batch_size], tf.float32), cond, given, "coding")
+    def _traced(self, name, draws, fn):
+        """`fn(draws, *tensors)` as this model's traced function of `draws.mode`
+        (`sampling.Loops.traced`): call it with tensors only."""
+        return self._loops.traced(name, draws, fn, self.variables)
 
     # --- What the tools ask a model kind (see the class doc). ---
 
     kind = None  # the name `spn_tf.models.build` knows it by, set by each kind
-    # Sampler calls below which a one-shot run (`spn_tf.sample --sampler=auto`) uses the
-    # reference sampler rather than compiling (0: always compile).
-    reference_sampler_calls = 0
-    produces_clips = False  # `sample` draws clips from first frames (video kinds)
+    # `preset(name, image_size)` → the hyperparameters of a preset (a new dict; `ValueError`
+    # for an unknown name): each kind's `presets.preset`, as a staticmethod.
+    preset = None
+    export_class = signatures.ExportModule  # its `export_module`'s class
 
-    @staticmethod
-    def preset(name, image_size):
-        """The hyperparameters of preset `name` at `image_size` (a new dict): each kind's
-        `presets.preset` (raises `ValueError` for an unknown name)."""
-        raise NotImplementedError
+    def _set_example_shape(self, shape, num_dims=None):
+        """`example_shape` (one example's shape, `(H, W, C)` for an image kind) and
+        `num_dims` (its modelled sub-pixels: all by default), plain attributes."""
+        self.example_shape = tuple(int(n) for n in shape)
+        self.num_dims = int(np.prod(self.example_shape) if num_dims is None else num_dims)
 
     @property
-    def example_shape(self):
-        """One example's shape: `(H, W, C)`."""
-        return (self.image_size, self.image_size, self.channels)
-
-    def serving_signatures(self):
-        """`{name: (body, [tf.TensorSpec inputs])}` of the SavedModel (`spn_tf.models.serving`):
-        `log_prob`, `log_prob_uint8`, `sample` and `describe`; kinds add their own."""
-        cond = self.serving_cond_specs()
-        return {
-            "log_prob": (signatures.log_prob, [signatures.image_spec("images", self)] + cond),
-            "log_prob_uint8": (signatures.log_prob, [signatures.image_spec(
-                "images", self, dtype=tf.uint8)] + cond),
-            "sample": (signatures.sample, signatures.draw_specs() + cond),
-            "describe": (signatures.describe, signatures.describe_spec()),
-        }
-
-    def serving_cond_specs(self):
-        """Signature inputs for the conditioning the model takes."""
-        return signatures.cond_specs(self.cond_spec)
-
-    def input_value_bits(self, name):
-        """Bits of the image-valued signature input `name`: its values lie in
-        `[0, 2**bits)` (`mask`: 1)."""
-        return 1 if name == "mask" else self.bits
-
-    def serving_metadata(self):
-        """Kind-specific facts for the export's metadata file (e.g. the subscale factor)."""
-        return {}
-
-    def given_from_image(self, images):
-        """`(given, cond)` for `sample` from int `(B, h, w, C)` copies of one image at the
-        model's bits (`spn_tf.sample --given`).
-
-        Raises:
-          ValueError: the model takes no image of that size (the message says which).
-        """
-        raise ValueError(f"{type(self).__name__} takes no --given image.")
+    def export_module(self):
+        """What the SavedModel serves and how a served or given image is read: the kind's
+        `spn_tf.models.signatures.ExportModule` (`spn_tf/models/<kind>/export.py`)."""
+        return self.export_class(self)
 
     def _log_prob_chunked(self, images, cond, slices_per_call):
         """`log_prob` of checked inputs with at most `slices_per_call` slices per network call
         (the kinds with slices override it; the others compute every image in one call)."""
         del slices_per_call
-        return self.log_prob_from_outputs(images, cond, self.outputs(images, cond))
+        return self.log_prob_from_outputs(images, cond, self._outputs(images, cond, False))
 
     @property
     def coding_plan(self):
@@ -512,12 +449,6 @@ class DensityModel(keras.Model):
         return (f"<{type(self).__name__} {self.image_size}x{self.image_size}x{self.channels} "
                 f"at {self.bits} bits{cond}: {self.ordering.description}>")
 
-    def summary(self, *args, **kwargs):
-        print_fn = kwargs.get("print_fn") or print
-        print_fn(repr(self))
-        self.build()
-        return super().summary(*args, **kwargs)
-
     def get_config(self):
         return {"name": self.name, "image_size": self.image_size, "channels": self.channels,
                 "bits": self.bits, "cond": self.cond_spec or None, "head": self.head,
@@ -531,8 +462,9 @@ class DensityModel(keras.Model):
         """float32 `(B, H, W, C)` terms of `_log_prob_from_outputs` in image layout."""
         raise NotImplementedError
 
-    def _sample(self, batch_size, seed, temperature, cond, given, loop):
-        """Images from an int32 `(2,)` seed, float32 `(batch_size,)` temperatures, checked
-        `cond` and `given`, the sampling loops run as `loop` says: `"reference"`, `"graph"` or
-        `"xla"` (see the module doc)."""
+    def _sample(self, batch_size, seed, temperature, cond, given, draws):
+        """Images from an int32 seed (`(2,)` or per row `(B, 2)`), float32 `(batch_size,)`
+        temperatures, `cond` and `given`, the loops run as `draws` says
+        (`spn_tf.sampling.Draws`: its mode, coder and progress)."""
         raise NotImplementedError
+

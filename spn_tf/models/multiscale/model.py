@@ -1,16 +1,14 @@
 """`MultiscalePixelCNN`: parallel multiscale autoregressive density (Reed et al. 2017)."""
 
-import functools
-
 import keras
 import tensorflow as tf
 
 from spn_tf import exactness, hparams, sampling
 from spn_tf.inputs import check_images
 from spn_tf.layers import ConditionEmbedding, GroupPredictor, MaskedDecoder
-from spn_tf.models import signatures
 from spn_tf.models.base import DensityModel
 from spn_tf.models.multiscale import presets
+from spn_tf.models.multiscale.export import MultiscaleExport
 from spn_tf.orderings import (multiscale_merge, multiscale_num_scales, multiscale_split,
                               upscale_with_groups)
 
@@ -117,12 +115,8 @@ class MultiscalePixelCNN(DensityModel):
     """
 
     kind = "multiscale"
-    # Measured here (2 CPU cores, 16 images of 16x16x3, `small`): the reference sampler takes
-    # 0.8-1.9 s a call, the compiled one 14.5 s cold (the XLA compile) and 0.05 s warm, so
-    # compiling pays from about 8 calls on.
-    reference_sampler_calls = 8
-
     preset = staticmethod(presets.preset)
+    export_class = MultiscaleExport
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, base_size=4, filters=48,
                  num_blocks=4, kernel_size=3, base_filters=48, base_layers=4,
@@ -194,8 +188,8 @@ class MultiscalePixelCNN(DensityModel):
         """The content group `group` sees: `(B, r, r, C * (1 + group))`, channel planes."""
         return tf.concat([low_res] + [groups[:, k] for k in range(group)], axis=-1)
 
-    def outputs(self, images, cond, training=False):
-        base, groups = multiscale_split(self.scale(images), self.base_size)
+    def _outputs(self, images, cond, training):
+        base, groups = multiscale_split(self._scale(images), self.base_size)
         context, aligned = self._context(cond), cond.get(ALIGNED)
         outputs = [] if self.base_decoder is None else [
             self.base_decoder(base, context=self._base_context(context, aligned))]
@@ -296,7 +290,7 @@ class MultiscalePixelCNN(DensityModel):
         """Upscales `low_res` int `(B, r, r, C)` to `(B, N, N, C)`: `sample` given `low_res`."""
         return self.sample(len(low_res), seed, temperature, {**(cond or {}), "low_res": low_res})
 
-    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+    def _sample(self, batch_size, seed, temperature, cond, given, draws):
         """Reference sampler (or the same steps as one graph / XLA program); with
         `cond["low_res"]` it super-resolves (see the class doc)."""
         if given is not None:
@@ -311,70 +305,47 @@ class MultiscalePixelCNN(DensityModel):
         shape = [batch_size, self.image_size, self.image_size, self.channels]
         # One noise draw for the whole image, cut like the image: each sub-pixel keeps its own
         # noise whatever the starting resolution.
-        base_noise, group_noise = multiscale_split(sampling.draw_uniform(seed, shape),
-                                                   self.base_size)
-        sample_scales = self._sample_scales if loop == "reference" else self.sample_loop(
-            "scales", loop, functools.partial(self._sample_scales, compiled=True))
-        return sample_scales(low_res, base_noise, group_noise, temperature, self._context(cond),
-                             cond.get(ALIGNED))
+        base_noise, group_noise = multiscale_split(draws.uniform(seed, shape), self.base_size)
+        return self._traced("scales", draws, self._sample_scales)(
+            low_res, base_noise, group_noise, temperature, self._context(cond),
+            cond.get(ALIGNED))
 
-    def _sample_scales(self, low_res, base_noise, group_noise, temperature, context,
-                       aligned=None, compiled=False):
+    def _sample_scales(self, draws, low_res, base_noise, group_noise, temperature, context,
+                       aligned=None):
         """The base image (unless `low_res` is given), then every group of every scale."""
         first_scale = self._first_scale(low_res)
         if low_res is None:
             base_shape = tf.shape(base_noise)
             zeros, unknown = tf.zeros(base_shape, tf.int32), tf.zeros(base_shape, tf.bool)
             base_context = self._base_context(context, aligned)
-            if compiled:
-                low_res = sampling.cached_raster_sample(
-                    self.base_decoder, self.scale, zeros, unknown, base_noise, temperature,
-                    base_context, head=self.distribution)
-            else:
-                low_res = sampling.raster_sample(self.reference_base_logits, zeros, unknown,
-                                                 base_noise, temperature, base_context,
-                                                 head=self.distribution)
+            low_res = sampling.sample_raster(self.base_decoder, self._scale, zeros, unknown,
+                                             base_noise, temperature, base_context,
+                                             head=self.distribution, draws=draws)
         for scale in range(first_scale, self.num_scales):
             groups = []
             unknown = tf.zeros_like(low_res, tf.bool)
             for g, predictor in enumerate(self.group_predictors):
-                known = self._known(self.scale(low_res), self.scale(tf.stack(groups, 1))
+                known = self._known(self._scale(low_res), self._scale(tf.stack(groups, 1))
                                     if groups else None, g)
                 features = predictor.features(
                     known, self._group_context(context, aligned, scale, g), scale)
                 if predictor.patch_size:
-                    groups.append(self._sample_patches(g, features,
-                                                       group_noise[scale][:, g], temperature,
-                                                       compiled))
+                    groups.append(self._sample_patches(draws, g, features,
+                                                       group_noise[scale][:, g], temperature))
                 else:
                     groups.append(sampling.channel_parallel_sample(
-                        lambda x, p=predictor, f=features: p.head(f, self.scale(x)),
+                        lambda x, p=predictor, f=features: p.head(f, self._scale(x)),
                         tf.zeros_like(low_res), unknown, group_noise[scale][:, g], temperature,
-                        head=self.distribution))
+                        head=self.distribution, draws=draws))
             low_res = upscale_with_groups(low_res, tf.stack(groups, axis=1))
         return low_res
 
-    @functools.cached_property
-    def reference_base_logits(self):
-        """The base decoder as one graph function `(images, context)` → logits for the
-        reference sampler; one trace per batch size."""
-        return sampling.reference_network(
-            lambda images, context: self.base_decoder(self.scale(images), context=context))
-
-    @functools.cached_property
-    def reference_patch_logits(self):
-        """Per group, its type-B patch PixelCNN as one graph function `(patches, features)` →
-        logits for the reference sampler; one trace per batch size and scale."""
-        return [sampling.reference_network(
-                    lambda patches, features, p=predictor: p.patch_head(features,
-                                                                        self.scale(patches)))
-                for predictor in self.group_predictors]
-
-    def _sample_patches(self, group, features, noise, temperature, compiled):
+    def _sample_patches(self, draws, group, features, noise, temperature):
         """Type B: one group, every patch at once (folded into the batch), raster order and
         channels in turn inside: `P * P * C` patch PixelCNN calls.
 
         Args:
+          draws: the run's `sampling.Draws`.
           group: index of a type-B `GroupPredictor`; features: its `(B, r, r, F)` features.
           noise: float `(B, r, r, C)`; temperature: float `(B,)`.
 
@@ -387,39 +358,10 @@ class MultiscalePixelCNN(DensityModel):
         temperature = tf.repeat(temperature, (side // predictor.patch_side(side)) ** 2)
         zeros = tf.zeros(tf.shape(noise_patches), tf.int32)
         unknown = tf.zeros(tf.shape(noise_patches), tf.bool)
-        if compiled:
-            patches = sampling.cached_raster_sample(
-                predictor.patch_pixelcnn, self.scale, zeros, unknown, noise_patches,
-                temperature, feature_patches, head=self.distribution)
-        else:
-            patches = sampling.raster_sample(self.reference_patch_logits[group], zeros,
-                                             unknown, noise_patches, temperature,
-                                             feature_patches, head=self.distribution)
+        patches = sampling.sample_raster(predictor.patch_pixelcnn, self._scale, zeros, unknown,
+                                         noise_patches, temperature, feature_patches,
+                                         head=self.distribution, draws=draws)
         return predictor.from_patches(patches, side)
-
-    def serving_cond_specs(self):
-        specs = super().serving_cond_specs()
-        if self.condition_on_base:
-            specs.append(signatures.image_spec("low_res", self, self.image_size // 2))
-        return specs
-
-    def serving_signatures(self):
-        """The base signatures and `super_resolve` (`low_res` at half the size given)."""
-        sigs = super().serving_signatures()
-        if self.num_scales and not self.condition_on_base:
-            sigs["super_resolve"] = (signatures.sample, [signatures.image_spec(
-                "low_res", self, self.image_size // 2)] + signatures.draw_specs()
-                + self.serving_cond_specs())
-        return sigs
-
-    def serving_metadata(self):
-        return {"base_size": self.base_size, "condition_on_base": self.condition_on_base}
-
-    def given_from_image(self, images):
-        """A lower resolution to super-resolve (a full-size image is halved first)."""
-        if images.shape[1] == self.image_size:
-            images = images[:, ::2, ::2]
-        return None, {"low_res": images}  # checked by `sample`
 
     @property
     def ordering(self):

@@ -1,16 +1,14 @@
 """`GatedPixelCNN`: the raster-order baseline (van den Oord et al. 2016)."""
 
-import functools
-
 import keras
 import numpy as np
 
 from spn_tf import exactness, sampling
 from spn_tf.inputs import check_given_pixels
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder
-from spn_tf.models import signatures
 from spn_tf.models.base import DensityModel
 from spn_tf.models.raster import presets
+from spn_tf.models.raster.export import RasterExport
 
 @keras.saving.register_keras_serializable(package="spn_tf")
 class GatedPixelCNN(DensityModel):
@@ -20,9 +18,9 @@ class GatedPixelCNN(DensityModel):
     in raster order, channels R, G, B inside a pixel; each factor the model's head (a softmax
     over `2**bits` values, or a discretized logistic mixture).
     Sampling walks the same order: `H * W * C` sequential network calls with the reference
-    sampler (`sample(..., compiled=False)`); the default compiled sampler draws the same images
-    (up to rare float-rounding flips) from one XLA-compiled loop that recomputes only the rows and columns a new sub-pixel
-    changes, and one attention query per pixel over cached keys and values
+    sampler (`sample(..., mode="reference")`); the default sampler (`mode="xla"`) draws the
+    same images (up to rare float-rounding flips) from one XLA-compiled loop that recomputes
+    only the rows and columns a new sub-pixel changes, and one attention query per pixel over cached keys and values
     (`spn_tf.sampling.cached_raster_sample`).
 
     Args:
@@ -43,6 +41,7 @@ class GatedPixelCNN(DensityModel):
 
     kind = "raster"
     preset = staticmethod(presets.preset)
+    export_class = RasterExport
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, filters=48, num_layers=4,
                  kernel_size=3, first_kernel_size=5, attention_layers=(), **kwargs):
@@ -59,8 +58,8 @@ class GatedPixelCNN(DensityModel):
     def _context(self, cond):
         return self.condition(cond) if self.condition is not None else None
 
-    def outputs(self, images, cond, training=False):
-        return self.decoder(self.scale(images), context=self._context(cond))
+    def _outputs(self, images, cond, training):
+        return self.decoder(self._scale(images), context=self._context(cond))
 
     def _log_prob_from_outputs(self, images, cond, outputs):
         return self.distribution.image_log_prob(outputs, images)
@@ -68,49 +67,19 @@ class GatedPixelCNN(DensityModel):
     def _log_prob_map_from_outputs(self, images, cond, outputs):
         return self.distribution.log_prob(outputs, images)
 
-    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+    def _sample(self, batch_size, seed, temperature, cond, given, draws):
         shape = [batch_size, self.image_size, self.image_size, self.channels]
         images, known = check_given_pixels(given, shape, self.bits)
-        uniform = sampling.draw_uniform(seed, shape)
-        if loop == "reference":
-            return sampling.raster_sample(self.reference_logits, images, known, uniform,
-                                          temperature, context=self._context(cond),
-                                          head=self.distribution)
+        uniform = draws.uniform(seed, shape)
         # The context enters the loop as a tensor: captions (tf.string) never reach XLA.
-        return self.sample_loop("raster", loop, self._raster_loop)(images, known, uniform,
-                                                                    temperature,
-                                                                    self._context(cond))
+        return self._traced("raster", draws, self._raster_loop)(images, known, uniform,
+                                                                 temperature, self._context(cond))
 
-    @functools.cached_property
-    def reference_logits(self):
-        """The decoder as one graph function `(images, context)` → logits for the reference
-        sampler; one trace per batch size (kept outside Keras tracking)."""
-        return sampling.reference_network(
-            lambda images, context: self.decoder(self.scale(images), context=context))
-
-    def _raster_loop(self, images, known, uniform, temperature, context):
-        """`sampling.cached_raster_sample` over this decoder: `(images, known, uniform,
-        temperature, context)` → images."""
-        return sampling.cached_raster_sample(self.decoder, self.scale, images, known, uniform,
-                                             temperature, context, head=self.distribution)
-
-    def serving_signatures(self):
-        """The base signatures and `complete` (`images` with a `mask` of kept sub-pixels)."""
-        sigs = super().serving_signatures()
-        sigs["complete"] = (signatures.complete, [
-            signatures.image_spec("images", self), signatures.image_spec("mask", self)]
-            + signatures.draw_specs() + self.serving_cond_specs())
-        return sigs
-
-    def given_from_image(self, images):
-        """A full-size image: its top half kept, the rest completed."""
-        side = images.shape[1]
-        if side != self.image_size:
-            raise ValueError(f"--given is {side}x{side}; this model takes {self.image_size} "
-                             f"pixels square.")
-        mask = np.zeros(images.shape, bool)
-        mask[:, :self.image_size // 2] = True
-        return {"images": images, "mask": mask}, {}
+    def _raster_loop(self, draws, images, known, uniform, temperature, context):
+        """`sampling.sample_raster` over this decoder: `(images, known, uniform, temperature,
+        context)` → images."""
+        return sampling.sample_raster(self.decoder, self._scale, images, known, uniform,
+                                      temperature, context, head=self.distribution, draws=draws)
 
     @property
     def ordering(self):

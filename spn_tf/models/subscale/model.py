@@ -1,7 +1,5 @@
 """`SubscalePixelNetwork`: an image as a sequence of subscale slices (Menick & Kalchbrenner 2019)."""
 
-import functools
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -9,9 +7,9 @@ import tensorflow as tf
 from spn_tf import exactness, hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder, SliceEmbedder
-from spn_tf.models import signatures
 from spn_tf.models.base import CodingPlan, DensityModel
 from spn_tf.models.subscale import presets
+from spn_tf.models.subscale.export import SubscaleExport
 
 def given_slices(given, batch_size, image_size, channels, bits, subscale_factor):
     """Parses a subscale `given` (see `SubscalePixelNetwork`) into known slices.
@@ -75,7 +73,7 @@ class SubscalePixelNetwork(DensityModel):
     the batch) and sums them: the exact log-likelihood.
 
     Sampling walks slice by slice (the embedder once per slice), then position by position and
-    channel by channel inside the slice with `spn_tf.sampling.raster_sample` (`compiled=False`)
+    channel by channel inside the slice with `spn_tf.sampling.raster_sample` (`mode="reference"`)
     or, by default, the same loop XLA-compiled and cached
     (`spn_tf.sampling.cached_raster_sample`, one compiled call per slice; the same images for
     the same seed up to rare float-rounding flips). Noise is drawn
@@ -119,6 +117,7 @@ class SubscalePixelNetwork(DensityModel):
     kind = "spn"
 
     preset = staticmethod(presets.preset)
+    export_class = SubscaleExport
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
                  slice_range=None, msb_bits=None, filters=48, num_layers=4,
@@ -191,8 +190,8 @@ class SubscalePixelNetwork(DensityModel):
                                       self.image_size, self.image_size, "cond['msb']")
         return checked
 
-    def dummy_inputs(self, batch_size=1):
-        images, cond = super().dummy_inputs(batch_size)
+    def _dummy_inputs(self, batch_size=1):
+        images, cond = super()._dummy_inputs(batch_size)
         if self.msb_bits is not None:
             cond["msb"] = tf.zeros_like(images)
         return images, cond
@@ -203,7 +202,7 @@ class SubscalePixelNetwork(DensityModel):
         visible = None
         if self.msb_bits is not None:
             low = orderings.subscale_split(
-                self.scale(cond["msb"], self.msb_bits), self.subscale_factor)
+                self._scale(cond["msb"], self.msb_bits), self.subscale_factor)
             low = tf.transpose(low, [0, 2, 3, 1, 4])
             visible = tf.reshape(low, [tf.shape(low)[0], self.slice_size, self.slice_size,
                                        self.num_slices * self.channels])
@@ -231,12 +230,12 @@ class SubscalePixelNetwork(DensityModel):
         return tf.reshape(logits, [batch, m, h, h, c, self.distribution.num_params])
 
     def _slice_outputs(self, images, cond, slice_index):
-        slices = orderings.subscale_split(self.scale(images), self.subscale_factor)
+        slices = orderings.subscale_split(self._scale(images), self.subscale_factor)
         context, visible = self._conditioning(cond)
         return {"logits": self._slice_logits(slices, slice_index, context, visible),
                 "slice_index": slice_index}
 
-    def outputs(self, images, cond, training=False):
+    def _outputs(self, images, cond, training):
         start, stop = self.slice_range
         batch = tf.shape(images)[0]
         if training:
@@ -287,7 +286,7 @@ class SubscalePixelNetwork(DensityModel):
         return tf.reduce_sum(self.distribution.log_prob(outputs["logits"], targets),
                              [1, 2, 3, 4])
 
-    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+    def _sample(self, batch_size, seed, temperature, cond, given, draws):
         slices, known = given_slices(given, batch_size, self.image_size, self.channels,
                                      self.bits, self.subscale_factor)
         start, stop = self.slice_range
@@ -296,44 +295,32 @@ class SubscalePixelNetwork(DensityModel):
                 f"this SPN models slices [{start}, {stop}) given the earlier ones: pass the "
                 f"first {start} slices in `given` (got {known}).")
         h, c = self.slice_size, self.channels
-        uniform = sampling.draw_uniform(seed, [batch_size, self.num_slices, h, h, c])
+        uniform = draws.uniform(seed, [batch_size, self.num_slices, h, h, c])
         context, visible = self._conditioning(cond)
-        sample_slice = self._sample_slice if loop == "reference" else self.sample_loop(
-            "slice", loop, functools.partial(self._sample_slice, compiled=True))
+        sample_slice = self._traced("slice", draws, self._sample_slice)
         first = max(known, start)
         for k in range(first, stop):
             drawn = sample_slice(slices, tf.constant(k), uniform[:, k], temperature, context,
                                  visible)
             slices = tf.concat([slices[:, :k], drawn[:, None], slices[:, k + 1:]], axis=1)
-            sampling.report_progress(f"{self.name} slices", k + 1 - first, stop - first)
+            draws.report(f"{self.name} slices", k + 1 - first, stop - first)
         return orderings.subscale_merge(slices, self.subscale_factor)
 
-    def _sample_slice(self, slices, slice_index, uniform, temperature, context, visible,
-                      compiled=False):
+    def _sample_slice(self, draws, slices, slice_index, uniform, temperature, context, visible):
         """Slice `slice_index` given the earlier ones: the embedder once, then the decoder in
-        raster order (`sampling.raster_sample`, or the cached `sampling.cached_raster_sample`).
+        raster order (`sampling.sample_raster`).
 
         Returns:
           int32 `(B, h, w, C)`.
         """
         _, _, h, w, c = slices.shape
         batch = tf.shape(slices)[0]  # unknown while a signature is traced
-        embedding = self.embedder(self.scale(slices), tf.fill([batch], slice_index),
+        embedding = self.embedder(self._scale(slices), tf.fill([batch], slice_index),
                                   context=context, visible=visible)
         zeros, unknown = tf.zeros([batch, h, w, c], tf.int32), tf.zeros([batch, h, w, c], tf.bool)
-        if compiled:
-            return sampling.cached_raster_sample(self.decoder, self.scale, zeros, unknown,
-                                                 uniform, temperature, embedding,
-                                                 head=self.distribution)
-        return sampling.raster_sample(self.reference_logits, zeros, unknown, uniform,
-                                      temperature, context=embedding, head=self.distribution)
-
-    @functools.cached_property
-    def reference_logits(self):
-        """The decoder as one graph function `(slice, embedding)` → logits for the reference
-        sampler; one trace per batch size serves every slice."""
-        return sampling.reference_network(
-            lambda images, embedding: self.decoder(self.scale(images), context=embedding))
+        return sampling.sample_raster(self.decoder, self._scale, zeros, unknown, uniform,
+                                      temperature, embedding, head=self.distribution,
+                                      draws=draws)
 
     @property
     def coding_plan(self):
@@ -373,39 +360,6 @@ class SubscalePixelNetwork(DensityModel):
                                          chunk_cond)
             total += tf.math.unsorted_segment_sum(values, rows, batch)
         return total
-
-    def serving_cond_specs(self):
-        specs = super().serving_cond_specs()
-        if self.msb_bits:  # a depth network: conditioned on the top bits
-            specs.append(signatures.image_spec("msb", self))
-        return specs
-
-    def serving_signatures(self):
-        """The base signatures; `upscale_size` (the first slice given) for a network that
-        models the first slice's successors; `upscale_depth` for a depth network."""
-        sigs = super().serving_signatures()
-        draw = signatures.draw_specs()
-        cond = self.serving_cond_specs()
-        if self.msb_bits is not None:
-            sigs["upscale_depth"] = (signatures.sample, [signatures.image_spec("msb", self)]
-                                     + draw + [spec for spec in cond if spec.name != "msb"])
-        elif self.slice_range[0] <= 1 and self.subscale_factor > 1:
-            sigs["upscale_size"] = (signatures.sampler(lambda model, inputs: (
-                signatures.cond_of(inputs), {"first_slice": inputs["first_slice"]})),
-                [signatures.image_spec("first_slice", self, self.slice_size)] + draw + cond)
-        return sigs
-
-    def input_value_bits(self, name):
-        if name == "msb" and self.msb_bits:
-            return self.msb_bits
-        return super().input_value_bits(name)
-
-    def serving_metadata(self):
-        return {"subscale_factor": self.subscale_factor,
-                "msb_bits": self.msb_bits}
-
-    def given_from_image(self, images):
-        return subscale_given(self, images)
 
     @property
     def ordering(self):
@@ -475,16 +429,3 @@ def _replica_seed(seed):
     return tf.random.experimental.stateless_fold_in(
         seed, tf.cast(context.replica_id_in_sync_group, tf.int32))
 
-
-def subscale_given(model, images, **extra):
-    """`(given, cond)` for `model.sample` from int `(B, h, w, C)` images: first slices
-    (`h = H/S`: size upscaling) or full images (their first half of the slices kept:
-    completion). `extra` goes into `given` (e.g. `approximate=True`)."""
-    side, size = images.shape[1], model.image_size
-    if side == size // model.subscale_factor:
-        return {"first_slice": images, **extra}, {}
-    if side == size:
-        return {"images": images, "num_slices": model.subscale_factor ** 2 // 2, **extra}, {}
-    raise ValueError(f"--given is {side}x{side}; this model takes "
-                     f"{size // model.subscale_factor} (upscaling) or {size} (completion) "
-                     f"pixels square.")

@@ -6,11 +6,11 @@ import tensorflow as tf
 
 from spn_tf import distributions, hparams, orderings, sampling
 from spn_tf.inputs import batch_differs, check_images
-from spn_tf.models import signatures
 from spn_tf.models.base import CodingPlan, DensityModel
 from spn_tf.models.subscale import model as subscale
 from spn_tf.models.subscale.model import SubscalePixelNetwork
 from spn_tf.models.upscaling import presets
+from spn_tf.models.upscaling.export import UpscalingExport
 
 PARTS = ("first", "size", "depth")
 TRAIN_PARTS = ("all",) + PARTS
@@ -91,6 +91,7 @@ class MultidimensionalUpscaling(DensityModel):
     kind = "upscaling"
 
     preset = staticmethod(presets.preset)
+    export_class = UpscalingExport
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, subscale_factor=2,
                  msb_bits=3, train_part="all", part_overrides=None, seed=None, **kwargs):
@@ -175,8 +176,8 @@ class MultidimensionalUpscaling(DensityModel):
             return lsb, {**cond, "msb": msb}
         return msb, cond
 
-    def outputs(self, images, cond, training=False):
-        return {part: self.networks[part].outputs(*self.part_inputs(part, images, cond),
+    def _outputs(self, images, cond, training):
+        return {part: self.networks[part].call(*self.part_inputs(part, images, cond),
                                                    training)
                 for part in self._active_parts(training)}
 
@@ -211,7 +212,7 @@ class MultidimensionalUpscaling(DensityModel):
                 f"given['num_slices'] must be an int in [0, {num_slices}], got {known!r}.")
         return msb, known
 
-    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+    def _sample(self, batch_size, seed, temperature, cond, given, draws):
         seeds = dict(zip(PARTS, sampling.split_seed(seed, len(PARTS))))
         approximate = False
         if isinstance(given, dict) and "approximate" in given:
@@ -238,16 +239,18 @@ class MultidimensionalUpscaling(DensityModel):
             msb_known = known
         for part in ("first", "size"):
             if part in self.networks and msb_known < self.subscale_factor ** 2:
-                msb = self.networks[part]._sample(
-                    batch_size, seeds[part], temperature, cond,
-                    {"images": msb, "num_slices": max(msb_known, 1 if part == "size" else 0)},
-                    loop)
+                msb = self._run_network(part, draws, seeds[part], temperature, cond, {
+                    "images": msb, "num_slices": max(msb_known, 1 if part == "size" else 0)})
         if self.msb_bits is None:
             return msb
-        lsb = self.networks["depth"]._sample(batch_size, seeds["depth"], temperature,
-                                             {**cond, "msb": msb},
-                                             {"images": lsb, "num_slices": known}, loop)
+        lsb = self._run_network("depth", draws, seeds["depth"], temperature,
+                                {**cond, "msb": msb}, {"images": lsb, "num_slices": known})
         return orderings.depth_merge(msb, lsb, self.bits, self.msb_bits)
+
+    def _run_network(self, part, draws, seed, temperature, cond, given):
+        """Network `part`'s sampler, in this run's mode (and coder, and progress)."""
+        return self.networks[part].run_sampler(seed, temperature, cond, given, mode=draws.mode,
+                                               coder=draws.coder, progress=draws.progress)
 
     @property
     def coding_plan(self):
@@ -265,49 +268,6 @@ class MultidimensionalUpscaling(DensityModel):
         return tf.add_n([network.log_prob(*self.part_inputs(part, images, cond or {}),
                                           slices_per_call=slices_per_call)
                          for part, network in self.networks.items()])
-
-    def serving_signatures(self):
-        """The base signatures, `upscale_size` (the first slice given, at its top
-        `msb_bits`) when S > 1, and `upscale_depth` (the top bits given) with depth
-        upscaling."""
-        sigs = super().serving_signatures()
-        draw, cond = signatures.draw_specs(), self.serving_cond_specs()
-        if self.subscale_factor > 1:
-            sigs["upscale_size"] = (signatures.sampler(lambda model, inputs: (
-                signatures.cond_of(inputs), model._first_slice_given(inputs["first_slice"]))), [signatures.image_spec(
-                    "first_slice", self, self.image_size // self.subscale_factor)] + draw + cond)
-        if self.msb_bits:
-            sigs["upscale_depth"] = (signatures.sampler(lambda model, inputs: (
-                signatures.cond_of(inputs, given=("msb",)), {"msb": inputs["msb"]})),
-                [signatures.image_spec("msb", self)] + draw + cond)
-        return sigs
-
-    def _first_slice_given(self, first_slice):
-        """`given` for `upscale_size`: the first slice `(B, H/S, W/S, C)`.
-
-        With depth upscaling it comes at the top `msb_bits` (the output of the first
-        network), so that the rest is drawn from the exact conditional (`given["msb"]` with
-        `num_slices=1`); given at full depth the composite could only approximate it.
-        """
-        if not self.msb_bits:
-            return {"first_slice": first_slice}
-        rest = tf.repeat(tf.zeros_like(first_slice)[:, None], self.subscale_factor ** 2 - 1,
-                         axis=1)
-        slices = tf.concat([first_slice[:, None], rest], axis=1)
-        return {"msb": orderings.subscale_merge(slices, self.subscale_factor), "num_slices": 1}
-
-    def input_value_bits(self, name):
-        if name in ("msb", "first_slice") and self.msb_bits:
-            return self.msb_bits
-        return super().input_value_bits(name)
-
-    def serving_metadata(self):
-        return {"subscale_factor": self.subscale_factor, "msb_bits": self.msb_bits}
-
-    def given_from_image(self, images):
-        """As an SPN's; with depth upscaling, full-depth slices are kept approximately."""
-        extra = {"approximate": True} if self.msb_bits else {}
-        return subscale.subscale_given(self, images, **extra)
 
     @property
     def ordering(self):

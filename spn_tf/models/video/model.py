@@ -7,9 +7,9 @@ import tensorflow as tf
 from spn_tf import hparams, sampling
 from spn_tf import inputs as inputs_lib
 from spn_tf.layers import FrameEncoder
-from spn_tf.models import signatures
 from spn_tf.models.base import CodingPlan, DensityModel
 from spn_tf.models.video import presets
+from spn_tf.models.video.export import VideoExport
 from spn_tf.models.multiscale.model import ALIGNED, MultiscalePixelCNN
 
 @keras.saving.register_keras_serializable(package="spn_tf")
@@ -43,9 +43,9 @@ class MultiscaleVideoPixelCNN(DensityModel):
     """
 
     kind = "multiscale_video"
-    produces_clips = True
 
     preset = staticmethod(presets.preset)
+    export_class = VideoExport
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, num_frames=4,
                  encoder_filters=32, encoder_layers=3, encoder_aligned_layers=0,
@@ -77,12 +77,11 @@ class MultiscaleVideoPixelCNN(DensityModel):
                                               cond={"embedding": units}, head=self.head,
                                               num_mixtures=self.num_mixtures,
                                               name="frame_model", **frame_hparams)
+        # One clip `(T, H, W, C)`; the frames after the first are modelled.
+        self._set_example_shape((self.num_frames,) + self.frame_model.example_shape,
+                                (self.num_frames - 1) * self.frame_model.num_dims)
 
-    @property
-    def num_dims(self):
-        return (self.num_frames - 1) * self.image_size * self.image_size * self.channels
-
-    def dummy_inputs(self, batch_size=1):
+    def _dummy_inputs(self, batch_size=1):
         clips = tf.zeros([batch_size, self.num_frames, self.image_size, self.image_size,
                           self.channels], tf.int32)
         return clips, {"action": tf.zeros([batch_size, self.num_frames - 1, self.action_dims])}
@@ -107,10 +106,10 @@ class MultiscaleVideoPixelCNN(DensityModel):
                              f"(one action per predicted frame), got {action.shape}.")
         return {"action": action}
 
-    def check_data(self, x):
+    def _check_data(self, x):
         if isinstance(x, tf.data.Dataset):
             return  # element values are checked in graph by `model(x)`
-        super().check_data(x)
+        super()._check_data(x)
 
     def _frame_pairs(self, clips, cond):
         """Folds time into the batch: previous frames, target frames, their conditioning."""
@@ -122,15 +121,15 @@ class MultiscaleVideoPixelCNN(DensityModel):
 
     def _frame_cond(self, previous, actions):
         """The frame model's conditioning from the previous frames and actions."""
-        encoded = self.frame_encoder(self.scale(previous), actions)
+        encoded = self.frame_encoder(self._scale(previous), actions)
         frame_cond = {"embedding": encoded["embedding"]}
         if "aligned" in encoded:
             frame_cond[ALIGNED] = encoded["aligned"]
         return frame_cond
 
-    def outputs(self, clips, cond, training=False):
+    def _outputs(self, clips, cond, training):
         targets, frame_cond = self._frame_pairs(clips, cond)
-        return {"frames": self.frame_model.outputs(targets, frame_cond, training),
+        return {"frames": self.frame_model.call(targets, frame_cond, training),
                 "frame_cond": frame_cond}
 
     def _log_prob_from_outputs(self, clips, cond, outputs):
@@ -146,7 +145,7 @@ class MultiscaleVideoPixelCNN(DensityModel):
         maps = tf.reshape(maps, tf.concat([[-1, self.num_frames - 1], tf.shape(maps)[1:]], 0))
         return tf.concat([tf.zeros_like(maps[:, :1]), maps], axis=1)
 
-    def sample_video(self, first_frames, actions, seed, temperature=1.0, compiled=True,
+    def sample_video(self, first_frames, actions, seed, temperature=1.0, mode="xla",
                      progress=None):
         """Predicts clips from their first frames and actions.
 
@@ -154,8 +153,8 @@ class MultiscaleVideoPixelCNN(DensityModel):
           first_frames: int `(B, H, W, C)` in `[0, 2**bits)`.
           actions: float32 `(B, T-1, A)`.
           seed: int or int32 `(2,)`; frame t draws from `fold_in(seed, t)`.
-          compiled: each frame by the frame model's XLA-compiled loops (else its reference
-            sampler; the same clips up to rare rounding flips, as for images).
+          mode: each frame by the frame model's sampler in this mode (`sample`: the same
+            clips up to rare rounding flips, as for images).
           progress: None or `progress("frames", done, total)` after each frame (`sample`).
 
         Returns:
@@ -164,9 +163,9 @@ class MultiscaleVideoPixelCNN(DensityModel):
         first = inputs_lib.check_images(first_frames, self.bits, self.channels,
                                         self.image_size, self.image_size, "first_frames")
         return self.sample(first.shape[0], seed, temperature, {"action": actions},
-                           {"frames": first}, compiled, progress)
+                           {"frames": first}, mode, progress)
 
-    def _sample(self, batch_size, seed, temperature, cond, given, loop):
+    def _sample(self, batch_size, seed, temperature, cond, given, draws):
         if not isinstance(given, dict) or set(given) != {"frames"}:
             raise ValueError("a video model samples from given={'frames': int (B, H, W, C)}, "
                              "the first frame of each clip (or use sample_video).")
@@ -175,38 +174,11 @@ class MultiscaleVideoPixelCNN(DensityModel):
         for t in range(1, self.num_frames):
             frame_cond = self._frame_cond(frames[-1], cond["action"][:, t - 1])
             frame_seed = sampling.fold_in_seed(seed, t)
-            frames.append(self.frame_model._sample(batch_size, frame_seed, temperature,
-                                                   frame_cond, None, loop))
-            sampling.report_progress("frames", t, self.num_frames - 1)
+            frames.append(self.frame_model.run_sampler(
+                frame_seed, temperature, frame_cond, mode=draws.mode, coder=draws.coder,
+                progress=draws.progress))
+            draws.report("frames", t, self.num_frames - 1)
         return tf.stack(frames, axis=1)
-
-    @property
-    def example_shape(self):
-        """One clip: `(T, H, W, C)`."""
-        return (self.num_frames,) + self.frame_model.example_shape
-
-    def serving_cond_specs(self):
-        return [tf.TensorSpec([None, self.num_frames - 1, self.action_dims], tf.float32,
-                              name="action")]
-
-    def serving_signatures(self):
-        """`log_prob` / `log_prob_uint8` of `clips`; `sample` of clips from `first_frames`
-        and actions; `describe`."""
-        cond = self.serving_cond_specs()
-        clips = lambda dtype: tf.TensorSpec((None,) + self.example_shape, dtype,  # noqa: E731
-                                            name="clips")
-        return {
-            "log_prob": (signatures.log_prob, [clips(tf.int32)] + cond),
-            "log_prob_uint8": (signatures.log_prob, [clips(tf.uint8)] + cond),
-            "sample": (signatures.sampler(lambda model, inputs: (signatures.cond_of(inputs), {
-                "frames": inputs["first_frames"]}), output="clips"),
-                [signatures.image_spec("first_frames", self)] + signatures.draw_specs() + cond),
-            "describe": (signatures.describe, signatures.describe_spec()),
-        }
-
-    def serving_metadata(self):
-        return {"num_frames": self.num_frames,
-                **self.frame_model.serving_metadata()}
 
     @property
     def coding_plan(self):
