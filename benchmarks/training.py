@@ -6,7 +6,7 @@ precision policy must be set before TF initialises):
   * `one device` — the custom loop (`spn_tf.training.TrainStep`), float32, no XLA: the base;
   * `mirrored x2` — MirroredStrategy over 2 logical CPU devices (same global batch);
   * `bfloat16` — the `mixed_bfloat16` policy;
-  * `jit` — the per-replica loss and gradients XLA-compiled;
+  * `xla` — the per-replica loss and gradients XLA-compiled;
   * `fit` — plain `model.fit` on the same model, optimizer and batches (one device, float32),
     timed in the same process as the custom loop, the two interleaved (loop, fit, loop, fit,
     ...) so that a busy spell on a shared machine slows both: the loop's step-time overhead is
@@ -30,12 +30,12 @@ import sys
 import time
 
 MODELS = ("raster", "spn", "multiscale")
-# name: (strategy, logical CPU devices, mixed_bfloat16, jit_compile, also time `fit`)
+# name: (strategy, logical CPU devices, mixed_bfloat16, xla, also time `fit`)
 CONFIGS = {
     "one device": ("default", 0, False, False, False),
     "mirrored x2": ("mirrored", 2, False, False, False),
     "bfloat16": ("default", 0, True, False, False),
-    "jit": ("default", 0, False, True, False),
+    "xla": ("default", 0, False, True, False),
     "fit": ("default", 0, False, False, True),
 }
 
@@ -50,7 +50,7 @@ def worker(args):
     from spn_tf import models, strategies
     from spn_tf.training.step import TrainStep
 
-    strategy_name, cpu_devices, bfloat16, jit_compile, with_fit = CONFIGS[args.config]
+    strategy_name, cpu_devices, bfloat16, xla, with_fit = CONFIGS[args.config]
     if cpu_devices:
         strategies.split_cpu(cpu_devices)
     if bfloat16:
@@ -64,7 +64,7 @@ def worker(args):
         model.build()
         optimizer = keras.optimizers.Adam(1e-4)
         optimizer.build(model.trainable_variables)
-    step = TrainStep(model, optimizer, strategy, jit_compile)
+    step = TrainStep(model, optimizer, strategy, xla)
     iterator = iter(strategy.experimental_distribute_dataset(batches))
 
     def loop(steps):
@@ -74,7 +74,7 @@ def worker(args):
 
     runs = {"loop": loop}
     if with_fit:
-        model.compile(optimizer=optimizer, jit_compile=jit_compile)
+        model.compile(optimizer=optimizer, jit_compile=xla)
         runs["fit"] = lambda steps: model.fit(batches, steps_per_epoch=steps, epochs=1,
                                               verbose=0)
     for run in runs.values():

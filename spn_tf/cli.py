@@ -1,5 +1,11 @@
 """What every `python -m spn_tf.<tool>` shares: its flags, and a `--helpfull` of only those.
 
+A flag that means the same in several tools is defined once, here (`model_dir_flag`,
+`sampling_flags`, `cond_flags`, `batch_size_flag`, `hparams_flag`, `model_name_flag`), and
+the fields of a config dataclass become flags with `config_flags` (the train CLI's, from
+`spn_tf.run_folder.TrainConfig`: each option written once, its field and help). Every flag
+defined here is listed with the calling tool's own flags in `--help`.
+
 Importing TensorFlow registers ~180 flags of other libraries (absltest, the TPU tensor
 tracer, pfor, absl logging) with absl's global `FLAGS`; absl's `--helpfull` would list them
 all. `run` leaves them working but hides them from the help, so `--helpfull` shows the tool's
@@ -10,6 +16,7 @@ links there): `--config=imagenet32` names one wherever spn_tf is installed, and 
 `--flagfile=<its path>` (later flags override it, as with `--flagfile`).
 """
 
+import dataclasses
 import importlib.resources
 import os
 import sys
@@ -30,6 +37,84 @@ def hide_foreign_flags_from_help(flag_values=flags.FLAGS):
     by_module = flag_values.flags_by_module_dict()
     for module in [name for name in by_module if not _ours(name)]:
         del by_module[module]
+
+
+def _define(define, name, default, help, **kwargs):
+    """`define(name, default, help, ...)`, filed under the tool's module (`sys.argv[0]`, as
+    absl files the tool's own flags) so that `--help` lists it with them."""
+    return define(name, default, help=help, module_name=sys.argv[0], **kwargs)
+
+
+def config_flags(config_class, names=None, **defaults):
+    """A `--flag` per field of the dataclass `config_class` (those in `names`, default all but
+    `flag=False` ones): the field's type (bool, int, float, str; an enum when it has
+    `choices`), default (or `defaults[name]`), help and bounds from its metadata."""
+    kinds = {bool: flags.DEFINE_bool, int: flags.DEFINE_integer, float: flags.DEFINE_float,
+             str: flags.DEFINE_string}
+    for field in dataclasses.fields(config_class):
+        meta = field.metadata
+        if (field.name not in names) if names is not None else meta.get("flag") is False:
+            continue
+        default = defaults.get(field.name, field.default)
+        if "choices" in meta:
+            _define(flags.DEFINE_enum, field.name, None if default is None else str(default),
+                    meta["help"], enum_values=[str(c) for c in meta["choices"]])
+        else:
+            bounds = {k: meta[k] for k in ("lower_bound", "upper_bound") if k in meta}
+            _define(kinds[field.type], field.name, default, meta["help"], **bounds)
+
+
+def config_values(config_class, flag_values=flags.FLAGS):
+    """`{field: value}` of the fields of `config_class` defined as flags by `config_flags`
+    (an enum's string turned back into the field's type)."""
+    values = {}
+    for field in dataclasses.fields(config_class):
+        if field.name in flag_values and field.metadata.get("flag") is not False:
+            value = flag_values[field.name].value
+            values[field.name] = value if value is None else field.type(value)
+    return values
+
+
+def model_dir_flag(required=True):
+    _define(flags.DEFINE_string, "model_dir", None, "A training run's directory (what "
+            "spn_tf.train wrote there: model.keras, config.json).", required=required)
+
+
+def sampling_flags(num_samples):
+    """`--num_samples`, `--seed`, `--temperature` of a tool that draws images."""
+    _define(flags.DEFINE_integer, "num_samples", num_samples, "Images to draw.", lower_bound=1)
+    _define(flags.DEFINE_integer, "seed", 0, "Stateless sampling seed: the same seed gives "
+            "the same images.")
+    _define(flags.DEFINE_float, "temperature", 1.0, "Sampling temperature (0: the most likely "
+            "values).", lower_bound=0.0)
+
+
+def cond_flags():
+    """`--labels` and `--captions`: the conditioning of a class- or text-conditional model."""
+    _define(flags.DEFINE_list, "labels", None, "Class labels for a class-conditional model, "
+            "one per image or cycled (spn_tf.sample, spn_tf.codec: default 0, 1, 2, ... modulo "
+            "the classes).")
+    _define(flags.DEFINE_multi_string, "captions", None, "Captions for a text-conditional "
+            "model, one flag each (--captions='a cat' --captions='a red cup'), one per image "
+            "or cycled.")
+
+
+def batch_size_flag(default, **bounds):
+    _define(flags.DEFINE_integer, "batch_size", default, "Images per model call (per sampler "
+            "or coder call: more is faster per image and takes more memory).", lower_bound=1,
+            **bounds)
+
+
+def hparams_flag():
+    _define(flags.DEFINE_multi_string, "hparams", [], "Model hyperparameter override "
+            "key=value (Python literal), repeatable: --hparams=filters=64 "
+            "--hparams=attention_layers=(3,7).")
+
+
+def model_name_flag(default=None, required=False):
+    _define(flags.DEFINE_string, "model_name", default, "Name of the served model, as "
+            "tensorflow_model_server's --model_name (server: ignored if --model_config_file "
+            "is set).", required=required)
 
 
 def config_names():

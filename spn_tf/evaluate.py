@@ -15,24 +15,20 @@ from absl import app, flags
 
 from spn_tf import cli, grid
 from spn_tf.run_data import held_out_batch, held_out_dataset
-from spn_tf.run_folder import load_checkpoint, run_config
+from spn_tf.run_folder import TrainConfig, load_checkpoint, run_config
 from spn_tf.training.evaluation import mean_bits_per_dim
 
 FLAGS = flags.FLAGS
 
 
 def define_flags():
-    flags.DEFINE_string("model_dir", None, "A finished run's directory (config.json, "
-                        "model.keras).")
-    flags.DEFINE_string("data_dir", None, "Prepared TFDS data (default: the run's).")
-    flags.DEFINE_integer("eval_batches", 0, "Held-out batches (0: the whole test split).",
-                         lower_bound=0)
-    flags.DEFINE_integer("eval_slices_per_call", 0, "SPN slices per network call (0: the "
-                         "run's batch size).", lower_bound=0)
+    cli.model_dir_flag()
+    # The run's own options, re-set for this evaluation (unset --data_dir: the run's).
+    cli.config_flags(TrainConfig, ["data_dir", "eval_batches", "eval_slices_per_call"],
+                     data_dir=None)
     flags.DEFINE_string("heatmap", None, "Write held-out images beside their per-pixel bits "
                         "(PNG) to this path.")
     flags.DEFINE_integer("heatmap_images", 8, "Images in the --heatmap grid.", lower_bound=1)
-    flags.mark_flag_as_required("model_dir")
 
 
 def write_heatmap_of(model, config, path, num_images):

@@ -73,8 +73,8 @@ def _draw_samples(config, model):
         return run_data.predict_held_out_clips(config, model, config.num_samples, config.seed,
                                       config.temperature)
     cond = {}
-    if config.conditional:
-        cond["label"] = np.arange(config.num_samples, dtype=np.int32) % model.cond_spec["label"]
+    if config.num_classes:
+        cond["label"] = np.arange(config.num_samples, dtype=np.int32) % config.num_classes
     if config.text_conditional:
         firsts = [captions[0] for _, captions in sorted(data.embedded_captions().items())]
         cond["text"] = [firsts[i % len(firsts)] for i in range(config.num_samples)]
@@ -94,7 +94,7 @@ def _run_steps(config, strategy, model, optimizer, checkpoints, summaries):
     step = int(optimizer.iterations.numpy())
     if step >= config.steps:
         return None
-    train_step = TrainStep(model, optimizer, strategy, config.jit_compile, config.clip_grad_norm)
+    train_step = TrainStep(model, optimizer, strategy, config.xla, config.clip_grad_norm)
     iterator = iter(run_data.train_dataset(config, strategy, step))
     interval, tick, tick_step, start, start_step = [], time.time(), step, time.time(), step
     while step < config.steps:

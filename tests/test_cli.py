@@ -1,5 +1,7 @@
-"""What the CLIs share (`spn_tf.cli`): a `--helpfull` of our flags only, shipped configs."""
+"""What the CLIs share (`spn_tf.cli`): a `--helpfull` of our flags only, shipped configs, one
+name per option (the train flags are `TrainConfig`'s fields)."""
 
+import dataclasses
 import os
 import re
 import subprocess
@@ -66,3 +68,49 @@ def test_train_takes_a_config_by_name(tmp_path):
                          cwd=str(tmp_path), env=ENV, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode != 0 and "is not a shipped configuration" in bad.stderr
+
+
+def test_train_flags_are_the_trainconfig_fields_and_old_names_are_unknown():
+    from absl import flags
+
+    from spn_tf import train
+    from spn_tf.run_folder import TrainConfig
+    values = flags.FLAGS
+    if "model" not in values:
+        train.define_flags()
+    for field in dataclasses.fields(TrainConfig):
+        if field.name != "hparams":  # assembled from --hparams and its shortcuts
+            assert values[field.name].help.endswith(field.metadata["help"]), field.name
+    try:
+        values(["train", "--num_classes=10", "--channels=1", "--xla", "--msb_bits=0"])
+        config = train.config_from_flags()
+        assert (config.num_classes, config.channels, config.xla) == (10, 1, True)
+        assert config.hparams == {"msb_bits": None}  # 0: no depth upscaling
+        for old in ("--jit_compile", "--conditional", "--depth_bits=0"):
+            with pytest.raises(flags.UnrecognizedFlagError):
+                values(["train", old])
+        with pytest.raises(flags.IllegalFlagValueError, match=r"<1\|3>"):
+            values(["train", "--channels=2"])
+        with pytest.raises(flags.IllegalFlagValueError, match="range"):
+            values(["train", "--bits=9"])
+    finally:
+        values.unparse_flags()
+
+
+def test_num_classes_must_be_the_datasets_class_count():
+    from spn_tf.run_folder import TrainConfig, cond_spec
+    assert cond_spec(TrainConfig(num_classes=10)) == {"label": 10}
+    assert cond_spec(TrainConfig()) is None
+    with pytest.raises(ValueError, match="--dataset=embedded has 10 classes: pass "
+                                         "--num_classes=10"):
+        cond_spec(TrainConfig(num_classes=5))
+    with pytest.raises(ValueError, match="celeb_a_hq/256 has none"):
+        cond_spec(TrainConfig(dataset="celeb_a_hq/256", num_classes=10))
+
+
+def test_sample_and_client_refuse_the_old_flag_names():
+    for tool, old in (("spn_tf.sample", "--num=2"), ("spn_tf.serving.client", "--model=x")):
+        result = subprocess.run([sys.executable, "-m", tool, old],
+                                cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert result.returncode != 0
+        assert f"Unknown command line flag '{old[2:].split('=')[0]}'" in result.stderr

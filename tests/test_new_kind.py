@@ -48,7 +48,7 @@ def test_a_kind_defined_in_a_test_runs_through_every_tool(tmp_path):
     # sample: from a run folder's model.keras, with a --given image completed.
     run = tmp_path / "run"
     write_config(TrainConfig(model="attentive_raster", preset="tiny", image_size=4, channels=1,
-                             bits=2, conditional=True, batch_size=4, eval_batches=1,
+                             bits=2, num_classes=10, batch_size=4, eval_batches=1,
                              model_dir=str(run)))
     model.save(str(run / "model.keras"))
     given = tmp_path / "given.png"

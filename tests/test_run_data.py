@@ -22,7 +22,7 @@ def _labels(dataset):
 
 
 def test_train_subset_is_a_seeded_sample_spread_over_the_split_the_size_of_held_out():
-    config = TrainConfig(conditional=True, **{**TINY, "eval_batches": 0, "batch_size": 32})
+    config = TrainConfig(num_classes=10, **{**TINY, "eval_batches": 0, "batch_size": 32})
     subset = run_data.train_subset(config)
     held_out = sum(int(tf.shape(b["images"])[0]) for b in run_data.held_out_dataset(config))
     labels = _labels(subset)
@@ -30,14 +30,14 @@ def test_train_subset_is_a_seeded_sample_spread_over_the_split_the_size_of_held_
     # Stored order starts with 256 crops of photo 0; a spread sample holds every photo.
     assert set(labels) == set(range(10))
     np.testing.assert_array_equal(labels, _labels(run_data.train_subset(config)))
-    other = TrainConfig(conditional=True, seed=1, **{**TINY, "eval_batches": 0,
-                                                     "batch_size": 32})
+    other = TrainConfig(num_classes=10, seed=1, **{**TINY, "eval_batches": 0,
+                                                   "batch_size": 32})
     assert not np.array_equal(labels, _labels(run_data.train_subset(other)))
 
 
 def test_tfds_training_reads_are_fixed_by_the_seed():
     def images(seed):
-        config = TrainConfig(dataset="cifar10", conditional=True, seed=seed,
+        config = TrainConfig(dataset="cifar10", num_classes=10, seed=seed,
                              **{**TINY, "eval_batches": 3})
         return np.concatenate([b["images"].numpy() for b in run_data.train_subset(config)])
 
@@ -55,7 +55,7 @@ def _checkpoint(model_dir, step):
 
 def test_resume_on_tfds_data_ends_like_an_uninterrupted_run(tmp_path):
     run = dict(TINY, model="spn", hparams={"subscale_factor": 2}, dataset="cifar10",
-               conditional=True, flip=True, ema_decay=0.9, checkpoint_every=2)
+               num_classes=10, flip=True, ema_decay=0.9, checkpoint_every=2)
     with tfds.testing.mock_data(num_examples=24):
         trainer.train_and_evaluate(TrainConfig(**run, steps=6, model_dir=str(tmp_path / "a")))
         trainer.train_and_evaluate(TrainConfig(**run, steps=2, model_dir=str(tmp_path / "b")))

@@ -29,7 +29,7 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     model_dir = tmp_path / "run"
     result = _train("--flagfile=configs/quickstart.cfg", "--preset=tiny", "--image_size=4",
                     "--steps=4", "--checkpoint_every=2", "--batch_size=8", "--num_samples=4",
-                    "--conditional", "--eval_every=2", "--sample_every=2", "--log_every=1",
+                    "--num_classes=10", "--eval_every=2", "--sample_every=2", "--log_every=1",
                     f"--model_dir={model_dir}")
     assert "held-out bits/dim" in result.stdout
     # Not a progress bar: one line per logging interval, a mid-run evaluation.
@@ -46,7 +46,7 @@ def test_quickstart_flagfile_trains_checkpoints_samples_and_reports(tmp_path):
     assert (model_dir / "samples.png").read_bytes()[:4] == b"\x89PNG"
     assert (model_dir / "model.keras").exists()
     config = json.loads((model_dir / "config.json").read_text())
-    assert config["preset"] == "tiny" and config["conditional"] is True
+    assert config["preset"] == "tiny" and config["num_classes"] == 10
     # The finished run evaluates again from its directory alone: the same exact value.
     heatmap = tmp_path / "map.png"
     result = subprocess.run([sys.executable, "-m", "spn_tf.evaluate", f"--model_dir={model_dir}",

@@ -32,9 +32,9 @@ def _iterator(batch=8):
     return iter(strategy.experimental_distribute_dataset(ds))
 
 
-def _train(config=(), steps=4, jit_compile=False, model_name="raster"):
+def _train(config=(), steps=4, xla=False, model_name="raster"):
     model, optimizer = _setup(dict(config), model_name)
-    step = TrainStep(model, optimizer, tf.distribute.get_strategy(), jit_compile=jit_compile,
+    step = TrainStep(model, optimizer, tf.distribute.get_strategy(), xla=xla,
                      clip_grad_norm=dict(config).get("clip_grad_norm"))
     iterator = _iterator()
     history = [[float(v) for v in step(iterator)] for _ in range(steps)]
@@ -72,9 +72,9 @@ def test_a_step_of_one_upscaling_network_changes_that_network_alone():
         assert all(same) if part != "size" else not all(same), part
 
 
-def test_jit_compiled_step_matches_and_traces_once():
+def test_xla_compiled_step_matches_and_traces_once():
     _, _, _, plain = _train()
-    _, _, step, compiled = _train(jit_compile=True)
+    _, _, step, compiled = _train(xla=True)
     assert step.traces == 1
     np.testing.assert_allclose(compiled, plain, rtol=1e-4)
 

@@ -62,7 +62,7 @@ def test_config_trains_evaluates_and_samples_on_mocked_tfds(config, image_size, 
     assert (ran["model"], ran["dataset"], ran["bits"]) == (
         values["model"], values["dataset"], int(values["bits"]))
     assert ran["strategy"] == values.get("strategy", "default")
-    assert ran["conditional"] == values["conditional"]
+    assert ran["num_classes"] == int(values["num_classes"])
     assert (ran["image_size"], ran["steps"], ran["preset"]) == (image_size, 2, "tiny")
     # Mocked pixels are uniform noise: the held-out likelihood is about `bits` bits/dim.
     metrics = json.loads((model_dir / "metrics.json").read_text())

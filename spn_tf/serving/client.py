@@ -9,12 +9,12 @@ exponential backoff while the server answers UNAVAILABLE (not started yet, resta
 connection lost) — and only then: any other status is the server's answer and is raised at
 once as `ServingError`.
 
-    python -m spn_tf.serving.client --server=localhost:8500 --model=quickstart \
-        --signature=sample --num=4 --seed=0 --out=samples.png
-    python -m spn_tf.serving.client --server=localhost:8500 --model=quickstart \
+    python -m spn_tf.serving.client --server=localhost:8500 --model_name=quickstart \
+        --signature=sample --num_samples=4 --seed=0 --out=samples.png
+    python -m spn_tf.serving.client --server=localhost:8500 --model_name=quickstart \
         --signature=log_prob --images=a.png,b.png
-    python -m spn_tf.serving.client --server=localhost:8500 --model=captioned \
-        --signature=sample --captions="A red retina with dark veins." --num=2
+    python -m spn_tf.serving.client --server=localhost:8500 --model_name=captioned \
+        --signature=sample --captions="A red retina with dark veins." --num_samples=2
 
 Captions (`cond={"text": [...]}`, `--captions`) travel as DT_STRING, UTF-8 bytes.
 
@@ -300,16 +300,11 @@ def read_actions(path, rows, frames):
 
 def define_flags():
     flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC API.")
-    flags.DEFINE_string("model", None, "Model name on the server.")
+    cli.model_name_flag(required=True)
     flags.DEFINE_integer("version", None, "Model version (default: the newest).")
     flags.DEFINE_enum("signature", "sample", ["sample", "log_prob"], "What to call.")
-    flags.DEFINE_integer("num", 4, "sample: images to draw.", lower_bound=1)
-    flags.DEFINE_integer("seed", 0, "sample: row i uses the stateless seed (0, seed + i).")
-    flags.DEFINE_float("temperature", 1.0, "sample: temperature.", lower_bound=0.0)
-    flags.DEFINE_list("labels", None, "Class labels for a class-conditional model, one per "
-                      "image or cycled.")
-    flags.DEFINE_multi_string("captions", None, "Captions for a text-conditional model, one "
-                              "flag each, one per image or cycled (sent as DT_STRING).")
+    cli.sampling_flags(num_samples=4)  # row i of a request: the seed (0, seed + i)
+    cli.cond_flags()  # captions travel as DT_STRING
     flags.DEFINE_string("out", "samples.png", "sample: output PNG grid (video: one row of "
                         "frames per clip).")
     flags.DEFINE_list("images", None, "log_prob: 8-bit PNG files at the model's size (video: "
@@ -321,7 +316,6 @@ def define_flags():
                          "'describe' signature says; needed only for exports without it).",
                          lower_bound=1, upper_bound=8)
     flags.DEFINE_float("timeout", 30.0, "Seconds per call, retries included.")
-    flags.mark_flags_as_required(["model"])
 
 
 def _cli_cond(labels, captions, rows):
@@ -389,8 +383,10 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
     labels = [int(v) for v in FLAGS.labels] if FLAGS.labels else None
     try:
-        with Client(FLAGS.server, FLAGS.model, FLAGS.version, timeout=FLAGS.timeout) as client:
-            for line in run(client, FLAGS.signature, FLAGS.num, FLAGS.seed, FLAGS.temperature,
+        with Client(FLAGS.server, FLAGS.model_name, FLAGS.version,
+                    timeout=FLAGS.timeout) as client:
+            for line in run(client, FLAGS.signature, FLAGS.num_samples, FLAGS.seed,
+                            FLAGS.temperature,
                             labels, FLAGS.out, FLAGS.images, FLAGS.bits, FLAGS.captions,
                             FLAGS.actions):
                 print(line)

@@ -232,8 +232,7 @@ def server_config(model_name, model_base_path, model_config_file):
 
 def define_flags():
     flags.DEFINE_integer("port", 8500, "gRPC port (on 127.0.0.1).", lower_bound=1)
-    flags.DEFINE_string("model_name", "default",
-                        "Name of the model (ignored if --model_config_file is set).")
+    cli.model_name_flag("default")
     flags.DEFINE_string("model_base_path", None, "Folder of numeric version folders (ignored "
                         "if --model_config_file is set, otherwise required).")
     flags.DEFINE_string("model_config_file", None,

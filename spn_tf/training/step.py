@@ -24,21 +24,20 @@ class TrainStep:
       model: a built `DensityModel`, created under `strategy.scope()`.
       optimizer: a Keras optimizer built on `model.trainable_variables` in the same scope.
       strategy: the `tf.distribute.Strategy`.
-      jit_compile: XLA-compile the per-replica loss and gradients.
+      xla: XLA-compile the per-replica loss and gradients.
       clip_grad_norm: clip the all-reduced gradients to this global norm (None: no clipping).
 
     Attributes:
       traces: how often the step was traced; stays 1 over a run (static shapes).
     """
 
-    def __init__(self, model, optimizer, strategy, jit_compile=False, clip_grad_norm=None):
+    def __init__(self, model, optimizer, strategy, xla=False, clip_grad_norm=None):
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.clip_grad_norm = clip_grad_norm
         self.traces = 0
-        self._loss_and_gradients = tf.function(self._loss_and_gradients_fn,
-                                               jit_compile=jit_compile)
+        self._loss_and_gradients = tf.function(self._loss_and_gradients_fn, jit_compile=xla)
         self._step = tf.function(self._step_fn)
 
     def __call__(self, iterator):

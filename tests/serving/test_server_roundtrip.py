@@ -283,9 +283,9 @@ def test_eight_clients_mixed_requests_each_get_their_own_answer(raster):
 def test_client_cli_writes_samples_png_and_prints_bits_per_dim(raster, tmp_path):
     model, client = raster
     base = [sys.executable, "-m", "spn_tf.serving.client", f"--server={client.server}",
-            "--model=raster", "--labels=1"]  # no --bits: the client asks `describe`
+            "--model_name=raster", "--labels=1"]  # no --bits: the client asks `describe`
     out = tmp_path / "samples.png"
-    subprocess.run(base + ["--signature=sample", "--num=4", "--seed=0", f"--out={out}"],
+    subprocess.run(base + ["--signature=sample", "--num_samples=4", "--seed=0", f"--out={out}"],
                    check=True, timeout=120)
     grid = tf.io.decode_png(tf.io.read_file(str(out))).numpy()
     assert grid.shape[2] == 1 and grid.shape[0] > 2 * 4
@@ -315,7 +315,7 @@ def test_client_cli_errors_name_the_problem(raster, tmp_path):
             run(unknown, "sample", 1, 0, 1.0, None, str(tmp_path / "x.png"), None, 2)
     result = subprocess.run(
         [sys.executable, "-m", "spn_tf.serving.client", f"--server=127.0.0.1:{free_port()}",
-         "--model=raster", "--bits=2", "--timeout=2", f"--out={tmp_path / 'x.png'}"],
+         "--model_name=raster", "--bits=2", "--timeout=2", f"--out={tmp_path / 'x.png'}"],
         timeout=120, capture_output=True, text=True)
     assert result.returncode == 1
     assert "spn_tf.serving.client: error: server 127.0.0.1:" in result.stderr
