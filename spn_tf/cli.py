@@ -111,10 +111,10 @@ def hparams_flag():
             "--hparams=attention_layers=(3,7).")
 
 
-def model_name_flag(default=None, required=False):
-    _define(flags.DEFINE_string, "model_name", default, "Name of the served model, as "
-            "tensorflow_model_server's --model_name (server: ignored if --model_config_file "
-            "is set).", required=required)
+def model_name_flag(default=None, required=False, help_text=None):
+    _define(flags.DEFINE_string, "model_name", default, help_text or (
+        "Name of the served model, as tensorflow_model_server's --model_name (server: "
+        "ignored if --model_config_file is set)."), required=required)
 
 
 def config_names():

@@ -1,6 +1,6 @@
 """SavedModel export with exact signatures, for TF Serving and for `tf.saved_model.load`.
 
-`python -m spn_tf.export --model_dir=runs/quickstart --export_base=exports --name=quickstart
+`python -m spn_tf.export --model_dir=runs/quickstart --export_base=exports --model_name=quickstart
 [--version=N] [--xla] [--warmup_batch_sizes=1,8,32]` loads the training run's `model.keras`
 and writes `<export_base>/<name>/<N>/` (the next free version by default; an existing version
 is never overwritten), the layout TF Serving's `--model_base_path` expects, with TF Serving's
@@ -258,7 +258,8 @@ def describe(export_dir):
 def define_flags():
     cli.model_dir_flag()
     flags.DEFINE_string("export_base", "exports", "Directory of exported models.")
-    flags.DEFINE_string("name", None, "Model name: writes <export_base>/<name>/<version>/.")
+    cli.model_name_flag(required=True, help_text="Name of the served model (TF Serving's "
+                        "--model_name): writes <export_base>/<model_name>/<version>/.")
     flags.DEFINE_integer("version", None, "Version number (default: the next free one).",
                          lower_bound=1)
     flags.DEFINE_bool("xla", False, "XLA-compile the sampling loops (TF Serving then needs "
@@ -269,14 +270,13 @@ def define_flags():
     flags.register_validator(
         "warmup_batch_sizes", lambda sizes: all(s.isdigit() and int(s) > 0 for s in sizes),
         message="--warmup_batch_sizes must be positive integers, e.g. 1,8,32 (or empty).")
-    flags.mark_flags_as_required(["name"])
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
     try:
-        export_dir = export_run(FLAGS.model_dir, FLAGS.export_base, FLAGS.name, FLAGS.version,
+        export_dir = export_run(FLAGS.model_dir, FLAGS.export_base, FLAGS.model_name, FLAGS.version,
                                 FLAGS.xla, tuple(int(s) for s in FLAGS.warmup_batch_sizes))
     except ValueError as error:
         sys.exit(f"spn_tf.export: error: {error}")

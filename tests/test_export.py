@@ -349,7 +349,7 @@ def test_cli_writes_versions_and_never_overwrites(tmp_path):
     model = models.build("raster", 2, channels=1, bits=1, preset="tiny")
     model.build()
     model.save(str(run / "model.keras"))
-    result = _export_cli(f"--model_dir={run}", "--export_base=exports", "--name=tiny",
+    result = _export_cli(f"--model_dir={run}", "--export_base=exports", "--model_name=tiny",
                          cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     first = os.path.join("exports", "tiny", "1")
@@ -368,11 +368,11 @@ def test_cli_writes_versions_and_never_overwrites(tmp_path):
         np.testing.assert_allclose(_call(loaded, "log_prob", {"images": images})["log_prob"],
                                    model.log_prob(images), rtol=1e-5)
     mtime = os.path.getmtime(tmp_path / first / "saved_model.pb")
-    result = _export_cli(f"--model_dir={run}", "--export_base=exports", "--name=tiny",
+    result = _export_cli(f"--model_dir={run}", "--export_base=exports", "--model_name=tiny",
                          "--version=1", cwd=tmp_path)
     assert result.returncode != 0 and "version 1 of 'tiny' already exists" in result.stderr
     assert os.path.getmtime(tmp_path / first / "saved_model.pb") == mtime
-    result = _export_cli(f"--model_dir={tmp_path / 'nowhere'}", "--name=tiny", cwd=tmp_path)
+    result = _export_cli(f"--model_dir={tmp_path / 'nowhere'}", "--model_name=tiny", cwd=tmp_path)
     assert result.returncode != 0 and "no checkpoint at" in result.stderr
     (run / "model.keras").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a complete .keras archive"):
