@@ -11,6 +11,7 @@ import tensorflow as tf
 from spn_tf import export, models, sample
 from spn_tf.check import model_checks
 from spn_tf.evaluate import evaluate_run
+from spn_tf.run_data import held_out_dataset
 from spn_tf.run_folder import TrainConfig, write_config
 
 
@@ -59,8 +60,12 @@ def test_a_kind_defined_in_a_test_runs_through_every_tool(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
     # evaluate: exact held-out bits/dim of the run.
-    bits, _, _ = evaluate_run(str(run))
-    assert 0 < bits < 3  # 2-bit images, a fresh model: about 2 bits/dim
+    bits, _, config = evaluate_run(str(run))
+    # The same held-out images scored here, in bits (a value in nats would be 1/ln 2 off).
+    held_out = [(batch["images"], {"label": batch["label"]})
+                for batch in held_out_dataset(config)]
+    expected = np.concatenate([-model.log_prob(x, c).numpy() for x, c in held_out])
+    np.testing.assert_allclose(bits, expected.mean() / (16 * np.log(2)), rtol=1e-5)
     assert os.path.exists(run / "evaluation.json")
 
     # check: causality, normalization, conditionals and the sampler's G-test all pass.
