@@ -9,7 +9,8 @@
   (this also catches a sub-pixel that sees itself, which the causality probe cannot), and
   `log_prob` of a drawn sample equals the sum of its terms.
 * normalization — `sum_x p(x) = 1` by enumeration on a tiny copy (same class and layers, a
-  2x2 image at 1-2 bits).
+  2x2 image at 1-2 bits), its weights randomly perturbed (`perturb`: no zero-initialized
+  weight hides a term that does not normalize).
 * sampler — compiled vs reference agreement over seeds; a G-test that the tiny copy's samples
   follow its `log_prob` (`spn_tf.exactness.assert_samples_follow`).
 """
@@ -149,10 +150,24 @@ def tiny_copy(model):
     return tiny
 
 
+def perturb(model, rng, scale=0.5):
+    """Adds Gaussian noise to every weight (in place), `scale` times the weight's own spread
+    (at least `scale * 0.1`): zero-initialized biases and gates become non-zero, so a check
+    sees every path of the network. Returns `model`."""
+    model.build()
+    for weight in model.trainable_weights:
+        if "float" in str(weight.dtype):
+            value = np.asarray(weight.numpy())
+            spread = max(float(value.std()), 0.1)
+            weight.assign(value + scale * spread * rng.standard_normal(value.shape).astype(
+                value.dtype))
+    return model
+
+
 def normalization(name, model, rng):
-    """Verdict: `sum_x p(x) = 1` over every image of the tiny copy."""
+    """Verdict: `sum_x p(x) = 1` over every image of the tiny copy, its weights perturbed."""
     try:
-        tiny = tiny_copy(model)
+        tiny = perturb(tiny_copy(model), rng)
         ordering = tiny.ordering
         cond, _ = ordering.conditioning(1, rng)
         images = all_inputs(tiny)
