@@ -1,4 +1,5 @@
-"""`spn_tf.check` passes every shipped model kind and catches each way exactness breaks."""
+"""`spn_tf.check` catches each way exactness breaks, passes the presets' layer patterns, and its
+CLI and export audit work. (Every kind passing each claim: tests/test_harness.py.)"""
 
 import json
 import os
@@ -20,12 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = {
     "raster": ("raster", {}),
     "spn": ("spn", {"attention_layers": (0,)}),
-    "upscaling": ("upscaling", {"msb_bits": 1}),
     "multiscale_a": ("multiscale", {"base_size": 2}),
-    "multiscale_b": ("multiscale", {"base_size": 1, "group_pixelcnn_patch": 2}),
-    # The logistic mixture head (its tiny copy: 2 bits, the fewest it takes).
-    "multiscale_mixture": ("multiscale", {"base_size": 2, "head": "logistic_mixture",
-                                          "num_mixtures": 2}),
 }
 
 
@@ -39,18 +35,22 @@ def _failed(verdicts):
     return sorted(v.check.split(" [")[0] for v in verdicts if v.failed)
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
-def test_every_shipped_kind_passes(kind):
-    verdicts = model_checks.audit_model(_build(kind), agreement_seeds=1, gtest_samples=2000)
-    assert not _failed(verdicts), [v for v in verdicts if v.failed]
+# The layer pattern of a preset (depth, kernel sizes, attention positions, heads, patches) at
+# test widths: exactness depends on the pattern, not on how many units a layer has.
+NARROW = {
+    "raster": dict(filters=6),
+    "spn": dict(filters=12, embedder_filters=8, key_dim=4),
+    "upscaling": dict(filters=12, embedder_filters=8, key_dim=4),
+    "multiscale": dict(filters=6, base_filters=6, group_pixelcnn_filters=6),
+}
 
 
-@pytest.mark.parametrize("name", ["raster", "spn", "upscaling", "multiscale"])
+@pytest.mark.parametrize("name", list(NARROW))
 def test_small_and_paper_layer_patterns_pass_on_their_tiny_copies(name):
     rng = np.random.default_rng(0)
     # The upscaling networks are SPNs (the `spn` case checks the paper pattern): small only.
     for preset in ("small",) if name == "upscaling" else ("small", "paper"):
-        model = models.build(name, 32, channels=3, bits=5, preset=preset)
+        model = models.build(name, 32, channels=3, bits=5, preset=preset, **NARROW[name])
         for part, network in model.ordering.units:
             tiny = model_checks.tiny_copy(network)
             assert type(tiny) is type(network) and tiny.image_size == 2
