@@ -57,3 +57,69 @@ def test_the_cases_cover_every_kind_head_and_conditioning():
         "categorical", "logistic_mixture"}
     assert {k for c in CASES.values() for k in c.get("cond") or {}} == {
         "label", "embedding", "text", "action"}
+
+
+# One mutation per claim, each shown to fail it. Normalization, causality, conditionals and
+# samples_follow are `spn_tf.check.model_checks`'s, which the harness only asks: their
+# mutations (an unmasked centre tap, an even kernel, attention without its shift, a group
+# reading itself, a sampler at the wrong temperature) are in tests/test_check.py.
+
+def _shifted(model):
+    """`model` with each weight moved by 0.1: another model of the same config."""
+    model.set_weights([w + 0.1 for w in model.get_weights()])
+    return model
+
+
+def test_a_compiled_sampler_on_other_seeds_fails_compiled_equals_reference(monkeypatch):
+    model = harness.make_model(**CASES["raster"])
+    sample = type(model).sample
+
+    def other_seed(self, batch_size, seed=0, *args, mode="reference", **kwargs):
+        if mode == "xla":
+            seed = [seed[0] + 1, seed[1]]
+        return sample(self, batch_size, seed, *args, mode=mode, **kwargs)
+
+    monkeypatch.setattr(type(model), "sample", other_seed)
+    with pytest.raises(AssertionError, match="compiled = reference"):
+        harness.check("compiled_equals_reference", model)
+
+
+def test_an_export_of_other_weights_fails_saved_model(monkeypatch, tmp_path):
+    model = harness.make_model(**CASES["raster"])
+    export_model = harness.export.export_model
+
+    def stale(model, path, **kwargs):  # exports weights the in-process model no longer has
+        weights = model.get_weights()
+        try:
+            return export_model(_shifted(model), path, **kwargs)
+        finally:
+            model.set_weights(weights)
+
+    monkeypatch.setattr(harness.export, "export_model", stale)
+    with pytest.raises(AssertionError, match="signature"):
+        harness.check("saved_model", model, tmp_dir=tmp_path)
+
+
+def test_decoding_with_other_weights_fails_codec(monkeypatch):
+    model = harness.make_model(**CASES["raster"])
+    decode = harness.codec.decode
+
+    def other_model(model, data, cond):
+        weights = model.get_weights()
+        try:
+            return decode(_shifted(model), data, cond)
+        finally:
+            model.set_weights(weights)
+
+    monkeypatch.setattr(harness.codec, "decode", other_model)
+    with pytest.raises((AssertionError, ValueError)):  # the CRC refuses, or pixels differ
+        harness.check("codec", model)
+
+
+def test_a_load_that_loses_the_weights_fails_keras_round_trip(monkeypatch):
+    model = harness.make_model(**CASES["raster"])
+    load_model = harness.keras.saving.load_model
+    monkeypatch.setattr(harness.keras.saving, "load_model",
+                        lambda path: _shifted(load_model(path)))
+    with pytest.raises(AssertionError):
+        harness.check("keras_round_trip", model)
