@@ -1,5 +1,6 @@
-"""`spn_tf.codec`: exact round trips for every kind, coded length at the model's likelihood,
-and every refusal (another model, truncated or altered files, other bits or conditioning)."""
+"""`spn_tf.codec`: round trips (video, a super-resolver, across processes), coded length at the
+model's likelihood, and every refusal (another model, truncated or altered files, other bits or
+conditioning)."""
 
 import hashlib
 import os
@@ -36,32 +37,13 @@ def _check_round_trip(model, images, cond=None, batch_size=2):
     return data, sizes, info
 
 
-CASES = {
-    "raster_label": ("raster", 1, {"label": 3}, {}),
-    "raster_mixture": ("raster", 3, None, {"head": "logistic_mixture"}),
-    "spn_text": ("spn", 3, {"text": 12}, {}),
-    "upscaling": ("upscaling", 3, None, {}),
-    "multiscale_embedding": ("multiscale", 1, {"embedding": 4}, {}),
-    "multiscale_low_res": ("multiscale", 3, None, {"condition_on_base": True}),
-}
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_round_trip_every_kind(case):
-    kind, channels, cond_spec, overrides = CASES[case]
-    model = models.build(kind, 8, channels=channels, bits=3, preset="tiny", cond=cond_spec,
-                         **overrides)
-    images = _images(3, 8, channels, 3)
-    cond = {}
-    if cond_spec and "label" in cond_spec:
-        cond["label"] = np.array([2, 0, 1], np.int32)
-    if cond_spec and "text" in cond_spec:
-        cond["text"] = np.array(["a red cup", "a cat", "é"], object)
-    if cond_spec and "embedding" in cond_spec:
-        cond["embedding"] = RNG.normal(size=(3, 4)).astype(np.float32)
-    if overrides.get("condition_on_base"):
-        cond["low_res"] = images[:, ::2, ::2]
-    _check_round_trip(model, images, cond or None)
+def test_round_trip_of_a_super_resolver_given_its_low_res():
+    # Every kind's round trip is the harness's "codec" claim (tests/test_harness.py); this
+    # adds the coded size bound and the one conditioning the harness's cases lack.
+    model = models.build("multiscale", 8, channels=3, bits=3, preset="tiny",
+                         condition_on_base=True)
+    images = _images(3, 8, 3, 3)
+    _check_round_trip(model, images, {"low_res": images[:, ::2, ::2]})
 
 
 def test_round_trip_video_codes_the_first_frame_raw():

@@ -217,22 +217,16 @@ def test_warm_up_requests_are_prediction_logs_for_every_signature_and_batch_size
     assert warmup.replay(loaded, export_dir) == len(logs)  # every request runs
 
 
-@pytest.mark.parametrize("kind", ["raster", "spn", "upscaling", "multiscale"])
-def test_samples_follow_log_prob(kind, exports):
-    model, _, loaded = exports(kind)
-    n = 3000
-    seeds = np.stack([np.full(n, 11), np.arange(n)], 1).astype(np.int32)
-    cond_row = model.ordering.conditioning(1, np.random.default_rng(2))[0]
-    samples = _call(loaded, "sample", {"seed": seeds, "temperature": np.ones(n, np.float32),
-                                       **{k: np.repeat(v, n, 0) for k, v in cond_row.items()}})
-    testing.assert_samples_follow(model, samples["images"], cond_row or None)
-
-
-def test_loads_and_runs_without_spn_tf_and_equals_the_in_process_model(exported, tmp_path):
-    _, model, export_dir, _ = exported
-    reqs = requests(model)
-    np.savez(tmp_path / "requests.npz",
-             **{f"{sig}/{k}": v for sig, inputs in reqs.items() for k, v in inputs.items()})
+def test_loads_and_runs_without_spn_tf_and_equals_the_in_process_model(exports, tmp_path):
+    # One fresh process for every kind: no spn_tf in it, each export loaded and every
+    # signature run, then `saved_model_cli show --all` on each.
+    reqs, dirs = {}, []
+    for kind in sorted(KINDS):
+        model, export_dir, _ = exports(kind)
+        reqs[kind] = requests(model)
+        dirs.append(export_dir)
+        np.savez(tmp_path / f"{kind}.npz", **{f"{sig}/{k}": v for sig, inputs in
+                                               reqs[kind].items() for k, v in inputs.items()})
     script = textwrap.dedent("""
         import sys
         sys.modules["spn_tf"] = None  # `import spn_tf` fails from here on
@@ -242,40 +236,52 @@ def test_loads_and_runs_without_spn_tf_and_equals_the_in_process_model(exported,
             raise SystemExit("spn_tf is importable")
         except ImportError:
             pass
-        requests = np.load("requests.npz")
-        loaded = tf.saved_model.load(sys.argv[1])
-        out = {}
-        for key in requests.files:
-            sig = key.split("/")[0]
-            if sig in out:
-                continue
-            inputs = {k.split("/")[1]: tf.constant(requests[k]) for k in requests.files
-                      if k.startswith(sig + "/")}
-            for name, value in loaded.signatures[sig](**inputs).items():
-                out[f"{sig}/{name}"] = value.numpy()
-        np.savez("outputs.npz", **out)
-        # saved_model_cli in this same process, still without spn_tf.
         from tensorflow.python.tools import saved_model_cli
-        sys.argv = ["saved_model_cli", "show", "--dir", sys.argv[1], "--all"]
-        saved_model_cli.main()
+        for kind, export_dir in zip(sys.argv[1::2], sys.argv[2::2]):
+            requests = np.load(kind + ".npz")
+            loaded = tf.saved_model.load(export_dir)
+            out = {}
+            for key in requests.files:
+                sig = key.split("/")[0]
+                if sig in out:
+                    continue
+                inputs = {k.split("/")[1]: tf.constant(requests[k]) for k in requests.files
+                          if k.startswith(sig + "/")}
+                for name, value in loaded.signatures[sig](**inputs).items():
+                    out[f"{sig}/{name}"] = value.numpy()
+            np.savez(kind + "-outputs.npz", **out)
+            # saved_model_cli in this same process, still without spn_tf.
+            print("=== " + kind, flush=True)
+            sys.argv = ["saved_model_cli", "show", "--dir", export_dir, "--all"]
+            try:
+                saved_model_cli.main()
+            except SystemExit as done:  # it ends with absl's app.run: go on to the next
+                assert not done.code, done.code
+            sys.stdout.flush()
     """)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([sys.executable, "-c", script, export_dir], cwd=tmp_path, env=env,
+    argv = [arg for kind, export_dir in zip(sorted(KINDS), dirs) for arg in (kind, export_dir)]
+    result = subprocess.run([sys.executable, "-c", script, *argv], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    _assert_lists_signatures(result.stdout, export_dir)
-    outputs = np.load(tmp_path / "outputs.npz")
-    assert {key.split("/")[0] for key in outputs.files} == set(reqs)
-    for signature, inputs in reqs.items():
-        if "seed" not in inputs:
-            cond = {k: v for k, v in inputs.items() if k != "images"} or None
-            np.testing.assert_allclose(outputs[f"{signature}/log_prob"],
-                                       model.log_prob(inputs["images"], cond), rtol=1e-5)
-            continue
-        for row in range(len(SEEDS)):
-            np.testing.assert_array_equal(outputs[f"{signature}/images"][row],
-                                          in_process(model, signature, inputs, row),
-                                          err_msg=f"{signature} row {row}")
+    shown = dict(block.split("\n", 1) for block in result.stdout.split("=== ")[1:])
+    for kind, export_dir in zip(sorted(KINDS), dirs):
+        model = exports(kind)[0]
+        _assert_lists_signatures(shown[kind], export_dir)
+        outputs = np.load(tmp_path / f"{kind}-outputs.npz")
+        assert {key.split("/")[0] for key in outputs.files} == set(reqs[kind])
+        for signature, inputs in reqs[kind].items():
+            message = f"{kind} {signature}"
+            if "seed" not in inputs:
+                cond = {k: v for k, v in inputs.items() if k != "images"} or None
+                np.testing.assert_allclose(outputs[f"{signature}/log_prob"],
+                                           model.log_prob(inputs["images"], cond), rtol=1e-5,
+                                           err_msg=message)
+                continue
+            for row in range(len(SEEDS)):
+                np.testing.assert_array_equal(outputs[f"{signature}/images"][row],
+                                              in_process(model, signature, inputs, row),
+                                              err_msg=f"{message} row {row}")
 
 
 def _assert_lists_signatures(shown, export_dir):

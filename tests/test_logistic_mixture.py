@@ -1,7 +1,7 @@
-"""The discretized logistic mixture head through every verb: trained models save, load and
-export with it; its samplers follow `log_prob`; the train CLI takes it and refuses what it
-cannot serve. (The head's own arithmetic: test_distributions.py; exact normalization and
-causality of every kind with it: test_property_exactness.py; `spn_tf.check`: test_check.py.)"""
+"""The discretized logistic mixture head: trained 8-bit models save and load with it; the train
+CLI takes it and refuses what it cannot serve. (The head's own arithmetic:
+test_distributions.py; every claim of the harness with it, raster and multiscale:
+test_harness.py; every kind with it: test_property_exactness.py.)"""
 
 import json
 import os
@@ -11,10 +11,8 @@ import sys
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from spn_tf import data, export, models
-import helpers as testing
+from spn_tf import data, models
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIXTURE = dict(head="logistic_mixture", num_mixtures=3)
@@ -34,10 +32,10 @@ def _fit(model, steps, bits):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_trained_with_the_mixture_saves_loads_and_exports(kind, tmp_path):
+def test_trained_with_the_mixture_saves_and_loads(kind, tmp_path):
     """8-bit photos, where the head is meant to be used: the `.keras` file gives the trained
-    model's `log_prob` (every kind), and for raster its draws, and the SavedModel both (the
-    signatures are the same code for every kind; test_export.py covers each kind)."""
+    model's `log_prob` (every kind). The mixture's G-test, compiled == reference, SavedModel
+    and codec are the harness's claims (tests/test_harness.py: raster and multiscale)."""
     model = models.build(image_size=8, channels=3, bits=8, preset="tiny", **KINDS[kind],
                          **MIXTURE)
     assert model.distribution.num_params == 9
@@ -51,28 +49,6 @@ def test_trained_with_the_mixture_saves_loads_and_exports(kind, tmp_path):
     loaded = keras.saving.load_model(str(tmp_path / "model.keras"))
     assert loaded.head == "logistic_mixture" and loaded.num_mixtures == 3
     np.testing.assert_allclose(loaded.log_prob(images), expected, rtol=1e-5)
-    if kind != "raster":
-        return
-    np.testing.assert_array_equal(loaded.sample(2, 5), model.sample(2, 5))
-    saved = tf.saved_model.load(export.export_model(model, str(tmp_path / "export"), False,
-                                                    (1,)))
-    served = saved.signatures["log_prob"](images=tf.constant(images, tf.int32))["log_prob"]
-    np.testing.assert_allclose(served, expected, rtol=1e-5)
-    seeds = np.array([[0, 1], [4, 2]], np.int32)
-    drawn = saved.signatures["sample"](seed=tf.constant(seeds),
-                                       temperature=tf.ones([2]))["images"].numpy()
-    for row, seed in enumerate(seeds):
-        np.testing.assert_array_equal(drawn[row], model.sample(1, seed, mode="reference")[0])
-
-
-@pytest.mark.parametrize("kind,overrides", [
-    ("raster", dict(image_size=2, channels=1, bits=3)),
-    # Groups drawn in parallel, channels in turn: the channel-parallel sampler.
-    ("multiscale", dict(image_size=2, channels=1, bits=2, base_size=1)),
-])
-def test_compiled_samples_follow_log_prob(kind, overrides):
-    model = testing.sharpen(models.build(kind, preset="tiny", **overrides, **MIXTURE), 2.0)
-    testing.assert_samples_follow(model, model.sample(3000, seed=[5, 1]).numpy())
 
 
 def test_train_cli_takes_the_head_and_refuses_what_it_cannot_serve(tmp_path):

@@ -1,12 +1,13 @@
 """No reachable setting breaks exactness: random valid configurations of every model kind are
-exactly normalized and exactly causal; invalid ones fail at construction; and the checks catch
+exactly normalized and exactly causal (the checks read from each model's `ordering`, never its
+class); invalid ones fail at construction; and the checks catch
 an even kernel when validation is bypassed (the property test has power)."""
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from spn_tf import hparams, models
+from spn_tf.check import model_checks
 import helpers as testing
 
 SEED = 2026
@@ -100,40 +101,15 @@ def random_configs(per_kind=7, seed=SEED, head="categorical"):
     return configs
 
 
-def with_msb(model, cond):
-    """`cond` plus a fixed random `msb` for a depth-upscaling SPN."""
-    if not isinstance(model, models.SubscalePixelNetwork) or model.msb_bits is None:
-        return cond
-    shape = (1, model.image_size, model.image_size, model.channels)
-    msb = np.random.default_rng(0).integers(0, 2 ** model.msb_bits, shape)
-    return {**cond, "msb": tf.constant(msb, tf.int32)}
-
-
-def causal_checks(model, cond):
-    """`[(logits_fn, order, modelled)]`: the model's networks, the generation order each must
-    obey and the sub-pixels each predicts (None: all); see `testing.assert_causal`."""
-    if isinstance(model, models.GatedPixelCNN):
-        return [(lambda x: model.call(x, cond, False),
-                 testing.raster_order(model.image_size, model.image_size, model.channels), None)]
-    if isinstance(model, models.SubscalePixelNetwork):
-        cond = with_msb(model, cond)
-        geometry = (model.image_size, model.channels, model.subscale_factor)
-        return [(testing.subscale_logits(model, cond),
-                 testing.subscale_order(*geometry, model.slice_range[0]),
-                 testing.subscale_modelled(*geometry, model.slice_range))]
-    if isinstance(model, models.MultidimensionalUpscaling):
-        return [check for net in model.networks.values() for check in causal_checks(net, cond)]
-    return [(lambda x: model.logits_as_image(model.call(x, cond, False)),
-             testing.multiscale_order(model.image_size, model.channels, model.base_size,
-                                      model.group_pixelcnn_patch), None)]
-
-
-def assert_exact(model, cond_spec):
-    """Exact normalization (every image summed) and exact causality of `model`."""
-    cond = {"label": tf.constant([1])} if cond_spec else {}
-    testing.assert_normalized(testing.sharpen(model, 2.0), with_msb(model, cond) or None)
-    for logits_fn, order, modelled in causal_checks(model, cond):
-        testing.assert_causal(logits_fn, order, modelled=modelled)
+def assert_exact(model):
+    """Exact normalization (every image summed) and exact causality of each of `model`'s
+    networks, read from `model.ordering` (its conditioning, `msb` included, and its units)."""
+    rng = np.random.default_rng(0)
+    cond, _ = model.ordering.conditioning(1, rng)
+    testing.assert_normalized(testing.sharpen(model, 2.0), cond or None)
+    for name, network in model.ordering.units:
+        failed = [v for v in model_checks.causality(name, network, rng) if v.failed]
+        assert not failed, failed
 
 
 CONFIGS = random_configs()
@@ -152,7 +128,7 @@ def test_random_valid_configurations_are_exact(configs, chunk):
         model = models.build(kind, size, channels=channels, bits=bits, preset="tiny", cond=cond,
                              **overrides)
         try:
-            assert_exact(model, cond)
+            assert_exact(model)
         except AssertionError as error:
             raise AssertionError(f"{kind} {size}x{size}x{channels} at {bits} bits, cond={cond}, "
                                  f"{overrides}: {error}") from error
@@ -192,9 +168,8 @@ def test_checks_catch_an_even_kernel_when_validation_is_bypassed(kind, overrides
     model = build()
     with pytest.raises(AssertionError, match="sum of p"):
         testing.assert_normalized(model)
-    with pytest.raises(AssertionError, match="same or a later step"):
-        for logits_fn, order, modelled in causal_checks(model, {}):
-            testing.assert_causal(logits_fn, order, modelled=modelled)
+    verdicts = model_checks.causality(kind, model, np.random.default_rng(0))
+    assert any(v.failed and v.check.startswith("causality") for v in verdicts), verdicts
 
 
 @pytest.mark.parametrize("kind,channels,overrides,match", [

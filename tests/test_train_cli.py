@@ -112,14 +112,16 @@ def test_mirrored_on_two_replicas_reports_what_one_device_does(tmp_path):
     assert 4 < one_metrics["held_out_bits_per_dim"] < 6  # 5 bits: not doubled
 
 
-@pytest.mark.parametrize("model", ["spn", "multiscale"])
-def test_checkpoint_of_every_model_loads_in_a_fresh_process(model, tmp_path):
+def test_checkpoints_of_the_models_load_in_one_fresh_process(tmp_path):
     # A fresh interpreter has imported none of the model modules: loading must still find them.
-    _train(f"--model={model}", "--preset=tiny", "--image_size=4", "--steps=1", "--batch_size=4",
-           "--num_samples=1", f"--model_dir={tmp_path}")
-    code = ("from spn_tf.run_folder import load_checkpoint; "
-            f"print(type(load_checkpoint('{tmp_path}/model.keras')).__name__)")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+    kinds = {"spn": "SubscalePixelNetwork", "multiscale": "MultiscalePixelCNN"}
+    for model in kinds:
+        _train(f"--model={model}", "--preset=tiny", "--image_size=4", "--steps=1",
+               "--batch_size=4", "--num_samples=1", f"--model_dir={tmp_path / model}")
+    code = ("import sys; from spn_tf.run_folder import load_checkpoint; "
+            "print(*[type(load_checkpoint(path)).__name__ for path in sys.argv[1:]])")
+    paths = [str(tmp_path / model / "model.keras") for model in kinds]
+    result = subprocess.run([sys.executable, "-c", code, *paths], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() in ("SubscalePixelNetwork", "MultiscalePixelCNN")
+    assert result.stdout.split() == list(kinds.values())
