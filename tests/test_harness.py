@@ -1,6 +1,8 @@
 """The density-model harness (`tests/harness.py`) on every kind, both heads and each kind of
 conditioning: one test per (case, claim), so a failure names both."""
 
+import contextlib
+
 import pytest
 
 import harness
@@ -70,6 +72,16 @@ def _shifted(model):
     return model
 
 
+@contextlib.contextmanager
+def _shifted_within(model):
+    """`_shifted(model)` inside the block, its own weights back after it."""
+    weights = model.get_weights()
+    try:
+        yield _shifted(model)
+    finally:
+        model.set_weights(weights)
+
+
 def test_a_compiled_sampler_on_other_seeds_fails_compiled_equals_reference(monkeypatch):
     model = harness.make_model(**CASES["raster"])
     sample = type(model).sample
@@ -88,12 +100,9 @@ def test_an_export_of_other_weights_fails_saved_model(monkeypatch, tmp_path):
     model = harness.make_model(**CASES["raster"])
     export_model = harness.export.export_model
 
-    def stale(model, path, **kwargs):  # exports weights the in-process model no longer has
-        weights = model.get_weights()
-        try:
-            return export_model(_shifted(model), path, **kwargs)
-        finally:
-            model.set_weights(weights)
+    def stale(model, path, **kwargs):  # exports weights the in-process model does not have
+        with _shifted_within(model):
+            return export_model(model, path, **kwargs)
 
     monkeypatch.setattr(harness.export, "export_model", stale)
     with pytest.raises(AssertionError, match="signature"):
@@ -105,11 +114,8 @@ def test_decoding_with_other_weights_fails_codec(monkeypatch):
     decode = harness.codec.decode
 
     def other_model(model, data, cond):
-        weights = model.get_weights()
-        try:
-            return decode(_shifted(model), data, cond)
-        finally:
-            model.set_weights(weights)
+        with _shifted_within(model):
+            return decode(model, data, cond)
 
     monkeypatch.setattr(harness.codec, "decode", other_model)
     with pytest.raises((AssertionError, ValueError)):  # the CRC refuses, or pixels differ

@@ -1,13 +1,13 @@
 """No reachable setting breaks exactness: random valid configurations of every model kind are
 exactly normalized and exactly causal (the checks read from each model's `ordering`, never its
-class); invalid ones fail at construction; and the checks catch
-an even kernel when validation is bypassed (the property test has power)."""
+class); invalid ones fail at construction; and the checks catch an even kernel when validation
+is bypassed (the property test has power)."""
 
 import numpy as np
 import pytest
 
 from spn_tf import hparams, models
-from spn_tf.check import model_checks
+import harness
 import helpers as testing
 
 SEED = 2026
@@ -102,14 +102,11 @@ def random_configs(per_kind=7, seed=SEED, head="categorical"):
 
 
 def assert_exact(model):
-    """Exact normalization (every image summed) and exact causality of each of `model`'s
-    networks, read from `model.ordering` (its conditioning, `msb` included, and its units)."""
-    rng = np.random.default_rng(0)
-    cond, _ = model.ordering.conditioning(1, rng)
+    """Exact normalization of `model` itself (every image summed, its conditioning from
+    `model.ordering`, `msb` included) and the harness's causality of each of its networks."""
+    cond, _ = model.ordering.conditioning(1, np.random.default_rng(0))
     testing.assert_normalized(testing.sharpen(model, 2.0), cond or None)
-    for name, network in model.ordering.units:
-        failed = [v for v in model_checks.causality(name, network, rng) if v.failed]
-        assert not failed, failed
+    harness.check("causality", model)
 
 
 CONFIGS = random_configs()
@@ -168,8 +165,8 @@ def test_checks_catch_an_even_kernel_when_validation_is_bypassed(kind, overrides
     model = build()
     with pytest.raises(AssertionError, match="sum of p"):
         testing.assert_normalized(model)
-    verdicts = model_checks.causality(kind, model, np.random.default_rng(0))
-    assert any(v.failed and v.check.startswith("causality") for v in verdicts), verdicts
+    with pytest.raises(AssertionError, match="causality"):
+        harness.check("causality", model)
 
 
 @pytest.mark.parametrize("kind,channels,overrides,match", [
