@@ -13,7 +13,7 @@ setuptools.setup(
     python_requires=">=3.10,<3.13",
     packages=setuptools.find_packages(include=["spn_tf", "spn_tf.*"]),
     package_data={"spn_tf": ["data_files/*.npz", "data_files/*.json", "data_files/LICENSE*",
-                            "configs/*.cfg"]},
+                            "configs/*.cfg", "serving/native/*.c"]},
     install_requires=[
         "tensorflow>=2.21,<2.22",
         "keras>=3.10,<4",

@@ -21,7 +21,9 @@ five, and the harness only asks it):
   * `saved_model` — every signature of `spn_tf.export.export_model`, loaded with
     `tf.saved_model.load`, equals the same signature's body run in process (float outputs
     within float32 rounding; sampled images equal, i.e. `run_sampler(..., mode="graph")`
-    with the same per-row seeds);
+    with the same per-row seeds); the same requests and the export's warm-up records run in
+    TensorFlow's C++ loader (`spn_tf.check.native_checks`: no Python in that process) equal
+    the Python load;
   * `codec` — `spn_tf.codec.decode(encode(x)) == x`;
   * `keras_round_trip` — save `.keras`, `keras.saving.load_model`: the same `log_prob` and
     the same samples for the same seed.
@@ -35,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from spn_tf import codec, export, models
-from spn_tf.check import model_checks
+from spn_tf.check import model_checks, native_checks
 
 CLAIMS = ("normalization", "causality", "conditionals", "samples_follow",
           "compiled_equals_reference", "saved_model", "codec", "keras_round_trip")
@@ -93,14 +95,18 @@ def _request(model, specs, rng, batch=3):
 
 
 def saved_model(model, rng, tmp_dir):
-    """Every signature through the SavedModel equals its body run in process."""
-    loaded = tf.saved_model.load(export.export_model(
-        model, os.path.join(tmp_dir, "export", "1"), warmup_batch_sizes=()))
+    """Every signature through the SavedModel equals its body run in process, and the same
+    requests and the warm-up records run in TensorFlow's C++ loader equal the Python load."""
+    path = export.export_model(model, os.path.join(tmp_dir, "export", "1"),
+                               warmup_batch_sizes=(2,))
+    loaded = tf.saved_model.load(path)
     served = model.export_module.signatures()
     assert {"log_prob", "sample"} <= set(served) <= set(loaded.signatures), (
         sorted(served), sorted(loaded.signatures))
+    requests = []
     for name, (body, specs) in served.items():
         inputs = _request(model, specs, rng)
+        requests.append((name, {key: value.numpy() for key, value in inputs.items()}))
         got = loaded.signatures[name](**inputs)
         want = body(model, dict(inputs), False)
         assert set(got) >= set(want), (name, sorted(got), sorted(want))
@@ -115,6 +121,7 @@ def saved_model(model, rng, tmp_dir):
         if "seed" in inputs:  # rows drawn, not copies: per-row seeds give different rows
             pixels = np.asarray(next(iter(want.values())))
             assert len({row.tobytes() for row in pixels}) > 1, f"{name}: every row the same"
+    _assert_passed("saved_model", native_checks.agreement(loaded, path, requests))
 
 
 def _examples(model, rng, batch):

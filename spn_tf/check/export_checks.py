@@ -2,7 +2,9 @@
 
 Signatures present with the documented dtypes and shapes (`assets.extra/spn_tf.json`); the
 `sample` signature's row i equals a 1-row request with seed i; in-graph validation rejects
-out-of-range pixels; the op types the graphs use, and which TF / TF Serving can run them.
+out-of-range pixels; the op types the graphs use, and which TF / TF Serving can run them;
+every signature and warm-up request run in TensorFlow's C++ loader equal to the Python load
+(`native_checks`).
 """
 
 import json
@@ -11,7 +13,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from spn_tf.check import NA, Verdict, verdict
+from spn_tf.check import NA, Verdict, native_checks, verdict
 
 METADATA_FILE = os.path.join("assets.extra", "spn_tf.json")
 
@@ -170,4 +172,5 @@ def audit_export(path):
     if "log_prob" in loaded.signatures:
         verdicts += rejects_out_of_range(loaded, metadata)
     verdicts += ops_supported(loaded, metadata)
+    verdicts += native_checks.agreement(loaded, path)
     return verdicts
