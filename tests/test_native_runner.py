@@ -13,6 +13,7 @@ import sys
 import numpy as np
 import pytest
 import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 import harness
 from spn_tf import export
@@ -106,6 +107,33 @@ def test_the_runner_refuses_bad_requests_saying_what_is_wrong(exported):
             native.run(runner, path, [request])
     with pytest.raises(native.NativeError, match="TF_LoadSessionFromSavedModel"):
         native.run(runner, os.path.dirname(path), [("log_prob", {})])
+
+
+def test_prediction_log_records_go_in_as_tf_serving_replays_them(exported, tmp_path):
+    path, loaded = exported
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 4, (3, 4, 4, 1)).astype(np.int32)
+    label = np.arange(3, dtype=np.int32)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.signature_name = "log_prob"
+    request.inputs["images"].CopyFrom(tf.make_tensor_proto(images))
+    request.inputs["label"].CopyFrom(tf.make_tensor_proto(label))
+    log = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request)).SerializeToString()
+    records = str(tmp_path / "requests.tfrecord")
+    with tf.io.TFRecordWriter(records) as writer:
+        writer.write(log)
+        writer.write(log)
+    runner = native.build()
+    got = native.replay_warmup(runner, path, records)
+    want = loaded.signatures["log_prob"](images=images, label=label)["log_prob"].numpy()
+    assert len(got) == 2
+    np.testing.assert_allclose(got[1]["log_prob"], want, rtol=native_checks.RTOL)
+    raw = bytearray(open(records, "rb").read())
+    raw[20] ^= 1  # inside the first record's data: its CRC no longer matches
+    open(records, "wb").write(bytes(raw))
+    with pytest.raises(native.NativeError, match="record 0: corrupt data"):
+        native.replay_warmup(runner, path, records)
 
 
 def _check_cli(path, **env):

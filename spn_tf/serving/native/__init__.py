@@ -162,14 +162,19 @@ def run(runner, version_dir, requests):
         return outputs
 
 
-def replay_warmup(runner, version_dir):
-    """Replays the export's `PredictionLog` warm-up records in the runner, as TF Serving does
+def replay_warmup(runner, version_dir, records=None):
+    """Replays `PredictionLog` records in the runner, as TF Serving replays warm-up requests
     at load (the runner reads the TFRecord file itself, CRCs checked).
+
+    Args:
+      runner: `build()`'s path.
+      version_dir: a SavedModel version folder.
+      records: a TFRecord file of `PredictionLog`s (default: the export's own warm-up file).
 
     Returns:
       `[{output alias: ndarray}]`, one per record, in file order.
     """
     with tempfile.TemporaryDirectory() as scratch:
-        _run(runner, [version_dir, f"--warmup={scratch}"])
+        _run(runner, [version_dir, f"--warmup={scratch}"] + ([records] if records else []))
         return [_read_outputs(os.path.join(scratch, str(index)))
                 for index in range(len(os.listdir(scratch)))]

@@ -15,10 +15,10 @@
  *   runner VERSION_DIR --plan=PLAN_FILE
  *       many requests on one loaded session: each non-empty line of PLAN_FILE is
  *       "SIGNATURE OUT_DIR ALIAS=INPUT.npy ..." (words split at spaces and tabs).
- *   runner VERSION_DIR --warmup=OUT_DIR
- *       replays VERSION_DIR/assets.extra/tf_serving_warmup_requests (TFRecord of PredictionLog
- *       records, as TF Serving replays them at load; CRCs checked): record k's outputs go to
- *       OUT_DIR/k/ALIAS.npy.
+ *   runner VERSION_DIR --warmup=OUT_DIR [RECORDS]
+ *       replays VERSION_DIR/assets.extra/tf_serving_warmup_requests (or the file RECORDS: a
+ *       TFRecord of PredictionLog records, as TF Serving replays them at load; CRCs checked):
+ *       record k's outputs go to OUT_DIR/k/ALIAS.npy.
  * Each request prints "done SIGNATURE OUT_DIR" on stdout when its outputs are written.
  *
  * .npy files: format 1.0-3.0, C order, little-endian dtypes f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 u8
@@ -539,9 +539,12 @@ static void run_prediction_log(TF_Session *session, TF_Graph *graph, Reader log,
 }
 
 static void replay_warmup(TF_Session *session, TF_Graph *graph, const char *version_dir,
-                          const char *out_dir) {
+                          const char *out_dir, const char *records) {
   char path[4096];
-  snprintf(path, sizeof(path), "%s/assets.extra/tf_serving_warmup_requests", version_dir);
+  if (records)
+    snprintf(path, sizeof(path), "%s", records);
+  else
+    snprintf(path, sizeof(path), "%s/assets.extra/tf_serving_warmup_requests", version_dir);
   FILE *f = fopen(path, "rb");
   if (!f) die(1, "cannot open %s: %s (export with warm-up batch sizes to have one)", path,
               strerror(errno));
@@ -585,7 +588,7 @@ int main(int argc, char **argv) {
       "usage: runner VERSION_DIR --list\n"
       "       runner VERSION_DIR SIGNATURE OUT_DIR ALIAS=INPUT.npy ...\n"
       "       runner VERSION_DIR --plan=PLAN_FILE\n"
-      "       runner VERSION_DIR --warmup=OUT_DIR";
+      "       runner VERSION_DIR --warmup=OUT_DIR [RECORDS]";
   if (argc < 3) die(2, "%s", usage);
   const char *mode = argv[2];
   int is_option = strncmp(mode, "--", 2) == 0;
@@ -609,7 +612,7 @@ int main(int argc, char **argv) {
   else if (strncmp(mode, "--plan=", 7) == 0)
     run_plan(session, graph, mode + 7);
   else if (strncmp(mode, "--warmup=", 9) == 0)
-    replay_warmup(session, graph, argv[1], mode + 9);
+    replay_warmup(session, graph, argv[1], mode + 9, argc > 3 ? argv[3] : NULL);
   else
     run_words(session, graph, argc - 2, argv + 2);
   TF_CloseSession(session, status);
