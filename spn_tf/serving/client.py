@@ -18,19 +18,32 @@ once as `ServingError`.
 
 Captions (`cond={"text": [...]}`, `--captions`) travel as DT_STRING, UTF-8 bytes.
 
+`rest=True` (`--rest --server=localhost:8501`) speaks TF Serving's REST API instead (JSON over
+HTTP with `urllib`; the stand-in serves it with `--rest_api_port`): the same calls, results and
+`ServingError`s, the HTTP status read back as the gRPC code TF Serving maps to it (400:
+INVALID_ARGUMENT, 404: NOT_FOUND, 503: UNAVAILABLE, ...); a refused or lost connection is
+UNAVAILABLE and retried like gRPC's. Predict answers name outputs only when there are several,
+so the client reads each signature's outputs from the model's metadata once.
+
 Seeds: `sample(num, seed)` asks for `num` rows, row i with the stateless seed
 `(seed0, seed1 + i)`, where an int `seed` means `(0, seed)`. The exported `sample` signature
 makes row i equal `model.sample(1, seed=(seed0, seed1 + i))` in process, so a request's images
 do not depend on how many rows it has or on server-side batching.
 """
 
+import base64
+import json
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
+from google.protobuf import json_format
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
@@ -41,6 +54,13 @@ from spn_tf.orderings import reduce_bits
 
 FLAGS = flags.FLAGS
 _STATE_NAMES = get_model_status_pb2.ModelVersionStatus.State.Name
+# HTTP status → gRPC code: the first code TF Serving's `ToHTTPStatusCode` maps to the status.
+_GRPC_CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+               403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND,
+               409: grpc.StatusCode.ALREADY_EXISTS, 429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+               499: grpc.StatusCode.CANCELLED, 500: grpc.StatusCode.UNKNOWN,
+               501: grpc.StatusCode.UNIMPLEMENTED, 503: grpc.StatusCode.UNAVAILABLE,
+               504: grpc.StatusCode.DEADLINE_EXCEEDED}
 
 
 class ServingError(Exception):
@@ -77,6 +97,32 @@ def _text_array(captions):
                     object)
 
 
+def _to_json(array):
+    """A numpy array as TF Serving's JSON: nested lists, bytes as `{"b64": ...}`."""
+    if array.dtype.kind in "OSU":
+        return np.vectorize(lambda v: {"b64": base64.b64encode(
+            v.encode("utf-8") if isinstance(v, str) else bytes(v)).decode()},
+            otypes=[object])(array).tolist()
+    return array.tolist()
+
+
+def _from_json(value, dtype):
+    """TF Serving's JSON value as a numpy array of `dtype` (a `DataType` enum)."""
+    dtype = tf.dtypes.as_dtype(dtype)
+    if dtype != tf.string:
+        return np.array(value, dtype.as_numpy_dtype)
+
+    def to_bytes(item):
+        if isinstance(item, list):
+            return [to_bytes(v) for v in item]
+        return base64.b64decode(item["b64"]) if isinstance(item, dict) else item.encode()
+
+    value = to_bytes(value)
+    array = np.empty(np.shape(value), object)
+    array[...] = value
+    return array
+
+
 def _cond_arrays(cond):
     dtypes = {"label": np.int32, "embedding": np.float32, "low_res": np.int32,
               "msb": np.int32, "action": np.float32}
@@ -99,6 +145,7 @@ class Client:
       timeout: seconds each call may take, retries included.
       max_attempts: attempts per call while the server answers UNAVAILABLE.
       initial_backoff: seconds before the first retry; doubled after each.
+      rest: speak TF Serving's REST API (`server` is then `host:port` of it, e.g. 8501).
 
     Example:
       >>> with Client("localhost:8500", "quickstart") as client:
@@ -107,7 +154,7 @@ class Client:
     """
 
     def __init__(self, server, model, version=None, version_label=None, timeout=30.0,
-                 max_attempts=5, initial_backoff=0.1):
+                 max_attempts=5, initial_backoff=0.1, rest=False):
         if version is not None and version_label:
             raise ValueError("give a version or a version_label, not both.")
         if max_attempts < 1:
@@ -119,12 +166,18 @@ class Client:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.initial_backoff = initial_backoff
+        self.rest = rest
+        self._signatures = {}  # REST: signature defs from metadata, for output names/dtypes
+        if rest:
+            self._channel = None
+            return
         self._channel = grpc.insecure_channel(server)
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self):
-        self._channel.close()
+        if self._channel is not None:
+            self._channel.close()
 
     def __enter__(self):
         return self
@@ -150,8 +203,10 @@ class Client:
                 return rpc(request, timeout=max(deadline - time.monotonic(), 1e-3))
             except grpc.RpcError as error:
                 code, details = error.code(), error.details()
-                if code != grpc.StatusCode.UNAVAILABLE:
-                    raise ServingError(code, details) from None
+            except ServingError as error:  # from `_http`
+                code, details = error.code, error.details
+            if code != grpc.StatusCode.UNAVAILABLE:
+                raise ServingError(code, details) from None
             pause = self.initial_backoff * 2 ** (attempt - 1)
             if attempt == self.max_attempts or time.monotonic() + pause >= deadline:
                 break
@@ -161,8 +216,60 @@ class Client:
             f"server {self.server} unavailable after {attempt} attempt(s) over "
             f"{time.monotonic() - start:.1f} s: {details}") from None
 
+    def _path(self, suffix=""):
+        """`/v1/models/{model}[/versions/{v}|/labels/{l}]{suffix}` (REST)."""
+        path = f"/v1/models/{urllib.parse.quote(self.model, safe='')}"
+        if self.version is not None:
+            path += f"/versions/{self.version}"
+        if self.version_label:
+            path += f"/labels/{urllib.parse.quote(self.version_label, safe='')}"
+        return path + suffix
+
+    def _http(self, request, timeout):
+        """One REST call, `request` = `(path, JSON body or None for GET)`; the answer's JSON.
+
+        Raises:
+          ServingError: the server's `{"error": ...}` with the gRPC code of its HTTP status;
+            UNAVAILABLE for a refused or lost connection, DEADLINE_EXCEEDED past `timeout`.
+        """
+        path, body = request
+        data = None if body is None else json.dumps(body).encode()
+        http = urllib.request.Request(f"http://{self.server}{path}", data=data,
+                                      headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(http, timeout=timeout) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            text = error.read().decode("utf-8", "replace")
+            try:
+                details = json.loads(text)["error"]
+            except (ValueError, TypeError, KeyError):
+                details = text or error.reason
+            raise ServingError(_GRPC_CODES.get(error.code, grpc.StatusCode.UNKNOWN),
+                               details) from None
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            if isinstance(reason, TimeoutError):
+                raise ServingError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                   "Deadline Exceeded") from None
+            raise ServingError(grpc.StatusCode.UNAVAILABLE,
+                               f"failed to connect to http://{self.server}: {reason}") from None
+
+    def _rest_predict(self, inputs, signature):
+        body = {"signature_name": signature,
+                "inputs": {name: _to_json(np.asarray(value)) for name, value in inputs.items()}}
+        answer = self._call(self._http, (self._path(":predict"), body))["outputs"]
+        if signature not in self._signatures:
+            self._signatures = self.metadata()
+        outputs = self._signatures[signature].outputs
+        if len(outputs) == 1:  # TF Serving names outputs only when there are several
+            answer = {next(iter(outputs)): answer}
+        return {name: _from_json(value, outputs[name].dtype) for name, value in answer.items()}
+
     def predict(self, inputs, signature="serving_default"):
         """Calls `signature` with `inputs` (name → array); returns name → numpy array."""
+        if self.rest:
+            return self._rest_predict(inputs, signature)
         request = predict_pb2.PredictRequest()
         self._model_spec(request.model_spec, signature)
         for name, value in inputs.items():
@@ -225,8 +332,10 @@ class Client:
         try:
             answer = self.predict({"rows": np.zeros([1], np.int32)}, "describe")
         except ServingError as error:
-            # TF Serving's answer to an unknown signature key.
-            if error.code != grpc.StatusCode.FAILED_PRECONDITION or "describe" not in str(error):
+            # TF Serving's answer to an unknown signature key (gRPC; REST: INVALID_ARGUMENT).
+            if (error.code not in (grpc.StatusCode.FAILED_PRECONDITION,
+                                   grpc.StatusCode.INVALID_ARGUMENT)
+                    or '"describe" not found' not in error.details):
                 raise
             raise ValueError(f"model {self.model!r} on {self.server} has no 'describe' "
                              f"signature (an older or foreign export): pass --bits.") from None
@@ -234,6 +343,11 @@ class Client:
 
     def metadata(self):
         """signature name → `SignatureDef` proto, from `GetModelMetadata`."""
+        if self.rest:
+            answer = self._call(self._http, (self._path("/metadata"), None))
+            signature_map = json_format.ParseDict(answer["metadata"]["signature_def"],
+                                                  get_model_metadata_pb2.SignatureDefMap())
+            return dict(signature_map.signature_def)
         request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
         self._model_spec(request.model_spec)
         response = self._call(self._predict.GetModelMetadata, request)
@@ -243,9 +357,13 @@ class Client:
 
     def status(self):
         """version → `(state name, error message)`, from `GetModelStatus`."""
-        request = get_model_status_pb2.GetModelStatusRequest()
-        self._model_spec(request.model_spec)
-        response = self._call(self._models.GetModelStatus, request)
+        if self.rest:
+            response = json_format.ParseDict(self._call(self._http, (self._path(), None)),
+                                             get_model_status_pb2.GetModelStatusResponse())
+        else:
+            request = get_model_status_pb2.GetModelStatusRequest()
+            self._model_spec(request.model_spec)
+            response = self._call(self._models.GetModelStatus, request)
         return {s.version: (_STATE_NAMES(s.state), s.status.error_message)
                 for s in response.model_version_status}
 
@@ -299,7 +417,10 @@ def read_actions(path, rows, frames):
 
 
 def define_flags():
-    flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC API.")
+    flags.DEFINE_string("server", "localhost:8500", "host:port of the gRPC API (with --rest: "
+                        "of the REST API, e.g. localhost:8501).")
+    flags.DEFINE_bool("rest", False, "Speak TF Serving's REST API (JSON over HTTP) instead of "
+                      "gRPC.")
     cli.model_name_flag(required=True)
     flags.DEFINE_integer("version", None, "Model version (default: the newest).")
     flags.DEFINE_enum("signature", "sample", ["sample", "log_prob"], "What to call.")
@@ -384,7 +505,7 @@ def main(argv):
     labels = [int(v) for v in FLAGS.labels] if FLAGS.labels else None
     try:
         with Client(FLAGS.server, FLAGS.model_name, FLAGS.version,
-                    timeout=FLAGS.timeout) as client:
+                    timeout=FLAGS.timeout, rest=FLAGS.rest) as client:
             for line in run(client, FLAGS.signature, FLAGS.num_samples, FLAGS.seed,
                             FLAGS.temperature,
                             labels, FLAGS.out, FLAGS.images, FLAGS.bits, FLAGS.captions,

@@ -8,6 +8,8 @@ from one to the other:
     python -m spn_tf.serving.server --port=8500 --model_name=quickstart \
         --model_base_path=exports/quickstart
     python -m spn_tf.serving.server --port=8500 --model_config_file=my_models.config
+    python -m spn_tf.serving.server --port=8500 --rest_api_port=8501 --model_name=quickstart \
+        --model_base_path=exports/quickstart
 
 It answers `PredictionService.Predict` and `ModelService.GetModelStatus` / `GetModelMetadata`
 with TF Serving's status codes and messages: NOT_FOUND for an unknown model or version,
@@ -17,7 +19,10 @@ missing or extra inputs, a wrong dtype or shape, and for errors raised by the gr
 requested `version` / `version_label`), loads a new version folder within
 `--file_system_poll_wait_seconds` without a restart, and on SIGTERM stops accepting calls,
 finishes those in flight (up to `--shutdown_grace_seconds`) and exits 0. It binds 127.0.0.1
-only (a dev server); there is no REST API and no server-side batching.
+only (a dev server); there is no server-side batching. With `--rest_api_port` (0: off, TF
+Serving's default) it also answers TF Serving's REST API (`/v1/models/...` status, metadata and
+`:predict`, `spn_tf.serving.rest`) through the same handlers, so every check above holds there
+too, with TF Serving's JSON and HTTP statuses.
 """
 
 import re
@@ -37,6 +42,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 from tensorflow_serving.config import model_server_config_pb2
 
 from spn_tf import cli
+from spn_tf.serving import rest
 from spn_tf.serving.servables import ModelManager, RequestError
 
 FLAGS = flags.FLAGS
@@ -166,6 +172,7 @@ def model_status(manager, request):
     response = get_model_status_pb2.GetModelStatusResponse()
     for version, (state, error) in sorted(states.items()):
         status = response.model_version_status.add(version=version, state=state)
+        status.status.SetInParent()  # TF Serving always sets it: error_code OK when healthy
         if error:
             status.status.error_code = grpc.StatusCode.UNKNOWN.value[0]
             status.status.error_message = error
@@ -232,6 +239,8 @@ def server_config(model_name, model_base_path, model_config_file):
 
 def define_flags():
     flags.DEFINE_integer("port", 8500, "gRPC port (on 127.0.0.1).", lower_bound=1)
+    flags.DEFINE_integer("rest_api_port", 0, "Port of TF Serving's HTTP/REST API (on "
+                         "127.0.0.1); 0: no REST API. Must differ from --port.", lower_bound=0)
     cli.model_name_flag("default")
     flags.DEFINE_string("model_base_path", None, "Folder of numeric version folders (ignored "
                         "if --model_config_file is set, otherwise required).")
@@ -254,8 +263,14 @@ def main(argv):
         manager = ModelManager(config, FLAGS.max_num_load_retries)
     except (ValueError, text_format.ParseError, tf.errors.NotFoundError) as error:
         sys.exit(f"spn_tf.serving.server: error: {error}")
+    if FLAGS.rest_api_port == FLAGS.port:
+        sys.exit(f"spn_tf.serving.server: error: --rest_api_port={FLAGS.rest_api_port} is "
+                 f"--port; give the REST API another port (TF Serving: 8501).")
     manager.poll()  # like tensorflow_model_server: load the models before listening
+    rest_server = None
     try:
+        if FLAGS.rest_api_port:
+            rest_server = rest.RestServer(manager, FLAGS.rest_api_port).start()
         server = build_server(manager, FLAGS.port, FLAGS.grpc_max_threads)
     except ValueError as error:
         sys.exit(f"spn_tf.serving.server: error: {error}")
@@ -264,10 +279,15 @@ def main(argv):
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     logging.info("Running gRPC stand-in ModelServer at 127.0.0.1:%d ...", FLAGS.port)
+    if rest_server:
+        logging.info("Exporting HTTP/REST API at:127.0.0.1:%d ...", FLAGS.rest_api_port)
     while not stop.wait(1.0):
         pass
     logging.info("Shutting down: no new calls, finishing those in flight.")
-    server.stop(FLAGS.shutdown_grace_seconds).wait()
+    stopped = server.stop(FLAGS.shutdown_grace_seconds)
+    if rest_server:
+        rest_server.stop(FLAGS.shutdown_grace_seconds)
+    stopped.wait()
     manager.stop_polling()
 
 
