@@ -134,6 +134,21 @@ def _cond_arrays(cond):
             for k, v in (cond or {}).items()}
 
 
+def _refusal(code, details, timeout):
+    """The `ServingError` message for a refusal whose gRPC text does not say what to do (None:
+    `CODE: details` says it)."""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return (f"DEADLINE_EXCEEDED: {details}: no answer within the call's timeout of "
+                f"{timeout:g} s (Client(timeout=...), the client CLI's --timeout); not retried: "
+                f"give it a longer timeout or ask for fewer rows.")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+        return (f"RESOURCE_EXHAUSTED: {details}: the request is larger than the server takes "
+                f"(the stand-in's --grpc_max_message_bytes; TF Serving's "
+                f"--grpc_channel_arguments=grpc.max_receive_message_length=N): send fewer rows "
+                f"per call.")
+    return None
+
+
 class Client:
     """Calls one model of a TF Serving (or stand-in) server.
 
@@ -171,7 +186,10 @@ class Client:
         if rest:
             self._channel = None
             return
-        self._channel = grpc.insecure_channel(server)
+        # Answers as large as the rows asked for (gRPC's default would cut them at 4 MiB);
+        # the server's --max_batch_rows bounds them.
+        self._channel = grpc.insecure_channel(
+            server, options=[("grpc.max_receive_message_length", -1)])
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
@@ -206,7 +224,7 @@ class Client:
             except ServingError as error:  # from `_http`
                 code, details = error.code, error.details
             if code != grpc.StatusCode.UNAVAILABLE:
-                raise ServingError(code, details) from None
+                raise ServingError(code, details, _refusal(code, details, self.timeout)) from None
             pause = self.initial_backoff * 2 ** (attempt - 1)
             if attempt == self.max_attempts or time.monotonic() + pause >= deadline:
                 break

@@ -43,10 +43,13 @@ from tensorflow_serving.config import model_server_config_pb2
 
 from spn_tf import cli
 from spn_tf.serving import rest
-from spn_tf.serving.servables import ModelManager, RequestError
+from spn_tf.serving.servables import MAX_BATCH_ROWS, ModelManager, RequestError
 
 FLAGS = flags.FLAGS
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+# Default of `--grpc_max_message_bytes` (gRPC's own default is 4 MiB; TF Serving sets INT_MAX):
+# room for `--max_batch_rows` (256) rows of 64x64x3 int32 pixels (12.6 MB) and their inputs.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 def _servable(manager, model_spec):
@@ -106,14 +109,36 @@ def error_text(message):
     return text or message
 
 
+def _check_rows(inputs, max_rows):
+    """Refuses a request whose inputs carry more than `max_rows` rows (dimension 0), read from
+    the TensorProtos' shapes before any tensor is built.
+
+    Raises:
+      RequestError: INVALID_ARGUMENT naming the input, the limit and `--max_batch_rows`.
+    """
+    for name in sorted(inputs):
+        dims = inputs[name].tensor_shape.dim
+        if dims and dims[0].size > max_rows:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"input '{name}' has {dims[0].size} rows; this server takes at most {max_rows} "
+                f"rows per request (--max_batch_rows={max_rows}): send at most {max_rows} rows "
+                f"per request, or start the server with a larger --max_batch_rows.")
+
+
 def predict(manager, request):
-    """Answers one `PredictRequest` (TF Serving's semantics); raises `RequestError`."""
+    """Answers one `PredictRequest` (TF Serving's semantics); raises `RequestError`.
+
+    Every front end calls this (gRPC and REST), so every predict is held to
+    `manager.max_batch_rows` rows.
+    """
     servable = _servable(manager, request.model_spec)
     signature_name = request.model_spec.signature_name or "serving_default"
     if signature_name not in servable.signatures:
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                            f'Serving signature key "{signature_name}" not found.')
     function = servable.signatures[signature_name]
+    _check_rows(request.inputs, manager.max_batch_rows)
     tensors = _input_tensors(signature_name, function, request.inputs)
     output_names = list(request.output_filter) or sorted(function.structured_outputs)
     for alias in output_names:
@@ -180,9 +205,21 @@ def model_status(manager, request):
 
 
 def _answer(handler):
-    """Wraps `handler(manager, request)` as a servicer method: `RequestError` → gRPC status."""
+    """Wraps `handler(manager, request)` as a servicer method: `RequestError` → gRPC status.
+
+    A call whose client has gone or whose deadline passed while it waited for a thread (behind
+    other calls) is not run: the client already has DEADLINE_EXCEEDED (or CANCELLED), and the
+    thread goes to the next call. A deadline that passes while the call runs cannot stop the
+    graph; gRPC drops its answer.
+    """
 
     def method(self, request, context):
+        remaining = context.time_remaining()
+        if not context.is_active() or (remaining is not None and remaining <= 0):
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          "the call's deadline passed before a server thread was free to "
+                          "run it; not run (give the call a longer timeout, or send fewer "
+                          "calls at once)")
         try:
             return handler(self.manager, request)
         except RequestError as error:
@@ -211,9 +248,17 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     GetModelStatus = _answer(model_status)
 
 
-def build_server(manager, port, max_threads):
-    """A started gRPC server on 127.0.0.1:`port` answering for `manager`'s models."""
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads))
+def build_server(manager, port, max_threads, max_message_bytes=MAX_MESSAGE_BYTES):
+    """A started gRPC server on 127.0.0.1:`port` answering for `manager`'s models.
+
+    `max_message_bytes` bounds a request's serialized size: gRPC itself refuses a larger one
+    (RESOURCE_EXHAUSTED `Received message larger than max (N vs. M)`) before it is read into
+    memory; `Client` names `--grpc_max_message_bytes` in its error. Answers are not bounded
+    here (`--max_batch_rows` bounds them).
+    """
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_threads),
+                         options=[("grpc.max_receive_message_length", max_message_bytes),
+                                  ("grpc.max_send_message_length", -1)])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionServicer(manager), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(manager), server)
@@ -251,6 +296,16 @@ def define_flags():
     flags.DEFINE_integer("max_num_load_retries", 5,
                          "Load attempts of a failing version after the first, one per poll.")
     flags.DEFINE_integer("grpc_max_threads", 8, "Threads answering gRPC calls.", lower_bound=1)
+    flags.DEFINE_integer("max_batch_rows", MAX_BATCH_ROWS, "Most rows (dimension 0) of one "
+                         "predict request, gRPC or REST; more are refused with "
+                         "INVALID_ARGUMENT (a 32x32x3 log_prob of the `small` raster costs ~7 MB "
+                         "per row). Not a TF Serving flag (its batcher refuses tasks above "
+                         "max_batch_size).", lower_bound=1)
+    flags.DEFINE_integer("grpc_max_message_bytes", MAX_MESSAGE_BYTES, "Largest gRPC request "
+                         "in bytes (grpc.max_receive_message_length); gRPC refuses larger ones "
+                         "with RESOURCE_EXHAUSTED before reading them. TF Serving: INT_MAX, "
+                         "changed with --grpc_channel_arguments=grpc.max_receive_message_length"
+                         "=N.", lower_bound=1)
     flags.DEFINE_float("shutdown_grace_seconds", 10.0,
                        "On SIGTERM, how long calls in flight may take to finish.")
 
@@ -260,7 +315,7 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments {argv[1:]}; all options are --flags.")
     try:
         config = server_config(FLAGS.model_name, FLAGS.model_base_path, FLAGS.model_config_file)
-        manager = ModelManager(config, FLAGS.max_num_load_retries)
+        manager = ModelManager(config, FLAGS.max_num_load_retries, FLAGS.max_batch_rows)
     except (ValueError, text_format.ParseError, tf.errors.NotFoundError) as error:
         sys.exit(f"spn_tf.serving.server: error: {error}")
     if FLAGS.rest_api_port == FLAGS.port:
@@ -271,7 +326,8 @@ def main(argv):
     try:
         if FLAGS.rest_api_port:
             rest_server = rest.RestServer(manager, FLAGS.rest_api_port).start()
-        server = build_server(manager, FLAGS.port, FLAGS.grpc_max_threads)
+        server = build_server(manager, FLAGS.port, FLAGS.grpc_max_threads,
+                              FLAGS.grpc_max_message_bytes)
     except ValueError as error:
         sys.exit(f"spn_tf.serving.server: error: {error}")
     manager.start_polling(FLAGS.file_system_poll_wait_seconds)
