@@ -1,5 +1,7 @@
 """`CausalSelfAttention`: self-attention over raster order that sees only earlier pixels."""
 
+import math
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -17,9 +19,40 @@ def query_blocks(length):
     return [(start, min(length, start + QUERY_BLOCK)) for start in range(0, length, QUERY_BLOCK)]
 
 
-def _heads_first(x):
+def heads_first(x):
     """`(B, T, heads, dim)` <-> `(B, heads, T, dim)`."""
     return tf.transpose(x, (0, 2, 1, 3))
+
+
+def project(dense, x):
+    """`dense(x)` for a projection of `keras.layers.MultiHeadAttention` (an `EinsumDense`,
+    no activation) as one 2-D matrix product.
+
+    Keras's TensorFlow einsum computes these projections as `tf.matmul` of the rank-3 (or,
+    flattened, rank-3) sequence by the rank-2 kernel: broadcast batch dimensions, the product
+    that corrupts the heap with oneDNN in TF 2.21 (`spn_tf.matmul_ranks`). Here every leading
+    position is a row of one `(rows, in) x (in, out)` product instead.
+
+    Args:
+      dense: the `query_dense` / `key_dense` / `value_dense` (kernel `(D, heads, dim)`) or
+        `output_dense` (kernel `(heads, dim, D)`) of a built `MultiHeadAttention`.
+      x: float `(B, T, D)`, or `(B, T, heads, dim)` for `output_dense`.
+
+    Returns:
+      float `(B, T, heads, dim)`, or `(B, T, D)` for `output_dense`.
+    """
+    kernel = dense.kernel
+    operands = dense.equation.split("->")[0]  # e.g. "abc,cde": "c" is contracted
+    x_axes, kernel_axes = operands.split(",")
+    contracted = len(set(x_axes) & set(kernel_axes))  # x's trailing axes, the kernel's leading
+    inner = x.shape[-contracted:]
+    outer = kernel.shape[contracted:]
+    rows = ops.reshape(x, (-1, math.prod(inner)))
+    out = tf.matmul(rows, ops.reshape(kernel, (math.prod(inner), math.prod(outer))))
+    if dense.bias is not None:
+        out = out + ops.reshape(dense.bias, (-1,))
+    lead = ops.shape(x)[:len(x.shape) - contracted]
+    return ops.reshape(out, tuple(lead) + tuple(outer))
 
 
 @keras.saving.register_keras_serializable(package="spn_tf")
@@ -60,7 +93,7 @@ class CausalSelfAttention(keras.layers.Layer):
         seq = ops.reshape(inputs, (batch, height * width, depth))
         seq = ops.pad(seq, [[0, 0], [1, 0], [0, 0]])[:, :-1]
         seq = self.norm(seq)
-        queries, keys, values = (_heads_first(dense(seq)) for dense in (
+        queries, keys, values = (heads_first(project(dense, seq)) for dense in (
             self.attention.query_dense, self.attention.key_dense, self.attention.value_dense))
         mask = ops.tril(ops.ones((height * width,) * 2, dtype="bool"))
         # Queries in blocks, each against the keys up to its end: the keys after a block are
@@ -69,7 +102,7 @@ class CausalSelfAttention(keras.layers.Layer):
         mixed = [self.mix(queries[:, :, start:stop], keys[:, :, :stop], values[:, :, :stop],
                           mask[None, None, start:stop, :stop])
                  for start, stop in query_blocks(height * width)]
-        out = self.attention.output_dense(_heads_first(ops.concatenate(mixed, axis=2)))
+        out = project(self.attention.output_dense, heads_first(ops.concatenate(mixed, axis=2)))
         return ops.reshape(out, (batch, height, width, depth))
 
     def attend(self, queries, keys, values, mask):
@@ -88,8 +121,8 @@ class CausalSelfAttention(keras.layers.Layer):
         Returns:
           float `(B, Tq, D)`.
         """
-        mixed = self.mix(*(_heads_first(x) for x in (queries, keys, values)), mask)
-        return self.attention.output_dense(_heads_first(mixed))
+        mixed = self.mix(*(heads_first(x) for x in (queries, keys, values)), mask)
+        return project(self.attention.output_dense, heads_first(mixed))
 
     def mix(self, queries, keys, values, mask):
         """`attend` on heads-first sequences, without the output projection.
@@ -149,10 +182,11 @@ class CausalSelfAttention(keras.layers.Layer):
         batch = ops.shape(keys)[0]
         here = ops.stack([ops.arange(batch, dtype="int32"),
                           ops.full((batch,), ops.cast(position, "int32"), dtype="int32")], 1)
-        keys = ops.scatter_update(keys, here, self.attention.key_dense(seq)[:, 0])
-        values = ops.scatter_update(values, here, self.attention.value_dense(seq)[:, 0])
+        keys = ops.scatter_update(keys, here, project(self.attention.key_dense, seq)[:, 0])
+        values = ops.scatter_update(values, here,
+                                    project(self.attention.value_dense, seq)[:, 0])
         mask = ops.reshape(ops.arange(length) <= position, (1, 1, 1, length))
-        out = self.attend(self.attention.query_dense(seq), keys, values, mask)
+        out = self.attend(project(self.attention.query_dense, seq), keys, values, mask)
         return out[:, 0], (keys, values)
 
     def compute_output_shape(self, input_shape):

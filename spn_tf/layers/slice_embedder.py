@@ -1,9 +1,11 @@
 """`SliceEmbedder`: the SPN's conditioning network over the slices generated before a target."""
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from spn_tf import hparams
+from spn_tf.layers.causal_self_attention import heads_first, project
 
 
 @keras.saving.register_keras_serializable(package="spn_tf")
@@ -104,10 +106,19 @@ class SliceEmbedder(keras.layers.Layer):
             h = h + conv_b(ops.relu(conv_a(ops.relu(h))))
         if self.attention is not None:  # every position reads every earlier-slice pixel
             seq = ops.reshape(h, (shape[0], shape[2] * shape[3], self.filters))
-            normed = self.attention_norm(seq)
-            seq = seq + self.attention(normed, normed)
+            seq = seq + self._attend(self.attention_norm(seq))
             h = ops.reshape(seq, (shape[0], shape[2], shape[3], self.filters))
         return h
+
+    def _attend(self, seq):
+        """`self.attention(seq, seq)` (unmasked, no dropout) with every product 2-D or
+        same-rank (`causal_self_attention.project`): float `(B, T, D)` → `(B, T, D)`."""
+        attention = self.attention
+        queries, keys, values = (heads_first(project(dense, seq)) for dense in (
+            attention.query_dense, attention.key_dense, attention.value_dense))
+        queries = queries * ops.cast(1.0 / float(attention.key_dim) ** 0.5, queries.dtype)
+        weights = tf.nn.softmax(tf.matmul(queries, keys, transpose_b=True))
+        return project(attention.output_dense, heads_first(tf.matmul(weights, values)))
 
     def compute_output_shape(self, slices_shape, slice_index_shape=None, context_shape=None,
                              visible_shape=None):

@@ -54,11 +54,14 @@ class TrainStep:
         with tf.GradientTape() as tape:
             outputs = self.model(batch, training=True)
             loss = tf.cast(self.model.compute_loss(x=batch, y_pred=outputs), tf.float32)
-        gradients = tape.gradient(loss, variables,
-                                  unconnected_gradients=tf.UnconnectedGradients.ZERO)
-        # Dense (embedding lookups give IndexedSlices) and float32 for the all-reduce.
-        return loss, [tf.cast(tf.convert_to_tensor(gradient), tf.float32)
-                      for gradient in gradients]
+        gradients = tape.gradient(loss, variables)
+        # Dense (embedding lookups give IndexedSlices) and float32 for the all-reduce; zeros
+        # for a variable the loss does not reach (three masked kernels of a tiny one-channel
+        # multiscale mixture model, tests/test_matmul_ranks.py). `UnconnectedGradients.ZERO`
+        # cannot make them: it reads a Keras variable's dtype, a string (AttributeError).
+        return loss, [tf.zeros(variable.shape, tf.float32) if gradient is None else
+                      tf.cast(tf.convert_to_tensor(gradient), tf.float32)
+                      for variable, gradient in zip(variables, gradients)]
 
     def _replica_step(self, batch):
         if isinstance(batch, dict) and "text" in batch:
