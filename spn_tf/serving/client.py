@@ -139,7 +139,7 @@ def _refusal(code, details, timeout):
     `CODE: details` says it)."""
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return (f"DEADLINE_EXCEEDED: {details}: no answer within the call's timeout of "
-                f"{timeout:g} s (Client(timeout=...), the client CLI's --timeout); not retried: "
+                f"{timeout:.3g} s (Client(timeout=...), the client CLI's --timeout); not retried: "
                 f"give it a longer timeout or ask for fewer rows.")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
         return (f"RESOURCE_EXHAUSTED: {details}: the request is larger than the server takes "

@@ -4,9 +4,12 @@ client deadlines.
 One server for the module (a tiny 16x16x3 raster export, `--max_batch_rows=64`,
 `--grpc_max_message_bytes=131072`: 64 rows of log_prob images, 196 KB, are too large, 65 rows
 of sample seeds too many); every expected value comes from the same export loaded in process
-with `tf.saved_model.load`.
+with `tf.saved_model.load`. The load benchmark's `--smoke` run must meet its goals.
 """
 
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -22,6 +25,8 @@ from spn_tf.serving.client import Client, ServingError, row_seeds
 
 SIZE, CHANNELS, BITS, CLASSES = 16, 3, 2, 3
 MAX_ROWS, MAX_BYTES = 64, 128 * 1024
+BENCHMARK = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks",
+                         "serving_load.py")
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +204,14 @@ def test_a_call_whose_deadline_passed_while_queued_is_not_run(context):
     assert method(type("Servicer", (), {"manager": None})(), "request", _Context(5.0)) is None
     assert ran == ["request"]
 
+
+def test_the_load_benchmark_smoke_run_meets_its_goals(tmp_path):
+    # As a user runs it: without the tests' TF_CPP_MIN_LOG_LEVEL (it silences TF itself).
+    quiet = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, BENCHMARK, "--smoke", f"--out={tmp_path / 'load'}"],
+                            capture_output=True, text=True, timeout=120, env=quiet)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr == "", result.stderr  # quiet: no TensorFlow start-up lines
+    text = (tmp_path / "load.md").read_text()
+    assert "| 8 |" in text and "RESOURCE_EXHAUSTED" in text and "DEADLINE_EXCEEDED" in text
+    assert "goals met" in result.stdout, result.stdout
