@@ -53,6 +53,9 @@ HTTP_STATUS = {
     grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DATA_LOSS: 500, grpc.StatusCode.UNAUTHENTICATED: 401,
 }
+# Default of `--rest_max_body_bytes`: JSON spends ~3-4 characters per pixel value, so this holds
+# about what `--grpc_max_message_bytes`' 16 MiB holds as binary TensorProtos.
+MAX_BODY_BYTES = 64 * 1024 * 1024
 
 _PREDICT_PATH = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                            r":(classify|regress|predict)", re.IGNORECASE)
@@ -639,10 +642,22 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "spn_tf-stand-in"
 
     def _reply(self):
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
-        status, text = answer(self.server.manager, self.command, self.path, body,
-                              self.headers.get("Origin", ""))
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        limit = self.server.max_body_bytes
+        if length < 0 or length > limit:  # refused unread: a body is never held past the limit
+            self.close_connection = True
+            status, text = HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED], _error_json(
+                f"request body of {length} bytes is over this server's limit of {limit} bytes "
+                f"(--rest_max_body_bytes={limit}): send fewer rows per request, or start the "
+                f"server with a larger --rest_max_body_bytes" if length >= 0 else
+                "Content-Length is not a number")
+        else:
+            body = self.rfile.read(length) if length > 0 else b""
+            status, text = answer(self.server.manager, self.command, self.path, body,
+                                  self.headers.get("Origin", ""))
         data = text.encode("utf-8", "surrogatepass")
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -659,7 +674,8 @@ class _Handler(BaseHTTPRequestHandler):
 
 class RestServer(ThreadingHTTPServer):
     """TF Serving's REST API on 127.0.0.1:`port` for `manager`'s models, answering in a thread
-    (`start`); `stop(grace)` stops accepting and waits for the requests in flight.
+    (`start`); `stop(grace)` stops accepting and waits for the requests in flight. A body over
+    `max_body_bytes` is refused unread (RESOURCE_EXHAUSTED, HTTP 429, naming the flag).
 
     Raises:
       ValueError: the port cannot be bound.
@@ -667,8 +683,9 @@ class RestServer(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, manager, port):
+    def __init__(self, manager, port, max_body_bytes=MAX_BODY_BYTES):
         self.manager = manager
+        self.max_body_bytes = max_body_bytes
         self._in_flight = 0
         self._idle = threading.Condition()
         try:

@@ -286,6 +286,9 @@ def define_flags():
     flags.DEFINE_integer("port", 8500, "gRPC port (on 127.0.0.1).", lower_bound=1)
     flags.DEFINE_integer("rest_api_port", 0, "Port of TF Serving's HTTP/REST API (on "
                          "127.0.0.1); 0: no REST API. Must differ from --port.", lower_bound=0)
+    flags.DEFINE_integer("rest_max_body_bytes", rest.MAX_BODY_BYTES, "Largest REST request "
+                         "body in bytes; a larger one is refused unread with HTTP 429 "
+                         "(RESOURCE_EXHAUSTED). Not a TF Serving flag.", lower_bound=1)
     cli.model_name_flag("default")
     flags.DEFINE_string("model_base_path", None, "Folder of numeric version folders (ignored "
                         "if --model_config_file is set, otherwise required).")
@@ -325,7 +328,8 @@ def main(argv):
     rest_server = None
     try:
         if FLAGS.rest_api_port:
-            rest_server = rest.RestServer(manager, FLAGS.rest_api_port).start()
+            rest_server = rest.RestServer(manager, FLAGS.rest_api_port,
+                                          FLAGS.rest_max_body_bytes).start()
         server = build_server(manager, FLAGS.port, FLAGS.grpc_max_threads,
                               FLAGS.grpc_max_message_bytes)
     except ValueError as error:

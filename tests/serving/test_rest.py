@@ -329,3 +329,18 @@ def test_curl_lines_of_docs_serving_md_work(served):
     (log_prob,) = answers[3]["predictions"]
     np.testing.assert_allclose(log_prob["log_prob"],
                                model.log_prob(np.zeros([1, 16, 16, 3], np.int32)), rtol=1e-5)
+
+
+def test_a_body_over_the_limit_is_refused_unread_naming_the_flag():
+    server = rest.RestServer(manager=None, port=free_port(), max_body_bytes=1000).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v1/models/m:predict"
+        body = json.dumps({"instances": [[0] * 600]}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(urllib.request.Request(url, body, method="POST"), timeout=10)
+        assert refused.value.code == 429
+        message = json.loads(refused.value.read())["error"]
+        assert f"{len(body)} bytes is over this server's limit of 1000 bytes" in message
+        assert "--rest_max_body_bytes=1000" in message
+    finally:
+        server.stop(1.0)
