@@ -23,22 +23,22 @@ Usage:
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
-from spn_tf import models
+from spn_tf import models  # imports TensorFlow quietly (spn_tf.startup)
 from spn_tf.export import export_model
-from spn_tf.serving.client import Client, ServingError, row_seeds
+from spn_tf.serving.client import Client, row_seeds
+
+import tensorflow as tf  # noqa: E402, I100  (already loaded by spn_tf)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import timing  # noqa: E402  (benchmarks/timing.py)
+from stand_in import serve  # noqa: E402  (benchmarks/stand_in.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", ["raster", "spn", "multiscale"], "Model families to time.")
@@ -80,40 +80,15 @@ def throughput_rows(name, model, exports):
     return rows
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def stand_in(base_path, name, log_path):
     """A stand-in server for `name` at `base_path`; yields a connected, AVAILABLE client and
     the seconds from process start to AVAILABLE (loading and warm-up included)."""
-    port = _free_port()
     start = time.perf_counter()
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spn_tf.serving.server", f"--port={port}",
-             f"--model_name={name}", f"--model_base_path={base_path}",
-             "--file_system_poll_wait_seconds=0"], stdout=log, stderr=subprocess.STDOUT)
-        try:
-            # One attempt per poll: a retrying client's backoff would round the load time up
-            # to its schedule (the server listens only once the model is loaded).
-            with Client(f"127.0.0.1:{port}", name, timeout=5, max_attempts=1) as probe:
-                while True:
-                    if process.poll() is not None:
-                        raise RuntimeError(f"server exited; see {log_path}")
-                    with contextlib.suppress(ServingError):
-                        if "AVAILABLE" in {s for s, _ in probe.status().values()}:
-                            break
-                    time.sleep(0.1)
-            ready = time.perf_counter() - start
-            with Client(f"127.0.0.1:{port}", name, timeout=600) as client:
-                yield client, ready
-        finally:
-            process.terminate()
-            process.wait(60)
+    with serve(base_path, name, log_path) as (_, port):
+        ready = time.perf_counter() - start
+        with Client(f"127.0.0.1:{port}", name, timeout=600) as client:
+            yield client, ready
 
 
 def grpc_rows(name, model, base, loaded, workdir):

@@ -27,8 +27,6 @@ Usage:
 
 import contextlib
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +46,9 @@ from spn_tf.export import export_model
 from spn_tf.serving.client import Client, ServingError, row_seeds
 from spn_tf.serving.server import MAX_MESSAGE_BYTES
 from spn_tf.serving.servables import MAX_BATCH_ROWS
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from stand_in import serve  # noqa: E402  (benchmarks/stand_in.py)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "multiscale", "Model family served.")
@@ -73,12 +74,6 @@ def _smoke_settings():
     FLAGS.clients, FLAGS.seconds = ["1", "8"], 2.0
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mb(pid):
     """Resident memory of process `pid` in MB (VmRSS of `/proc/<pid>/status`)."""
     with open(f"/proc/{pid}/status") as f:
@@ -90,25 +85,8 @@ def rss_mb(pid):
 def stand_in(base_path, log_path):
     """`(process, "127.0.0.1:port")` of a stand-in serving `base_path` as model `m`, once the
     version is AVAILABLE."""
-    port = _free_port()
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "spn_tf.serving.server", f"--port={port}", "--model_name=m",
-             f"--model_base_path={base_path}", "--file_system_poll_wait_seconds=0"],
-            stdout=log, stderr=subprocess.STDOUT)
-    try:
-        with Client(f"127.0.0.1:{port}", "m", timeout=5, max_attempts=1) as probe:
-            while True:
-                if process.poll() is not None:
-                    raise RuntimeError(f"server exited; see {log_path}")
-                with contextlib.suppress(ServingError):
-                    if "AVAILABLE" in {s for s, _ in probe.status().values()}:
-                        break
-                time.sleep(0.2)
+    with serve(base_path, "m", log_path, poll=0.2) as (process, port):
         yield process, f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(60)
 
 
 class Calls:

@@ -7,6 +7,8 @@ import sys
 import time
 
 import pytest
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
 
 from spn_tf.export import export_model
 from spn_tf.serving.client import Client, ServingError
@@ -21,6 +23,18 @@ def free_port():
 def export_version(model, base_path, version):
     """Exports `model` as `<base_path>/<version>` and returns that folder."""
     return export_model(model, str(base_path / str(version)), warmup_batch_sizes=(1,))
+
+
+def export_config(root, built):
+    """Exports each of `built` (`{name: model}`) as `<root>/<name>/1` and writes
+    `<root>/models.config` serving them all; returns that file's path."""
+    config = model_server_config_pb2.ModelServerConfig()
+    for name, model in built.items():
+        export_version(model, root / name, 1)
+        config.model_config_list.config.add(name=name, base_path=str(root / name),
+                                            model_platform="tensorflow")
+    (root / "models.config").write_text(text_format.MessageToString(config))
+    return root / "models.config"
 
 
 def wait_until_available(port, names, process, timeout=120.0):

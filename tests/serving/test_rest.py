@@ -21,10 +21,8 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import text_format
-from tensorflow_serving.config import model_server_config_pb2
 
-from conftest import (export_version, free_port, start_server, stop_server,
+from conftest import (export_config, free_port, start_server, stop_server,
                       wait_until_available)
 from spn_tf import models
 from spn_tf.serving import client as client_module
@@ -63,15 +61,10 @@ class Served:
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("rest")
     built = {key: models.build(preset="tiny", **args) for key, args in MODELS.items()}
-    config = model_server_config_pb2.ModelServerConfig()
-    for key, model in built.items():
-        export_version(model, root / key, 1)
-        config.model_config_list.config.add(name=key, base_path=str(root / key),
-                                            model_platform="tensorflow")
+    config_file = export_config(root, built)
     (root / "quickstart" / "1").rename(root / "staged")  # published by the probe test
-    (root / "models.config").write_text(text_format.MessageToString(config))
     rest_port = free_port()
-    process, port = start_server([f"--model_config_file={root / 'models.config'}",
+    process, port = start_server([f"--model_config_file={config_file}",
                                   f"--rest_api_port={rest_port}",
                                   "--file_system_poll_wait_seconds=1"], root / "server.log")
     try:

@@ -12,11 +12,9 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-from tensorflow_serving.config import model_server_config_pb2
 
-from conftest import (export_version, free_port, start_server, stop_server,
+from conftest import (export_config, free_port, start_server, stop_server,
                       wait_until_available)
 from spn_tf import models
 from spn_tf.serving.client import Client, ServingError, run
@@ -65,13 +63,7 @@ def served(tmp_path_factory):
     """`(models, port)`: the tiny models, exported and served by one stand-in server."""
     root = tmp_path_factory.mktemp("serving")
     built = {key: models.build(preset="tiny", **args) for key, args in MODELS.items()}
-    config = model_server_config_pb2.ModelServerConfig()
-    for key, model in built.items():
-        export_version(model, root / key, 1)
-        config.model_config_list.config.add(name=key, base_path=str(root / key),
-                                            model_platform="tensorflow")
-    (root / "models.config").write_text(text_format.MessageToString(config))
-    process, port = start_server([f"--model_config_file={root / 'models.config'}",
+    process, port = start_server([f"--model_config_file={export_config(root, built)}",
                                   "--file_system_poll_wait_seconds=0"], root / "server.log")
     try:
         wait_until_available(port, built, process)
