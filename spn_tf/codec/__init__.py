@@ -1,16 +1,17 @@
 """Lossless compression with a model's exact likelihood: `encode(model, images) -> bytes`,
 `decode(model, data) -> images`.
 
-An image costs about `-log2 p(x)` bits (the model's likelihood) plus the container's header
-(`spn_tf.codec.container`) and a few bytes per image of coder flush. Coding runs the model's
+An image costs about `-log2 p(x)` bits (the model's likelihood) plus its share of the
+container's header (`spn_tf.codec.container`) and of its coding batch's table entry and
+coder flush (about 10 bytes a batch). Coding runs the model's
 own sampler with a range coder in place of randomness (`run_sampler(mode="coding")`,
 `spn_tf.codec.entropy`): the decoder follows the model's order (raster pixel by pixel with
 the cached loop, an SPN slice by slice, multiscale group by group in O(log N) network calls,
 video frame by frame), and the encoder runs the very same loop, fed the true values, so both
 compute the same probabilities from the same graph, batch layout and order. That makes the
 round trip exact on the same build and machine kind (BUILD_NOTES.md says what is and is not
-guaranteed); a CRC-32 of each image turns any difference into an error, never into wrong
-pixels.
+guaranteed); a CRC-32 of each coding batch's pixels turns any difference into an error,
+never into wrong pixels.
 """
 
 import numpy as np
@@ -51,7 +52,7 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
                          f"{batch_size}.")
     images = images.numpy()
     cond = _numpy_cond(cond)
-    streams = []
+    streams, crcs = [], []
     for begin in range(0, len(images), batch_size):
         chunk = images[begin:begin + batch_size]
         raw, draws = model.coding_plan.parts(tf.constant(chunk))
@@ -62,9 +63,10 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
         if not np.array_equal(out, chunk):
             raise RuntimeError("the model's sampler did not reproduce the images it coded "
                                "(its coding plan disagrees with its sampler): a bug in spn_tf.")
-        streams += coder.finish()
+        streams.append(coder.finish())
+        crcs.append(container.crc(chunk))
     return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
-                          batch_size, [container.crc(x) for x in images], streams)
+                          batch_size, len(images), crcs, streams)
 
 
 def _coded_sample(model, coder, cond, given, rows):
@@ -75,9 +77,9 @@ def _coded_sample(model, coder, cond, given, rows):
                              model.check_cond(cond, rows), given, mode="coding", coder=coder)
 
 
-def stream_sizes(data, model):
-    """Bytes of each example's coded stream in `data` (checked as `decode` checks it)."""
-    return [len(s) for s in container.parse(data, model, container.fingerprint(model)).streams]
+def count(data, model):
+    """The number of examples in `data` (checked as `decode` checks it)."""
+    return container.parse(data, model, container.fingerprint(model)).count
 
 
 def decode(model, data, cond=None, progress=None):
@@ -97,7 +99,7 @@ def decode(model, data, cond=None, progress=None):
         that decode differently than they were encoded (another build or machine kind).
     """
     box = container.parse(data, model, container.fingerprint(model))
-    count = len(box.streams)
+    count = box.count
     keys = tuple(sorted(cond or {}))
     if keys != tuple(sorted(box.cond_keys)):
         raise ValueError(f"the file was encoded with conditioning {list(box.cond_keys) or 'none'}"
@@ -107,9 +109,9 @@ def decode(model, data, cond=None, progress=None):
         raise ValueError("the conditioning differs from the one the file was encoded with "
                          "(digest mismatch): pass the cond given to encode, row for row.")
     chunks = []
-    for begin in range(0, count, box.batch):
+    for index, begin in enumerate(range(0, count, box.batch)):
         end = min(count, begin + box.batch)
-        coder = Decoder(box.streams[begin:end], progress)
+        coder = Decoder(box.streams[index], end - begin, progress)
         raw, _ = model.coding_plan.parts(tf.zeros([end - begin, *model.example_shape], tf.int32))
         if raw is not None:
             raw = coder.decode_raw(tuple(raw.shape), model.num_values)
@@ -120,13 +122,12 @@ def decode(model, data, cond=None, progress=None):
             reason = error.message.splitlines()[0]
             raise ValueError(f"examples {begin}-{end - 1} could not be decoded ({reason}).") \
                 from None
-        for i, example in enumerate(out):
-            if container.crc(example) != box.crcs[begin + i]:
-                raise ValueError(
-                    f"example {begin + i} decoded to other values than were encoded (CRC "
-                    f"mismatch): the probabilities computed here differ from the encoder's "
-                    f"(the round trip is exact on the same spn_tf build and machine kind; see "
-                    f"BUILD_NOTES.md), or the file was rewritten under a new checksum. Nothing "
-                    f"wrong was returned.")
+        if container.crc(out) != box.crcs[index]:
+            raise ValueError(
+                f"examples {begin}-{end - 1} decoded to other values than were encoded (CRC "
+                f"mismatch): the probabilities computed here differ from the encoder's "
+                f"(the round trip is exact on the same spn_tf build and machine kind; see "
+                f"BUILD_NOTES.md), or the file was rewritten under a new checksum. Nothing "
+                f"wrong was returned.")
         chunks.append(out)
     return np.concatenate(chunks)

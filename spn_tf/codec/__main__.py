@@ -104,14 +104,13 @@ def compress(model_dir, paths, out, batch_size, reduce, labels, captions):
         f.write(data)
     os.replace(out + ".partial", out)
     bits = -model.log_prob(images, cond).numpy() / np.log(2)
-    streams = codec.stream_sizes(data, model)
     dims = model.num_dims
-    for path, size, info in zip(paths, streams, bits):
-        logging.info("%s: %.4f bits/sub-pixel coded, model -log2 p(x) %.4f", path,
-                     8 * size / dims, info / dims)
-    logging.info("wrote %s: %d bytes, %.4f bits/sub-pixel over %d images (header and table "
-                 "included); model -log2 p(x) %.4f; %.1f s", out, len(data),
-                 8 * len(data) / (dims * len(paths)), len(paths), bits.sum() / (dims * len(paths)),
+    for path, info in zip(paths, bits):
+        logging.info("%s: model -log2 p(x) %.4f bits/sub-pixel", path, info / dims)
+    logging.info("wrote %s: %d bytes, %.4f bits/sub-pixel coded over %d images (header and "
+                 "table included: %.2f%% over -log2 p(x)); model -log2 p(x) %.4f; %.1f s", out,
+                 len(data), 8 * len(data) / (dims * len(paths)), len(paths),
+                 100 * (8 * len(data) / bits.sum() - 1), bits.sum() / (dims * len(paths)),
                  elapsed)
     return data
 
@@ -122,7 +121,7 @@ def decompress(model_dir, paths, out, labels, captions):
     model = load(model_dir)
     with open(paths[0], "rb") as f:
         data = f.read()
-    count = len(codec.stream_sizes(data, model))
+    count = codec.count(data, model)
     cond = {**cli.labels_cond(model, count, labels),
             **cli.captions_cond(model, count, captions)} or None
     start = time.time()

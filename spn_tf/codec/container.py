@@ -1,19 +1,23 @@
-"""The `spn_tf.codec` file: a short header, one coded stream per example, a checksum.
+"""The `spn_tf.codec` file: a short header, one coded stream per coding batch, a checksum.
 
-Layout (little-endian, read with `struct` only: no pickle, nothing executed):
+Layout (little-endian; varints are LEB128, 7 bits a byte; read with `struct` and `_varint`
+only: no pickle, nothing executed):
 
     magic b"SPNC" | version u8 | model fingerprint 16 B
-    | rank u8 | example shape rank x u16 | bits u8
-    | conditioning keys u8 (bit mask of COND_KEYS) | conditioning digest 8 B
-    | coding batch u16 | examples u32
-    | per example: stream bytes u32, pixel CRC-32 u32
-    | the streams | SHA-256 of everything before, first 8 B
+    | rank u8 | example shape: rank varints | bits u8
+    | conditioning keys u8 (bit mask of COND_KEYS) | conditioning digest 8 B (only if any key)
+    | coding batch varint | examples varint
+    | per coding batch: stream words varint, CRC-32 of the batch's pixels u32
+    | the streams (32-bit words) | SHA-256 of everything before, first 8 B
 
+An unconditioned 32x32x3 file costs 37 bytes of header and checksum, plus per coding batch
+~6 bytes of table and the coder's flush of 4-8 bytes (`header_bytes`); the conditioning
+digest adds 8 bytes to a conditioned file.
 Reading checks, in order: the length and checksum (a truncated or altered file), the magic
 and version, the example shape and bits against the model's, the fingerprint, the
-conditioning; the sizes must add up to the file's length, so a header can claim no more
-examples than its bytes hold, and decoding allocates one coding batch of the model's own
-example shape at a time.
+conditioning; the stream sizes must add up to the file's length, so a header can claim no
+more batches than its bytes hold, and decoding allocates one coding batch of the model's
+own example shape at a time. A batch whose pixels decode to another CRC is refused whole.
 """
 
 import dataclasses
@@ -27,11 +31,11 @@ import numpy as np
 from spn_tf.inputs import COND_KEYS  # bit i of the conditioning-keys byte is COND_KEYS[i]
 
 MAGIC = b"SPNC"
-VERSION = 1
+VERSION = 2
 _CHECKSUM = 8
 _HEAD = struct.Struct("<4sB16sB")
-_TAIL = struct.Struct("<BB8sHI")
-_ENTRY = struct.Struct("<II")
+_DIGEST = 8
+MAX_BATCH = 2 ** 16  # sampling.MAX_CODED_ROWS: rows a coding batch may have
 
 
 @dataclasses.dataclass
@@ -44,8 +48,9 @@ class Container:
     cond_keys: tuple
     cond_digest: bytes
     batch: int
-    crcs: list
-    streams: list
+    count: int
+    crcs: list  # one per coding batch
+    streams: list  # one per coding batch
 
 
 def fingerprint(model):
@@ -80,18 +85,54 @@ def cond_digest(cond):
     return digest.digest()[:8]
 
 
-def crc(example):
-    """CRC-32 of an int example's values (as bytes: every value is below 256)."""
-    return zlib.crc32(np.ascontiguousarray(example, np.uint8).tobytes())
+def crc(examples):
+    """CRC-32 of int examples' values (as bytes: every value is below 256)."""
+    return zlib.crc32(np.ascontiguousarray(examples, np.uint8).tobytes())
 
 
-def pack(model_fingerprint, example_shape, bits, cond, batch, crcs, streams):
-    """The file's bytes."""
+def _varint(value):
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(body, offset):
+    """`(value, offset after it)`; a ValueError past the body's end or beyond 64 bits."""
+    value = 0
+    for shift in range(0, 64, 7):
+        if offset >= len(body):
+            raise ValueError("the header ends inside a number: truncated or not an "
+                             "spn_tf.codec file.")
+        byte = body[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, offset
+    raise ValueError("the header holds a number longer than 64 bits: not an spn_tf.codec file.")
+
+
+def header_bytes(example_shape, cond, batch, count, streams=None):
+    """Bytes of a file besides the coded values' words: header, table, checksum (`streams`:
+    the batches' word counts, default one word each for the table's size)."""
+    batches = -(-count // batch)
+    streams = streams or [1] * batches
+    table = sum(len(_varint(words)) + 4 for words in streams)
+    return (_HEAD.size + sum(len(_varint(d)) for d in example_shape) + 2
+            + (_DIGEST if cond else 0) + len(_varint(batch)) + len(_varint(count)) + table
+            + _CHECKSUM)
+
+
+def pack(model_fingerprint, example_shape, bits, cond, batch, count, crcs, streams):
+    """The file's bytes: `count` examples coded in batches of `batch`, one stream and one
+    CRC-32 (`crc` of the batch's examples) per batch."""
     mask = sum(1 << COND_KEYS.index(key) for key in cond or {})
     parts = [_HEAD.pack(MAGIC, VERSION, model_fingerprint, len(example_shape)),
-             struct.pack(f"<{len(example_shape)}H", *example_shape),
-             _TAIL.pack(bits, mask, cond_digest(cond), batch, len(streams))]
-    parts += [_ENTRY.pack(len(s), c) for s, c in zip(streams, crcs)]
+             b"".join(_varint(d) for d in example_shape), bytes([bits, mask]),
+             cond_digest(cond) if mask else b"", _varint(batch), _varint(count)]
+    parts += [_varint(len(s) // 4) + struct.pack("<I", c) for s, c in zip(streams, crcs)]
     body = b"".join(parts + list(streams))
     return body + hashlib.sha256(body).digest()[:_CHECKSUM]
 
@@ -106,7 +147,7 @@ def parse(data, model, model_fingerprint):
         raise ValueError(f"data must be the bytes encode returned (or a file's contents), got "
                          f"{type(data).__name__}.")
     data = bytes(data)
-    minimum = _HEAD.size + _TAIL.size + _CHECKSUM
+    minimum = _HEAD.size + 5 + _CHECKSUM
     if len(data) < minimum:
         raise ValueError(f"the data is {len(data)} bytes, shorter than any spn_tf.codec file "
                          f"({minimum}): truncated, or not such a file.")
@@ -120,13 +161,16 @@ def parse(data, model, model_fingerprint):
     if version != VERSION:
         raise ValueError(f"spn_tf.codec format version {version}; this spn_tf reads version "
                          f"{VERSION}: decode it with the spn_tf that wrote it.")
-    offset = _HEAD.size
-    if rank > 8 or len(body) < offset + 2 * rank + _TAIL.size:
+    if rank > 8:
         raise ValueError(f"the header's example rank {rank} does not fit the file.")
-    shape = struct.unpack_from(f"<{rank}H", body, offset)
-    offset += 2 * rank
-    bits, mask, digest, batch, count = _TAIL.unpack_from(body, offset)
-    offset += _TAIL.size
+    offset, shape = _HEAD.size, []
+    for _ in range(rank):
+        dim, offset = _read_varint(body, offset)
+        shape.append(dim)
+    if offset + 2 > len(body):
+        raise ValueError("the header is truncated: not an spn_tf.codec file.")
+    bits, mask = body[offset], body[offset + 1]
+    offset += 2
     if tuple(shape) != tuple(model.example_shape) or bits != model.bits:
         raise ValueError(
             f"the file holds {'x'.join(map(str, shape))} examples at {bits} bits; this model "
@@ -137,18 +181,31 @@ def parse(data, model, model_fingerprint):
             f"the file was encoded with another model (fingerprint {stored_fingerprint.hex()}; "
             f"this model's is {model_fingerprint.hex()}: other weights, architecture or "
             f"compute dtype): decode with the model that encoded it.")
-    if batch < 1 or count < 1 or offset + count * _ENTRY.size > len(body):
+    digest = bytes(_DIGEST)
+    if mask:
+        digest, offset = body[offset:offset + _DIGEST], offset + _DIGEST
+    batch, offset = _read_varint(body, offset)
+    count, offset = _read_varint(body, offset)
+    batches = -(-count // batch) if batch else 0
+    # Each batch takes at least 5 bytes of table: a count the bytes cannot hold is refused
+    # before anything is allocated for it.
+    if not 1 <= batch < MAX_BATCH or count < 1 or offset + 5 * batches > len(body):
         raise ValueError(f"the header's {count} examples (coding batch {batch}) do not fit "
                          f"the file's {len(data)} bytes.")
-    entries = [_ENTRY.unpack_from(body, offset + i * _ENTRY.size) for i in range(count)]
-    offset += count * _ENTRY.size
-    if offset + sum(size for size, _ in entries) != len(body) or any(
-            size % 4 for size, _ in entries):
+    sizes, crcs = [], []
+    for _ in range(batches):
+        words, offset = _read_varint(body, offset)
+        if offset + 4 > len(body):
+            raise ValueError("the header's stream sizes do not add up to the file's length.")
+        sizes.append(4 * words)
+        crcs.append(struct.unpack_from("<I", body, offset)[0])
+        offset += 4
+    if offset + sum(sizes) != len(body):
         raise ValueError("the header's stream sizes do not add up to the file's length.")
     streams = []
-    for size, _ in entries:
+    for size in sizes:
         streams.append(body[offset:offset + size])
         offset += size
     keys = tuple(key for i, key in enumerate(COND_KEYS) if mask >> i & 1)
-    return Container(stored_fingerprint, tuple(shape), bits, keys, digest, batch,
-                     [c for _, c in entries], streams)
+    return Container(stored_fingerprint, tuple(shape), bits, keys, digest, batch, count, crcs,
+                     streams)

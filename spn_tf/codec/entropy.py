@@ -1,12 +1,15 @@
 """The entropy coders behind `spn_tf.codec`: constriction's range coder driven by the model's
-value tables, one stream per image.
+value tables, one stream per coding batch.
 
 An `Encoder` or `Decoder` is the `coder` of `DensityModel.run_sampler(mode="coding")` (see
 `spn_tf.sampling.Draws`): at each draw of the model's sampler it gets the head's float32
 value logits of the sub-pixels drawn together, turns them into probabilities the same way in
-both directions (`probabilities`), and codes or decodes each image's values with them in
-its own stream, in the order the sampler draws them. The carriers (the noise a sampler would
-have drawn) say which image a sub-pixel belongs to, and for the encoder its true value.
+both directions (`probabilities`), and codes or decodes the batch's values with them in one
+stream, in the order the sampler draws them (the draw's sub-pixels in row-major order: the
+same on both sides, since both run the same loop on the same batch layout). One stream per
+batch, not per image, spends the coder's flush (a few bytes) once per batch. The carriers
+(the noise a sampler would have drawn) say which image a sub-pixel belongs to, and for the
+encoder its true value.
 
 Quantization: constriction's `Categorical(perfect=False)` rounds each table to integer
 frequencies of a 24-bit total, deterministically (integer and float64 arithmetic in a fixed
@@ -74,12 +77,10 @@ class Encoder(_Coder):
     def __init__(self, raw, draws, raw_values, progress=None):
         self._draws = [np.asarray(d) for d in draws]
         super().__init__(self._draws[0].shape[0], progress)
-        self._streams = [constriction.stream.queue.RangeEncoder() for _ in range(self.batch)]
+        self._stream = constriction.stream.queue.RangeEncoder()
         if raw is not None:
-            raw = np.asarray(raw).reshape(self.batch, -1)
-            uniform = np.ones((raw.shape[1], raw_values))
-            for stream, values in zip(self._streams, raw):
-                stream.encode(values.astype(np.int32), FAMILY, uniform)
+            raw = np.asarray(raw).reshape(-1)
+            self._stream.encode(raw.astype(np.int32), FAMILY, np.ones((raw.size, raw_values)))
 
     def noise(self, shape):
         if not self._draws:
@@ -91,45 +92,43 @@ class Encoder(_Coder):
         return _carriers(target)
 
     def draw(self, logits, carriers):
-        probs, rows, values = self._rows(logits, carriers)
-        for row in np.unique(rows):
-            at = rows == row
-            self._streams[row].encode(values[at].astype(np.int32), FAMILY, probs[at])
+        probs, _, values = self._rows(logits, carriers)
+        if values.size:
+            self._stream.encode(values.astype(np.int32), FAMILY, probs)
         self._report(values.size)
         return values.reshape(np.shape(carriers))
 
     def finish(self):
-        """Each example's stream: `B` bytes objects of little-endian 32-bit words."""
-        return [s.get_compressed().astype("<u4").tobytes() for s in self._streams]
+        """The batch's stream: bytes of little-endian 32-bit words."""
+        return self._stream.get_compressed().astype("<u4").tobytes()
 
 
 class Decoder(_Coder):
-    """Decodes the streams of an `Encoder`: the sampler's draws return the decoded values.
+    """Decodes the stream of an `Encoder`: the sampler's draws return the decoded values.
 
     Args:
-      payloads: `B` bytes objects (`Encoder.finish`).
+      payload: bytes (`Encoder.finish`).
+      batch: the examples coded in it.
     """
 
-    def __init__(self, payloads, progress=None):
-        super().__init__(len(payloads), progress)
-        self._streams = [constriction.stream.queue.RangeDecoder(
-            np.frombuffer(p, "<u4").astype(np.uint32)) for p in payloads]
+    def __init__(self, payload, batch, progress=None):
+        super().__init__(batch, progress)
+        self._stream = constriction.stream.queue.RangeDecoder(
+            np.frombuffer(payload, "<u4").astype(np.uint32))
 
     def decode_raw(self, shape, raw_values):
         """int32 `(B, ...)` = `shape`: the raw sub-pixels, decoded before the model's."""
-        size = int(np.prod(shape[1:]))
-        uniform = np.ones((size, raw_values))
-        return np.stack([s.decode(FAMILY, uniform) for s in self._streams]).reshape(
+        size = int(np.prod(shape))
+        return np.asarray(self._stream.decode(FAMILY, np.ones((size, raw_values)))).reshape(
             shape).astype(np.int32)
 
     def noise(self, shape):
         return _carriers(np.zeros(shape, np.int64))  # the values are what it decodes
 
     def draw(self, logits, carriers):
-        probs, rows, values = self._rows(logits, carriers)
+        probs, _, values = self._rows(logits, carriers)
         values = values.copy()
-        for row in np.unique(rows):
-            at = rows == row
-            values[at] = self._streams[row].decode(FAMILY, probs[at])
+        if values.size:
+            values[:] = self._stream.decode(FAMILY, probs)
         self._report(values.size)
         return values.reshape(np.shape(carriers))
