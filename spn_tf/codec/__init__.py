@@ -3,9 +3,8 @@
 
 An image costs about `-log2 p(x)` bits (the model's likelihood) plus its share of the
 container's header (`spn_tf.codec.container`) and of its coding batch's table entry and
-coder flush (about 10 bytes a batch). Coding runs the model's
-own sampler with a range coder in place of randomness (`run_sampler(mode="coding")`,
-`spn_tf.codec.entropy`): the decoder follows the model's order (raster pixel by pixel with
+coder flush (about 10 bytes a batch). Coding runs the model's own sampler with a range coder
+in place of randomness (`run_sampler(mode="coding")`, `spn_tf.codec.entropy`): the decoder follows the model's order (raster pixel by pixel with
 the cached loop, an SPN slice by slice, multiscale group by group in O(log N) network calls,
 video frame by frame), and the encoder runs the very same loop, fed the true values, so both
 compute the same probabilities from the same graph, batch layout and order. That makes the
