@@ -251,3 +251,21 @@ class TestKeras:
         history = model.fit(ds, steps_per_epoch=25, epochs=2, verbose=0)
         losses = history.history["loss"]
         assert np.all(np.isfinite(losses)) and losses[-1] < before - 0.1
+
+
+def test_one_channel_fit_gives_no_missing_gradient_warning(tmp_path):
+    """A 1x1 type-A kernel over one data channel has an all-zero mask: its kernel is kept
+    (saved and loaded) but not trained, so Keras's fit warns of no missing gradient."""
+    import warnings
+    model = build("multiscale", 8, channels=1, bits=3, preset="tiny")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    images = np.random.default_rng(0).integers(0, 8, (4, 8, 8, 1)).astype(np.int32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(images, batch_size=4, epochs=1, verbose=0)
+    assert not [str(w.message) for w in caught if "Gradients do not exist" in str(w.message)]
+    frozen = [w for w in model.weights if not w.trainable]
+    assert frozen and all(w.path.endswith("kernel") for w in frozen)
+    model.save(str(tmp_path / "model.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_array_equal(loaded.log_prob(images), model.log_prob(images))

@@ -103,14 +103,17 @@ class MaskedConv2D(keras.layers.Layer):
 
     def build(self, input_shape):
         in_features = input_shape[-1]
-        self.kernel = self.add_weight(
-            name="kernel", shape=self.kernel_size + (in_features, self.filters),
-            initializer="glorot_uniform")
-        self.bias = self.add_weight(
-            name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
         self._mask = causal_mask(self.kernel_size, in_features, self.filters, self.mask_type,
                                  self.data_channels, self.stack, self.output_splits)
         self._kept = kept_taps(self._mask)
+        # An all-zero mask (e.g. a 1x1 type-A kernel over one data channel) leaves the kernel
+        # out of every output: it is kept (checkpoints keep their variables) but not trained,
+        # so no optimizer is handed a gradient that cannot exist.
+        self.kernel = self.add_weight(
+            name="kernel", shape=self.kernel_size + (in_features, self.filters),
+            initializer="glorot_uniform", trainable=self._kept is not None)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.filters,), initializer="zeros") if self.use_bias else None
 
     def call(self, inputs):
         return self._add_bias(self._cropped_conv(inputs))

@@ -56,9 +56,9 @@ class TrainStep:
             loss = tf.cast(self.model.compute_loss(x=batch, y_pred=outputs), tf.float32)
         gradients = tape.gradient(loss, variables)
         # Dense (embedding lookups give IndexedSlices) and float32 for the all-reduce; zeros
-        # for a variable the loss does not reach (three masked kernels of a tiny one-channel
-        # multiscale mixture model, tests/test_matmul_ranks.py). `UnconnectedGradients.ZERO`
-        # cannot make them: it reads a Keras variable's dtype, a string (AttributeError).
+        # for a trainable variable the loss does not reach (all-zero masked kernels were such,
+        # before MaskedConv2D made them non-trainable). `UnconnectedGradients.ZERO` cannot
+        # make them: it reads a Keras variable's dtype, a string (AttributeError).
         return loss, [tf.zeros(variable.shape, tf.float32) if gradient is None else
                       tf.cast(tf.convert_to_tensor(gradient), tf.float32)
                       for variable, gradient in zip(variables, gradients)]
