@@ -4,6 +4,7 @@ import contextlib
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -35,6 +36,16 @@ def export_config(root, built):
                                             model_platform="tensorflow")
     (root / "models.config").write_text(text_format.MessageToString(config))
     return root / "models.config"
+
+
+def run_in_threads(target, count, timeout):
+    """Runs `target(i)` for i in range(count), each in its own thread, and waits up to
+    `timeout` seconds for each to end."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
 
 
 def wait_until_available(port, names, process, timeout=120.0):

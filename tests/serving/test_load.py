@@ -10,7 +10,6 @@ with `tf.saved_model.load`. The load benchmark's `--smoke` run must meet its goa
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import grpc
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import export_version, start_server, stop_server, wait_until_available
+from conftest import (export_version, run_in_threads, start_server, stop_server,
+                      wait_until_available)
 from spn_tf import models
 from spn_tf.serving import server
 from spn_tf.serving.client import Client, ServingError, row_seeds
@@ -110,11 +110,7 @@ def test_eight_clients_mixed_and_malformed_calls_each_get_their_own_answer(serve
                     failures.append(f"{worker}/{j} {signature}: {error}")
                 answered.append(1)
 
-    threads = [threading.Thread(target=client_thread, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
+    run_in_threads(client_thread, 8, 120)
     assert not failures, failures[:3]
     assert len(answered) == 8 * 20
     with Client(f"127.0.0.1:{port}", "m", timeout=60) as client:

@@ -6,7 +6,6 @@ expected value comes from the in-process Keras model the export was made from.
 
 import subprocess
 import sys
-import threading
 
 import grpc
 import numpy as np
@@ -14,7 +13,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from conftest import (export_config, free_port, start_server, stop_server,
+from conftest import (export_config, free_port, run_in_threads, start_server, stop_server,
                       wait_until_available)
 from spn_tf import models
 from spn_tf.serving.client import Client, ServingError, run
@@ -263,11 +262,7 @@ def test_eight_clients_mixed_requests_each_get_their_own_answer(raster):
                     failures.append(f"worker {worker} call {j} ({kind}): {error}")
                 done.append(1)
 
-    threads = [threading.Thread(target=calls, args=(w,)) for w in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(240)
+    run_in_threads(calls, 8, 240)
     assert not failures, failures[:3]
     assert len(done) == 800
 
