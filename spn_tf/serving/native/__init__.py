@@ -140,26 +140,21 @@ def run(runner, version_dir, requests):
     with tempfile.TemporaryDirectory() as scratch:
         lines = []
         for index, (signature, inputs) in enumerate(requests):
-            folder = os.path.join(scratch, str(index))
+            folder = os.path.join(scratch, "in", str(index))
             os.makedirs(folder)
-            words = [signature, folder]
+            words = [signature, os.path.join(scratch, "out", str(index))]
             for alias, value in inputs.items():
-                path = os.path.join(folder, f"input.{alias}")
+                path = os.path.join(folder, f"{alias}.npy")
                 np.save(path, _npy_value(value))
-                words.append(f"{alias}={path}.npy")
+                words.append(f"{alias}={path}")
             lines.append(" ".join(words))
         plan = os.path.join(scratch, "plan")
         with open(plan, "w") as f:
             f.write("\n".join(lines) + "\n")
+        os.makedirs(os.path.join(scratch, "out"))
         _run(runner, [version_dir, f"--plan={plan}"])
-        outputs = []
-        for index in range(len(requests)):
-            folder = os.path.join(scratch, str(index))
-            for name in os.listdir(folder):
-                if name.startswith("input."):
-                    os.remove(os.path.join(folder, name))
-            outputs.append(_read_outputs(folder))
-        return outputs
+        return [_read_outputs(os.path.join(scratch, "out", str(index)))
+                for index in range(len(requests))]
 
 
 def replay_warmup(runner, version_dir, records=None):
