@@ -17,7 +17,8 @@ sees one sub-pixel's outputs and `log p(x) = sum over sub-pixels of head.log_pro
 coefficients; here the masks already give each channel its own conditional.)
 
 Everything here computes in float32 whatever the compute dtype of the network (mixed precision
-casts the outputs up first), and returns natural logarithms. Sampling draws every head by
+casts the outputs up first), or in float64 for a float64 network (the codec's: `spn_tf.codec`),
+and returns natural logarithms. Sampling draws every head by
 inverse CDF over its values (`sample_categorical` on `value_logits`), so a loop run eagerly and
 compiled consume the same noise the same way, and temperature `T` means the same for both
 heads: each sub-pixel is drawn from its distribution raised to `1/T`, renormalized.
@@ -28,6 +29,11 @@ import math
 import tensorflow as tf
 
 from spn_tf import hparams
+
+
+def _at_least_float32(x):
+    """`x` in float32, or float64 if it is float64."""
+    return tf.cast(x, tf.float64 if x.dtype == tf.float64 else tf.float32)
 
 HEADS = ("categorical", "logistic_mixture")
 # Log-scales of the mixture's logistics are clipped to [-7, 7]. PixelCNN++ clips below at -7
@@ -83,7 +89,8 @@ class Head:
         raise NotImplementedError
 
     def value_logits(self, params):
-        """float32 `(..., num_values)` whose softmax is each sub-pixel's distribution."""
+        """float32 (float64 for float64 `params`) `(..., num_values)` whose softmax is each
+        sub-pixel's distribution."""
         raise NotImplementedError
 
     def image_log_prob(self, params, images):
@@ -125,7 +132,7 @@ class Categorical(Head):
         return categorical_log_prob(params, targets)
 
     def value_logits(self, params):
-        return tf.cast(params, tf.float32)
+        return _at_least_float32(params)
 
 
 class DiscretizedLogisticMixture(Head):
@@ -155,10 +162,11 @@ class DiscretizedLogisticMixture(Head):
         """`log p(values)`: params float `(..., 3M)` and int `values`, broadcast over `...`."""
         top = self.num_values - 1
         # One split (its gradient one concatenation), not three slices.
-        logit_weights, means, log_scales = tf.split(tf.cast(params, tf.float32), 3, axis=-1)
+        params = _at_least_float32(params)
+        logit_weights, means, log_scales = tf.split(params, 3, axis=-1)
         log_weights = tf.nn.log_softmax(logit_weights, axis=-1)
         log_scales = tf.clip_by_value(log_scales, *LOG_SCALE_RANGE)
-        x = tf.cast(values, tf.float32)[..., None]
+        x = tf.cast(values, params.dtype)[..., None]
         inv_scale = tf.exp(-log_scales)
         centred = x * (2.0 / top) - 1.0 - means
         upper = inv_scale * (centred + 1.0 / top)

@@ -413,9 +413,10 @@ def cached_raster_sample(decoder, preprocess, images, known, uniform, temperatur
     features = [batch, height, width, decoder.filters]
     # Per attention layer: outputs at the pixels so far, key/value cache, input at the last
     # pixel drawn (zeros before the first: the shift's padding).
-    attention = ([tf.zeros(features) for _ in decoder.attentions],
+    dtype = decoder.compute_dtype
+    attention = ([tf.zeros(features, dtype) for _ in decoder.attentions],
                  [layer.initial_cache(batch, height * width) for layer in decoder.attentions],
-                 [tf.zeros([batch, decoder.filters]) for _ in decoder.attentions])
+                 [tf.zeros([batch, decoder.filters], dtype) for _ in decoder.attentions])
 
     def cut(x, top, left, height, width):
         return tf.slice(x, [0, top, left, 0], [-1, height, width, x.shape[3]])

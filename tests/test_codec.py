@@ -12,8 +12,10 @@ import pytest
 import tensorflow as tf
 
 from spn_tf import codec, data, models
-from spn_tf.codec import container, entropy
+from spn_tf.codec import container, entropy, tables
 from spn_tf.codec.__main__ import read_lossless
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RNG = np.random.default_rng(7)
@@ -90,21 +92,62 @@ def test_overhead_on_held_out_32x32_photos(channels, bound):
     assert 8 * len(data_) / info - 1 <= bound, 8 * len(data_) / info - 1
 
 
-def test_round_trip_across_processes(tmp_path):
-    """Encoded in one process, decoded in another (each loads the saved model)."""
-    model = models.build("multiscale", 8, channels=3, bits=3, preset="tiny")
+_PROCESS = """
+import os, sys
+import numpy as np
+import tensorflow as tf
+threads = int(os.environ.get("CODEC_TEST_THREADS", "0"))
+if threads:
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+import keras
+import spn_tf
+from spn_tf import codec
+from spn_tf.codec import entropy, tables
+step, folder, name = sys.argv[1:]
+model = keras.saving.load_model(folder + "/model.keras")
+images = np.load(folder + "/images.npy")
+# The float32 value logits of the model's own coding loop (what a float32 codec would code
+# with), recorded for the test's power check.
+seen, frequencies = [], tables.frequencies
+tables.frequencies = lambda logits: (seen.append(np.array(logits)), frequencies(logits))[1]
+raw, draws = model.coding_plan.parts(tf.constant(images))
+codec._coded_sample(model, entropy.Encoder(raw, draws, model.num_values), None,
+                    model.coding_plan.given(raw), len(images))
+tables.frequencies = frequencies
+np.save(f"{folder}/logits_{name}.npy", np.concatenate([x.reshape(-1) for x in seen]))
+if step == "encode":
+    open(folder + "/coded", "wb").write(codec.encode(model, images))
+else:
+    np.save(f"{folder}/decoded_{name}.npy", codec.decode(model, open(folder + "/coded", "rb").read()))
+"""
+
+
+@pytest.mark.parametrize("kind, side, preset", [("multiscale", 16, "small"), ("spn", 8, "tiny")])
+def test_decodes_in_other_processes_onednn_off_and_one_thread(tmp_path, kind, side, preset):
+    """Encoded in one process (oneDNN on, default threads), decoded in others: with
+    `TF_ENABLE_ONEDNN_OPTS=0`, and with one intra- and inter-op thread. The first setting
+    changes the float32 value logits of the model's coding loop (checked: the test's power),
+    and the float64
+    copy and grid tables (`spn_tf.codec.tables`) still give the decoder the encoder's tables."""
+    model = harness.make_model(kind, image_size=side, channels=3, bits=5, preset=preset)
     model.save(str(tmp_path / "model.keras"))
-    images = _images(2, 8, 3, 3)
+    images = _images(4, side, 3, 5)
     np.save(tmp_path / "images.npy", images)
-    script = ("import sys, numpy as np, keras; import spn_tf; from spn_tf import codec; "
-              "m = keras.saving.load_model(sys.argv[1] + '/model.keras'); "
-              "open(sys.argv[1] + '/coded', 'wb').write(codec.encode("
-              "m, np.load(sys.argv[1] + '/images.npy')))")
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, cwd=ROOT,
-                   capture_output=True)
-    loaded = tf.keras.models.load_model(str(tmp_path / "model.keras"))
-    decoded = codec.decode(loaded, (tmp_path / "coded").read_bytes())
-    np.testing.assert_array_equal(decoded, images)
+
+    def run(step, name, **env):
+        result = subprocess.run([sys.executable, "-c", _PROCESS, step, str(tmp_path), name],
+                                cwd=ROOT, capture_output=True, text=True, timeout=300,
+                                env={**os.environ, "TF_ENABLE_ONEDNN_OPTS": "1", **env})
+        assert result.returncode == 0, result.stderr[-3000:]
+    run("encode", "encoder")
+    run("decode", "onednn_off", TF_ENABLE_ONEDNN_OPTS="0")
+    run("decode", "one_thread", CODEC_TEST_THREADS="1")
+    for name in ("onednn_off", "one_thread"):
+        np.testing.assert_array_equal(np.load(tmp_path / f"decoded_{name}.npy"), images)
+    float32_logits = np.load(tmp_path / "logits_encoder.npy")
+    assert float32_logits.dtype == np.float32
+    assert not np.array_equal(np.load(tmp_path / "logits_onednn_off.npy"), float32_logits)
 
 
 @pytest.fixture(scope="module")
@@ -229,3 +272,32 @@ def test_cli_round_trip_and_refusals(tmp_path):
         read_lossless(str(tmp_path / "deep.png"), model, reduce=False)
     np.testing.assert_array_equal(read_lossless(str(tmp_path / "deep.png"), model, True),
                                   images[0])
+
+
+@pytest.mark.parametrize("head", ["categorical", "logistic_mixture"])
+def test_tables_equal_under_xla_and_another_computation(head, monkeypatch):
+    """The coding loop runs as a plain graph only (its host calls cannot run inside XLA), so
+    XLA against graph is proved on the tables: the raster coding loop's (one sub-pixel per
+    draw, a cached decoder with one-row matrix products) equal, table for table, those of
+    the whole network compiled with XLA on the true image (another computation and
+    compiler). In float32 the two loops' logits differ (the test's power)."""
+    model = harness.make_model("raster", image_size=6, channels=3, bits=4, head=head)
+    images = _images(3, 6, 3, 4)
+    copy = codec.coding_model(model)
+
+    def loop_logits(network):
+        seen, frequencies = [], tables.frequencies
+        monkeypatch.setattr(tables, "frequencies", lambda logits: (
+            seen.append(np.array(logits)), frequencies(logits))[1])
+        raw, draws = network.coding_plan.parts(tf.constant(images))
+        codec._coded_sample(network, entropy.Encoder(raw, draws, network.num_values), None,
+                            network.coding_plan.given(raw), len(images))
+        monkeypatch.setattr(tables, "frequencies", frequencies)
+        return np.stack(seen, 1).reshape(len(images), 6, 6, 3, -1)  # raster draw order
+
+    def xla_logits(network):
+        return tf.function(lambda x: network.distribution.value_logits(network._outputs(
+            x, None, False)), jit_compile=True)(tf.constant(images)).numpy()
+    np.testing.assert_array_equal(tables.frequencies(loop_logits(copy)),
+                                  tables.frequencies(xla_logits(copy)))
+    assert not np.array_equal(loop_logits(model), xla_logits(model))

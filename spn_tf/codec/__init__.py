@@ -13,6 +13,9 @@ guaranteed); a CRC-32 of each coding batch's pixels turns any difference into an
 never into wrong pixels.
 """
 
+import weakref
+
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -21,6 +24,29 @@ from spn_tf.codec import container
 from spn_tf.codec.entropy import Decoder, Encoder
 
 DEFAULT_BATCH = 16
+_COPIES = weakref.WeakKeyDictionary()  # model -> (its fingerprint, its float64 copy)
+
+
+def coding_model(model):
+    """The float64 copy of `model` (same config and weights) that codes for it: its logits
+    differ between builds and thread settings by ~1e-15, not float32's ~1e-6, which is what
+    lets `spn_tf.codec.tables` give every machine the same tables. Made once per model and
+    weights (`container.fingerprint`)."""
+    model.build()
+    key = container.fingerprint(model)
+    cached = _COPIES.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float64")
+    try:
+        copy = model.__class__.from_config(model.get_config())
+        copy.build()
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy.set_weights(model.get_weights())
+    _COPIES[model] = (key, copy)
+    return copy
 
 
 def _rows(cond, begin, end):
@@ -51,14 +77,15 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
                          f"{batch_size}.")
     images = images.numpy()
     cond = _numpy_cond(cond)
+    coder_model = coding_model(model)
     streams, crcs = [], []
     for begin in range(0, len(images), batch_size):
         chunk = images[begin:begin + batch_size]
-        raw, draws = model.coding_plan.parts(tf.constant(chunk))
+        raw, draws = coder_model.coding_plan.parts(tf.constant(chunk))
         raw = None if raw is None else np.asarray(raw)
         coder = Encoder(raw, draws, model.num_values, progress)
-        out = _coded_sample(model, coder, _rows(cond, begin, begin + len(chunk)),
-                            model.coding_plan.given(raw), len(chunk)).numpy()
+        out = _coded_sample(coder_model, coder, _rows(cond, begin, begin + len(chunk)),
+                            coder_model.coding_plan.given(raw), len(chunk)).numpy()
         if not np.array_equal(out, chunk):
             raise RuntimeError("the model's sampler did not reproduce the images it coded "
                                "(its coding plan disagrees with its sampler): a bug in spn_tf.")
@@ -107,16 +134,18 @@ def decode(model, data, cond=None, progress=None):
     if container.cond_digest(cond) != box.cond_digest:
         raise ValueError("the conditioning differs from the one the file was encoded with "
                          "(digest mismatch): pass the cond given to encode, row for row.")
+    coder_model = coding_model(model)
     chunks = []
     for index, begin in enumerate(range(0, count, box.batch)):
         end = min(count, begin + box.batch)
         coder = Decoder(box.streams[index], end - begin, progress)
-        raw, _ = model.coding_plan.parts(tf.zeros([end - begin, *model.example_shape], tf.int32))
+        raw, _ = coder_model.coding_plan.parts(
+            tf.zeros([end - begin, *model.example_shape], tf.int32))
         if raw is not None:
             raw = coder.decode_raw(tuple(raw.shape), model.num_values)
         try:
-            out = _coded_sample(model, coder, _rows(cond, begin, end),
-                                model.coding_plan.given(raw), end - begin).numpy()
+            out = _coded_sample(coder_model, coder, _rows(cond, begin, end),
+                                coder_model.coding_plan.given(raw), end - begin).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
             reason = error.message.splitlines()[0]
             raise ValueError(f"examples {begin}-{end - 1} could not be decoded ({reason}).") \

@@ -2,17 +2,17 @@
 value tables, one stream per coding batch.
 
 An `Encoder` or `Decoder` is the `coder` of `DensityModel.run_sampler(mode="coding")` (see
-`spn_tf.sampling.Draws`): at each draw of the model's sampler it gets the head's float32
-value logits of the sub-pixels drawn together, turns them into probabilities the same way in
-both directions (`probabilities`), and codes or decodes the batch's values with them in one
+`spn_tf.sampling.Draws`): at each draw of the model's sampler it gets the head's value logits
+of the sub-pixels drawn together, turns them into integer frequencies the same way in both
+directions and on every machine (`spn_tf.codec.tables`), and codes or decodes the batch's values with them in one
 stream, in the order the sampler draws them (the draw's sub-pixels in row-major order: the
 same on both sides, since both run the same loop on the same batch layout). One stream per
 batch, not per image, spends the coder's flush (a few bytes) once per batch. The carriers
 (the noise a sampler would have drawn) say which image a sub-pixel belongs to, and for the
 encoder its true value.
 
-Quantization: constriction's `Categorical(perfect=False)` rounds each table to integer
-frequencies of a 24-bit total, deterministically (integer and float64 arithmetic in a fixed
+Quantization: constriction's `Categorical(perfect=False)` rounds each table of exact integer
+weights to frequencies of a 24-bit total, deterministically (IEEE float64 arithmetic in a fixed
 order), and gives every value at least frequency 1 (its "leaky" quantization), so a value
 the model thinks impossible still codes, at about 24 bits.
 """
@@ -23,16 +23,10 @@ import constriction
 import numpy as np
 
 from spn_tf import sampling
+from spn_tf.codec import tables
 
 FAMILY = constriction.stream.model.Categorical(perfect=False)
 BASE = sampling.CARRIER_BASE
-
-
-def probabilities(logits):
-    """float64 `(n, K)` unnormalized probabilities of float32 value logits `(..., K)` (the
-    coder normalizes them); a pure function of the logits' bits."""
-    x = np.asarray(logits, np.float64).reshape(-1, logits.shape[-1])
-    return np.exp(x - x.max(axis=1, keepdims=True))
 
 
 def _carriers(values):
@@ -50,11 +44,11 @@ class _Coder:
         self._progress, self._last = progress, time.monotonic()
 
     def _rows(self, logits, carriers):
-        """`(probabilities (n, K), rows (n,), carried values (n,))` of one draw."""
+        """`(integer weights (n, K), rows (n,), carried values (n,))` of one draw."""
         rows, values = np.divmod(np.asarray(carriers, np.int64).reshape(-1), BASE)
         if rows.size and (rows.min() < 0 or rows.max() >= self.batch):
             raise RuntimeError(f"a draw carried rows outside [0, {self.batch}).")
-        return probabilities(logits), rows, values
+        return tables.frequencies(logits), rows, values
 
     def _report(self, count):
         self.coded += count

@@ -149,12 +149,12 @@ class CausalSelfAttention(keras.layers.Layer):
         """Zero key and value caches for `step` over a sequence of `length` pixels.
 
         Returns:
-          `(keys, values)`: float32 `(B, length, num_heads, key_dim)` and
-          `(B, length, num_heads, value_dim)`.
+          `(keys, values)`: `(B, length, num_heads, key_dim)` and
+          `(B, length, num_heads, value_dim)` in the compute dtype.
         """
-        heads = self.num_heads
-        return (ops.zeros((batch_size, length, heads, self.attention.key_dim)),
-                ops.zeros((batch_size, length, heads, self.attention.value_dim)))
+        heads, dtype = self.num_heads, self.compute_dtype
+        return (ops.zeros((batch_size, length, heads, self.attention.key_dim), dtype),
+                ops.zeros((batch_size, length, heads, self.attention.value_dim), dtype))
 
     def step(self, previous, position, cache):
         """The output at one pixel from the keys and values of the pixels before it.
