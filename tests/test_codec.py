@@ -244,34 +244,47 @@ def test_near_zero_probabilities_still_code_every_value():
     np.testing.assert_array_equal(decoder.draw(logits, decoder.noise(values.shape)), values)
 
 
-def test_cli_round_trip_and_refusals(tmp_path):
+def test_cli_on_a_folder_of_any_size(tmp_path):
+    """A folder of PNGs of odd sizes (and one strip narrower than the model) compresses into
+    one file and decompresses under the same names; refusals are one line."""
     from PIL import Image
     model = models.build("raster", 4, channels=3, bits=3, preset="tiny")
     model.save(str(tmp_path / "model.keras"))
-    images = _images(2, 4, 3, 3).astype(np.uint8)
-    for i, image in enumerate(images):
-        Image.fromarray(image).save(tmp_path / f"{i}.png")
+    (tmp_path / "photos").mkdir()
+    images = {"a.png": _images(1, 4, 3, 3)[0], "b.png": RNG.integers(0, 8, (7, 5, 3)),
+              "strip.png": RNG.integers(0, 8, (1, 9, 3))}
+    for name, image in images.items():
+        Image.fromarray(image.astype(np.uint8)).save(tmp_path / "photos" / name)
 
     def run(*args):
         return subprocess.run([sys.executable, "-m", "spn_tf.codec", *args,
                                f"--model_dir={tmp_path}"], cwd=tmp_path, capture_output=True,
                               text=True)
-    result = run("compress", "0.png", "1.png", "--out=both.spnc")
+    result = run("compress", "photos", "--out=all.spnc")
     assert result.returncode == 0, result.stderr
-    assert "0.png: model -log2 p(x)" in result.stderr
-    assert "bits/sub-pixel coded over 2 images (header and table included" in result.stderr
-    result = run("decompress", "both.spnc", "--out=decoded")
+    assert "photos/b.png: 5x7, model -log2 p(x)" in result.stderr
+    assert "strip.png: 9x1" in result.stderr and "stored raw" in result.stderr
+    assert "bits/sub-pixel over 3 images" in result.stderr
+    result = run("decompress", "all.spnc", "--out=decoded")
     assert result.returncode == 0, result.stderr
-    for i, image in enumerate(images):
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "decoded" /
-                                                            f"image_{i:03d}.png")), image)
-    result = run("decompress", "0.png", "--out=x")
+    for name, image in images.items():
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "decoded" / name)),
+                                      image)
+    result = run("decompress", "photos/a.png", "--out=x")
     assert result.returncode == 1 and "not an spn_tf.codec file" in result.stderr
-    Image.fromarray((images[0] * 32).astype(np.uint8)).save(tmp_path / "deep.png")
+    result = run("decompress", "all.spnc", "--out=one.png")
+    assert result.returncode == 1 and "holds 3 images: give --out a directory" in result.stderr
+    (tmp_path / "empty").mkdir()
+    result = run("compress", "empty", "--out=none.spnc")
+    assert result.returncode == 1 and "holds no PNG files" in result.stderr
+    Image.fromarray((images["a.png"] * 32).astype(np.uint8)).save(tmp_path / "deep.png")
     with pytest.raises(ValueError, match="--reduce_bits"):
         read_lossless(str(tmp_path / "deep.png"), model, reduce=False)
     np.testing.assert_array_equal(read_lossless(str(tmp_path / "deep.png"), model, True),
-                                  images[0])
+                                  images["a.png"])
+    Image.fromarray(images["a.png"][..., 0].astype(np.uint8)).save(tmp_path / "gray.png")
+    with pytest.raises(ValueError, match="has 1 channels; this model codes 3"):
+        read_lossless(str(tmp_path / "gray.png"), model, reduce=False)
 
 
 @pytest.mark.parametrize("head", ["categorical", "logistic_mixture"])

@@ -1,16 +1,19 @@
-"""Lossless compression with a model's exact likelihood: `encode(model, images) -> bytes`,
-`decode(model, data) -> images`.
+"""Lossless compression with a model's exact likelihood: `encode(model, examples) -> bytes`,
+`decode(model, data) -> examples` for examples of the model's own shape, and
+`encode_images(model, images) -> bytes`, `decode_images(model, data) -> images` for images
+of any size, cut into tiles of the model's size (`spn_tf.codec.tiling`).
 
-An image costs about `-log2 p(x)` bits (the model's likelihood) plus its share of the
+An example costs about `-log2 p(x)` bits (the model's likelihood) plus its share of the
 container's header (`spn_tf.codec.container`) and of its coding batch's table entry and
 coder flush (about 10 bytes a batch). Coding runs the model's own sampler with a range coder
-in place of randomness (`run_sampler(mode="coding")`, `spn_tf.codec.entropy`): the decoder follows the model's order (raster pixel by pixel with
-the cached loop, an SPN slice by slice, multiscale group by group in O(log N) network calls,
-video frame by frame), and the encoder runs the very same loop, fed the true values, so both
-compute the same probabilities from the same graph, batch layout and order. That makes the
-round trip exact on the same build and machine kind (BUILD_NOTES.md says what is and is not
-guaranteed); a CRC-32 of each coding batch's pixels turns any difference into an error,
-never into wrong pixels.
+in place of randomness (`run_sampler(mode="coding")`, `spn_tf.codec.entropy`): the decoder
+follows the model's order (raster pixel by pixel with the cached loop, an SPN slice by slice,
+multiscale group by group in O(log N) network calls, video frame by frame), and the encoder
+runs the very same loop, fed the true values. Both run the model's float64 copy
+(`coding_model`) and turn its logits into integer tables on a grid (`spn_tf.codec.tables`),
+so a file decodes the same under another oneDNN setting, thread count or machine (BUILD_NOTES.md
+says what is and is not guaranteed); a CRC-32 of each coding batch's pixels turns any
+difference left into an error, never into wrong pixels.
 """
 
 import weakref
@@ -20,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from spn_tf import sampling
-from spn_tf.codec import container
+from spn_tf.codec import container, tiling
 from spn_tf.codec.entropy import Decoder, Encoder
 
 DEFAULT_BATCH = 16
@@ -58,32 +61,106 @@ def _numpy_cond(cond):
             for key, value in (cond or {}).items()}
 
 
+def _check_batch(batch_size):
+    if not 1 <= batch_size < sampling.MAX_CODED_ROWS:
+        raise ValueError(f"batch_size must be in [1, {sampling.MAX_CODED_ROWS}), got "
+                         f"{batch_size}.")
+
+
 def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
-    """Compresses examples losslessly.
+    """Compresses examples of the model's own shape losslessly.
 
     Args:
       model: an spn_tf model (any kind).
       images: int `(N, *model.example_shape)` in `[0, 2**model.bits)` (clips for video).
       cond: the conditioning the model takes, N rows (decoding needs the same).
       batch_size: examples coded together (the decoder uses the same layout).
-      progress: None or `progress(values coded so far)`, every few seconds.
+      progress: None or `progress(values coded so far, values in all)`, every few seconds.
 
     Returns:
       bytes: the container (`spn_tf.codec.container`).
     """
     images, cond = model.check_inputs(images, cond)
-    if not 1 <= batch_size < sampling.MAX_CODED_ROWS:
-        raise ValueError(f"batch_size must be in [1, {sampling.MAX_CODED_ROWS}), got "
-                         f"{batch_size}.")
-    images = images.numpy()
+    _check_batch(batch_size)
     cond = _numpy_cond(cond)
+    crcs, streams = _encode_examples(model, images.numpy(), cond, batch_size, progress)
+    return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
+                          batch_size, len(images), crcs, streams)
+
+
+def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None,
+                  names=None):
+    """Compresses images of any height and width with a model of one image size.
+
+    Each image is cut into tiles of the model's size, all tiles of all images coded in
+    batches of `batch_size` (`spn_tf.codec.tiling`: overlapping edge tiles, never padding);
+    an image shorter or narrower than the model's size is stored raw, at `bits` bits per
+    sub-pixel. The file records every image's height, width and name.
+
+    Args:
+      model: an spn_tf image model (not video).
+      images: a sequence of int `(H, W, C)` arrays, `C = model.channels`, values in
+        `[0, 2**model.bits)`; sizes may differ.
+      cond: the conditioning the model takes, one row per image (its tiles share it).
+      batch_size, progress: as for `encode`.
+      names: None, or one string per image (e.g. file names), kept in the file.
+
+    Returns:
+      bytes: the container.
+    """
+    if len(model.example_shape) != 3:
+        raise ValueError("encode_images codes images; this model codes clips: use encode.")
+    _check_batch(batch_size)
+    images = [_checked_image(model, image, i) for i, image in enumerate(images)]
+    if not images:
+        raise ValueError("encode_images takes at least one image.")
+    names = [""] * len(images) if names is None else [str(name) for name in names]
+    if len(names) != len(images):
+        raise ValueError(f"got {len(names)} names for {len(images)} images.")
+    cond = _numpy_cond(model.check_cond(cond, len(images)))
+    size = model.image_size
+    tiles = [tiling.cut(image, size) for image in images]
+    repeats = [len(t) for t in tiles]
+    tile_cond = {key: np.repeat(value, repeats, axis=0) for key, value in cond.items()}
+    crcs, streams = _encode_examples(model, np.concatenate(tiles), tile_cond, batch_size,
+                                     progress)
+    raw = [image.reshape(-1) for image, n in zip(images, repeats) if not n]
+    raw = container.pack_raw(np.concatenate(raw), model.bits) if raw else b""
+    return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
+                          batch_size, sum(repeats), crcs, streams,
+                          [image.shape[:2] for image in images], names, raw)
+
+
+def _checked_image(model, image, index):
+    image = np.asarray(image)
+    if (image.ndim != 3 or image.shape[2] != model.channels or not image.shape[0]
+            or not image.shape[1]):
+        raise ValueError(f"image {index} has shape {image.shape}; this model codes (H, W, "
+                         f"{model.channels}) images of any H, W >= 1.")
+    if image.dtype.kind not in "iu":
+        raise ValueError(f"image {index} is {image.dtype}; pass integer pixel values.")
+    if image.min() < 0 or image.max() >= model.num_values:
+        raise ValueError(f"image {index} has values in [{image.min()}, {image.max()}]; this "
+                         f"model codes {model.bits}-bit values in [0, {model.num_values - 1}].")
+    return image.astype(np.int32)
+
+
+def _progress_of(progress, done, total):
+    """The coder's `progress(coded in this batch)` as the caller's `progress(done, total)`."""
+    return None if progress is None else (lambda coded: progress(done + coded, total))
+
+
+def _encode_examples(model, examples, cond, batch_size, progress):
+    """`(crcs, streams)`: one per coding batch of checked int examples."""
     coder_model = coding_model(model)
+    total = examples.size
     streams, crcs = [], []
-    for begin in range(0, len(images), batch_size):
-        chunk = images[begin:begin + batch_size]
+    for begin in range(0, len(examples), batch_size):
+        chunk = examples[begin:begin + batch_size]
         raw, draws = coder_model.coding_plan.parts(tf.constant(chunk))
         raw = None if raw is None else np.asarray(raw)
-        coder = Encoder(raw, draws, model.num_values, progress)
+        coder = Encoder(raw, draws, model.num_values,
+                        _progress_of(progress, begin * chunk[0].size, total))
         out = _coded_sample(coder_model, coder, _rows(cond, begin, begin + len(chunk)),
                             coder_model.coding_plan.given(raw), len(chunk)).numpy()
         if not np.array_equal(out, chunk):
@@ -91,8 +168,7 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
                                "(its coding plan disagrees with its sampler): a bug in spn_tf.")
         streams.append(coder.finish())
         crcs.append(container.crc(chunk))
-    return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
-                          batch_size, len(images), crcs, streams)
+    return crcs, streams
 
 
 def _coded_sample(model, coder, cond, given, rows):
@@ -104,8 +180,22 @@ def _coded_sample(model, coder, cond, given, rows):
 
 
 def count(data, model):
-    """The number of examples in `data` (checked as `decode` checks it)."""
-    return container.parse(data, model, container.fingerprint(model)).count
+    """The number of examples (or, for `encode_images`' files, images) in `data` (checked as
+    `decode` checks it)."""
+    box = container.parse(data, model, container.fingerprint(model))
+    return len(box.geometry) or box.count
+
+
+def _checked_cond(model, box, cond, rows):
+    keys = tuple(sorted(cond or {}))
+    if keys != tuple(sorted(box.cond_keys)):
+        raise ValueError(f"the file was encoded with conditioning {list(box.cond_keys) or 'none'}"
+                         f"; got {list(keys) or 'none'}: pass the cond given to encode.")
+    cond = _numpy_cond(model.check_cond(cond, rows))
+    if container.cond_digest(cond) != box.cond_digest:
+        raise ValueError("the conditioning differs from the one the file was encoded with "
+                         "(digest mismatch): pass the cond given to encode, row for row.")
+    return cond
 
 
 def decode(model, data, cond=None, progress=None):
@@ -125,20 +215,54 @@ def decode(model, data, cond=None, progress=None):
         that decode differently than they were encoded (another build or machine kind).
     """
     box = container.parse(data, model, container.fingerprint(model))
-    count = box.count
-    keys = tuple(sorted(cond or {}))
-    if keys != tuple(sorted(box.cond_keys)):
-        raise ValueError(f"the file was encoded with conditioning {list(box.cond_keys) or 'none'}"
-                         f"; got {list(keys) or 'none'}: pass the cond given to encode.")
-    cond = _numpy_cond(model.check_cond(cond, count))
-    if container.cond_digest(cond) != box.cond_digest:
-        raise ValueError("the conditioning differs from the one the file was encoded with "
-                         "(digest mismatch): pass the cond given to encode, row for row.")
+    if box.geometry:
+        raise ValueError("the file holds images of any size (encode_images): decode it with "
+                         "decode_images.")
+    cond = _checked_cond(model, box, cond, box.count)
+    return _decode_examples(model, box, cond, progress)
+
+
+def decode_images(model, data, cond=None, progress=None):
+    """Decompresses what `encode_images` wrote with the same model.
+
+    Returns:
+      `(images, names)`: int32 `(H, W, C)` arrays of the sizes encoded, and their names.
+
+    Raises:
+      ValueError: as `decode`.
+    """
+    box = container.parse(data, model, container.fingerprint(model))
+    if not box.geometry:
+        raise ValueError("the file holds examples of the model's shape (encode): decode it "
+                         "with decode.")
+    cond = _checked_cond(model, box, cond, len(box.geometry))
+    size = model.image_size
+    repeats = [tiling.count(h, w, size) for h, w in box.geometry]
+    tile_cond = {key: np.repeat(value, repeats, axis=0) for key, value in cond.items()}
+    tiles = _decode_examples(model, box, tile_cond, progress)
+    raw_shapes = [(h, w, model.channels) for (h, w), n in zip(box.geometry, repeats) if not n]
+    raw = container.unpack_raw(box.raw, sum(int(np.prod(s)) for s in raw_shapes), model.bits)
+    images, begin, raw_begin = [], 0, 0
+    for (height, width), n in zip(box.geometry, repeats):
+        if n:
+            images.append(tiling.paste(tiles[begin:begin + n], height, width, size))
+        else:
+            values = height * width * model.channels
+            images.append(raw[raw_begin:raw_begin + values].reshape(height, width, -1))
+            raw_begin += values
+        begin += n
+    return images, list(box.names)
+
+
+def _decode_examples(model, box, cond, progress):
+    """int32 `(box.count, *model.example_shape)`: the coded examples of a parsed file."""
     coder_model = coding_model(model)
-    chunks = []
-    for index, begin in enumerate(range(0, count, box.batch)):
-        end = min(count, begin + box.batch)
-        coder = Decoder(box.streams[index], end - begin, progress)
+    total = box.count * int(np.prod(model.example_shape))
+    chunks = [np.zeros((0, *model.example_shape), np.int32)]
+    for index, begin in enumerate(range(0, box.count, box.batch)):
+        end = min(box.count, begin + box.batch)
+        coder = Decoder(box.streams[index], end - begin,
+                        _progress_of(progress, total * begin // box.count, total))
         raw, _ = coder_model.coding_plan.parts(
             tf.zeros([end - begin, *model.example_shape], tf.int32))
         if raw is not None:
@@ -154,8 +278,7 @@ def decode(model, data, cond=None, progress=None):
             raise ValueError(
                 f"examples {begin}-{end - 1} decoded to other values than were encoded (CRC "
                 f"mismatch): the probabilities computed here differ from the encoder's "
-                f"(the round trip is exact on the same spn_tf build and machine kind; see "
-                f"BUILD_NOTES.md), or the file was rewritten under a new checksum. Nothing "
-                f"wrong was returned.")
+                f"(see BUILD_NOTES.md on what decodes the same where), or the file was "
+                f"rewritten under a new checksum. Nothing wrong was returned.")
         chunks.append(out)
     return np.concatenate(chunks)

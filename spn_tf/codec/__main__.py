@@ -1,17 +1,19 @@
 """`python -m spn_tf.codec compress|decompress`: lossless image files with a trained model.
 
-    python -m spn_tf.codec compress --model_dir=runs/quickstart a.png b.png --out=ab.spnc
-    python -m spn_tf.codec decompress --model_dir=runs/quickstart ab.spnc --out=decoded/
+    python -m spn_tf.codec compress --model_dir=runs/quickstart photos/ a.png --out=all.spnc
+    python -m spn_tf.codec decompress --model_dir=runs/quickstart all.spnc --out=decoded/
 
-`compress` reads PNG (or any lossless image Pillow reads: grayscale or RGB, palette images
-expanded) at the model's size and channels, codes them into one file (`spn_tf.codec`), and
-prints each image's coded bits per sub-pixel beside the model's `-log2 p(x)` per sub-pixel
-and the file's total. Values must lie below `2**bits` of the model: the codec is lossless and
-drops no bits unless `--reduce_bits` says so (then the coded image is the reduced one).
-`decompress` writes the images as 8-bit PNGs holding the coded values: into `--out` when it
-ends in `.png` (one image), else into the directory `--out` as `image_000.png`, ...
+`compress` reads PNG files, and every PNG of a folder (or any lossless image Pillow reads:
+grayscale or RGB, palette images expanded), of any size, with the model's channels; codes them
+into one file (`spn_tf.codec.encode_images`: tiles of the model's size), and prints each
+image's `-log2 p(x)` per sub-pixel under the model and the file's coded bits per sub-pixel.
+Values must lie below `2**bits` of the model: the codec is lossless and drops no bits unless
+`--reduce_bits` says so (then the coded image is the reduced one).
+`decompress` writes the images as 8-bit PNGs holding the coded values, under the file names
+they had: into `--out` when it ends in `.png` (one image), else into the directory `--out`.
 A class-conditional model takes `--labels`, a text-conditional one `--captions` (as
-`spn_tf.sample`; decompress needs the same). Progress is logged every few seconds.
+`spn_tf.sample`; decompress needs the same). Progress (done, elapsed, time left) is logged
+every few seconds.
 """
 
 import os
@@ -23,6 +25,7 @@ from absl import app, flags, logging
 from PIL import Image
 
 from spn_tf import cli, codec
+from spn_tf.codec import tiling
 from spn_tf.orderings import reduce_bits
 from spn_tf.run_folder import load_checkpoint
 
@@ -56,11 +59,9 @@ def read_lossless(path, model, reduce):
     except (OSError, Image.DecompressionBombError) as error:
         raise ValueError(f"{path} could not be read as an image ({error}).") from None
     pixels = pixels[..., None] if pixels.ndim == 2 else pixels
-    side = model.image_size
-    if pixels.shape != (side, side, model.channels):
-        raise ValueError(f"{path} is {pixels.shape[1]}x{pixels.shape[0]} with "
-                         f"{pixels.shape[2]} channels; this model codes {side}x{side} with "
-                         f"{model.channels} (the codec does not resize).")
+    if pixels.shape[2] != model.channels:
+        raise ValueError(f"{path} has {pixels.shape[2]} channels; this model codes "
+                         f"{model.channels} ({'grayscale' if model.channels == 1 else 'RGB'}).")
     if pixels.max() >= model.num_values:
         if not reduce:
             raise ValueError(
@@ -72,14 +73,44 @@ def read_lossless(path, model, reduce):
 
 
 class Progress:
-    """Logs the values coded so far, every few seconds."""
+    """Logs the sub-pixels coded so far, the time spent and the time left, every few
+    seconds."""
 
     def __init__(self):
         self.start = time.time()
 
-    def __call__(self, coded):
-        logging.info("  coded %d sub-pixel values of this batch (%.0f s)", coded,
-                     time.time() - self.start)
+    def __call__(self, done, total):
+        elapsed = time.time() - self.start
+        left = elapsed * (total - done) / done if done else float("nan")
+        logging.info("  coded %d of %d sub-pixels (%.0f%%), %.0f s, about %.0f s left", done,
+                     total, 100 * done / max(total, 1), elapsed, left)
+
+
+def image_paths(paths):
+    """The files of `paths`, each folder replaced by its PNG files (sorted)."""
+    files = []
+    for path in paths:
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, name) for name in os.listdir(path)
+                           if name.lower().endswith(".png"))
+            if not found:
+                raise ValueError(f"the folder {path} holds no PNG files.")
+            files += found
+        elif os.path.isfile(path):
+            files.append(path)
+        else:
+            raise ValueError(f"{path}: no such file or folder.")
+    return files
+
+
+def _model_bits(model, image):
+    """`-log2 p(x)` of an image as the codec codes it: its tiles under the model, or
+    `bits` per sub-pixel where it is stored raw."""
+    tiles = tiling.cut(image, model.image_size)
+    if not len(tiles):
+        return float(image.size * model.bits)
+    return float(sum(-model.log_prob(tiles[i:i + 64]).numpy().sum() / np.log(2)
+                     for i in range(0, len(tiles), 64)))
 
 
 def load(model_dir):
@@ -92,27 +123,50 @@ def load(model_dir):
 
 def compress(model_dir, paths, out, batch_size, reduce, labels, captions):
     if not paths:
-        raise ValueError("compress takes the image files to code: ... compress a.png b.png.")
+        raise ValueError("compress takes the image files or folders to code: ... compress "
+                         "a.png photos/.")
     model = load(model_dir)
-    images = np.stack([read_lossless(p, model, reduce) for p in paths])
+    paths = image_paths(paths)
+    images = [read_lossless(p, model, reduce) for p in paths]
     cond = {**cli.labels_cond(model, len(paths), labels),
             **cli.captions_cond(model, len(paths), captions)} or None
     start = time.time()
-    data = codec.encode(model, images, cond, batch_size, Progress())
+    data = codec.encode_images(model, images, cond, batch_size, Progress(),
+                               [os.path.basename(p) for p in paths])
     elapsed = time.time() - start
     with open(out + ".partial", "wb") as f:  # a failed write leaves no half file at `out`
         f.write(data)
     os.replace(out + ".partial", out)
-    bits = -model.log_prob(images, cond).numpy() / np.log(2)
-    dims = model.num_dims
-    for path, info in zip(paths, bits):
-        logging.info("%s: model -log2 p(x) %.4f bits/sub-pixel", path, info / dims)
-    logging.info("wrote %s: %d bytes, %.4f bits/sub-pixel coded over %d images (header and "
-                 "table included: %.2f%% over -log2 p(x)); model -log2 p(x) %.4f; %.1f s", out,
-                 len(data), 8 * len(data) / (dims * len(paths)), len(paths),
-                 100 * (8 * len(data) / bits.sum() - 1), bits.sum() / (dims * len(paths)),
-                 elapsed)
+    if cond is None:  # (conditioned models: the likelihood per image needs each tile's row)
+        bits = [_model_bits(model, image) for image in images]
+        for path, image, info in zip(paths, images, bits):
+            logging.info("%s: %dx%d, model -log2 p(x) %.4f bits/sub-pixel%s", path,
+                         image.shape[1], image.shape[0], info / image.size,
+                         "" if len(tiling.cut(image, model.image_size)) else " (stored raw: "
+                         "smaller than the model's tiles)")
+    dims = sum(image.size for image in images)
+    megapixels = sum(image.shape[0] * image.shape[1] for image in images) / 1e6
+    logging.info("wrote %s: %d bytes, %.4f bits/sub-pixel over %d images (header, tables and "
+                 "overlapping tiles included)%s; %.1f s (%.1f s/megapixel)", out, len(data),
+                 8 * len(data) / dims, len(paths),
+                 "" if cond is not None else "; model -log2 p(x) %.4f" % (sum(bits) / dims),
+                 elapsed, elapsed / megapixels)
     return data
+
+
+def _target_names(names, out):
+    """Where decompress writes each image: its stored name (a plain PNG file name), else
+    `image_000.png`, ...; the same name twice gets a numbered suffix."""
+    targets, seen = [], set()
+    for i, name in enumerate(names):
+        base = os.path.basename(name)
+        if not base or base in (".", "..") or not base.lower().endswith(".png"):
+            base = f"image_{i:03d}.png"
+        if base in seen:
+            base = f"{base[:-4]}_{i:03d}.png"
+        seen.add(base)
+        targets.append(os.path.join(out, base))
+    return targets
 
 
 def decompress(model_dir, paths, out, labels, captions):
@@ -122,22 +176,24 @@ def decompress(model_dir, paths, out, labels, captions):
     with open(paths[0], "rb") as f:
         data = f.read()
     count = codec.count(data, model)
+    if out.lower().endswith(".png") and count != 1:
+        raise ValueError(f"{paths[0]} holds {count} images: give --out a directory.")
     cond = {**cli.labels_cond(model, count, labels),
             **cli.captions_cond(model, count, captions)} or None
     start = time.time()
-    images = codec.decode(model, data, cond, Progress())
+    images, names = codec.decode_images(model, data, cond, Progress())
     if out.lower().endswith(".png"):
-        if count != 1:
-            raise ValueError(f"{paths[0]} holds {count} images: give --out a directory.")
         targets = [out]
     else:
         os.makedirs(out, exist_ok=True)
-        targets = [os.path.join(out, f"image_{i:03d}.png") for i in range(count)]
+        targets = _target_names(names, out)
     for image, target in zip(images, targets):
         Image.fromarray(image.astype(np.uint8).squeeze(-1) if model.channels == 1
                         else image.astype(np.uint8)).save(target)
-    logging.info("decoded %d images (%.1f s) into %s", count, time.time() - start,
-                 out if len(targets) > 1 else targets[0])
+    elapsed = time.time() - start
+    megapixels = sum(image.shape[0] * image.shape[1] for image in images) / 1e6
+    logging.info("decoded %d images (%.1f s, %.1f s/megapixel) into %s", count, elapsed,
+                 elapsed / megapixels, out if len(targets) > 1 else targets[0])
     return images
 
 

@@ -7,12 +7,17 @@ only: no pickle, nothing executed):
     | rank u8 | example shape: rank varints | bits u8
     | conditioning keys u8 (bit mask of COND_KEYS) | conditioning digest 8 B (only if any key)
     | coding batch varint | examples varint
+    | images varint: 0 for examples of the model's shape (`encode`), else per image (of any
+      size: `encode_images`) its height, width and name length varints and its name (UTF-8)
     | per coding batch: stream words varint, CRC-32 of the batch's pixels u32
-    | the streams (32-bit words) | SHA-256 of everything before, first 8 B
+    | the streams (32-bit words)
+    | raw values: the images with no tile (`spn_tf.codec.tiling`), `bits` bits a value
+    | SHA-256 of everything before, first 8 B
 
-An unconditioned 32x32x3 file costs 37 bytes of header and checksum, plus per coding batch
-~6 bytes of table and the coder's flush of 4-8 bytes (`header_bytes`); the conditioning
-digest adds 8 bytes to a conditioned file.
+The examples of an images file are the tiles of its images, in order. An unconditioned file of
+32x32x3 examples costs 38 bytes of header and checksum, plus per coding batch ~6 bytes of
+table and the coder's flush of 4-8 bytes (`header_bytes`); a file of images adds 3 bytes and
+its name per image; the conditioning digest adds 8 bytes to a conditioned file.
 Reading checks, in order: the length and checksum (a truncated or altered file), the magic
 and version, the example shape and bits against the model's, the fingerprint, the
 conditioning; the stream sizes must add up to the file's length, so a header can claim no
@@ -28,10 +33,11 @@ import zlib
 
 import numpy as np
 
+from spn_tf.codec import tiling
 from spn_tf.inputs import COND_KEYS  # bit i of the conditioning-keys byte is COND_KEYS[i]
 
 MAGIC = b"SPNC"
-VERSION = 2
+VERSION = 3
 _CHECKSUM = 8
 _HEAD = struct.Struct("<4sB16sB")
 _DIGEST = 8
@@ -51,6 +57,9 @@ class Container:
     count: int
     crcs: list  # one per coding batch
     streams: list  # one per coding batch
+    geometry: tuple = ()  # images files: (height, width) per image
+    names: tuple = ()  # images files: a name per image ("" for none)
+    raw: bytes = b""  # images files: the raw values of the images with no tile
 
 
 def fingerprint(model):
@@ -114,26 +123,55 @@ def _read_varint(body, offset):
     raise ValueError("the header holds a number longer than 64 bits: not an spn_tf.codec file.")
 
 
-def header_bytes(example_shape, cond, batch, count, streams=None):
-    """Bytes of a file besides the coded values' words: header, table, checksum (`streams`:
-    the batches' word counts, default one word each for the table's size)."""
+def _geometry_bytes(geometry, names):
+    return _varint(len(geometry)) + b"".join(
+        _varint(height) + _varint(width) + _varint(len(name.encode())) + name.encode()
+        for (height, width), name in zip(geometry, names))
+
+
+def header_bytes(example_shape, cond, batch, count, streams=None, geometry=(), names=()):
+    """Bytes of a file besides the coded values' words and raw values: header, table,
+    checksum (`streams`: the batches' word counts, default one word each for the table's
+    size; `geometry`, `names`: an images file's)."""
     batches = -(-count // batch)
     streams = streams or [1] * batches
     table = sum(len(_varint(words)) + 4 for words in streams)
     return (_HEAD.size + sum(len(_varint(d)) for d in example_shape) + 2
-            + (_DIGEST if cond else 0) + len(_varint(batch)) + len(_varint(count)) + table
+            + (_DIGEST if cond else 0) + len(_varint(batch)) + len(_varint(count))
+            + len(_geometry_bytes(geometry, names or [""] * len(geometry))) + table
             + _CHECKSUM)
 
 
-def pack(model_fingerprint, example_shape, bits, cond, batch, count, crcs, streams):
+def raw_bytes(geometry, channels, bits, size):
+    """Bytes of the raw values of the images of `geometry` with no tile of `size`."""
+    values = sum(h * w * channels for h, w in geometry if not tiling.count(h, w, size))
+    return -(-values * bits // 8)
+
+
+def pack_raw(values, bits):
+    """int values `(n,)` below `2**bits` as `bits` bits each, most significant first."""
+    bits_of = (np.asarray(values, np.uint8)[:, None] >> np.arange(bits - 1, -1, -1)) & 1
+    return np.packbits(bits_of.astype(np.uint8).reshape(-1)).tobytes()
+
+
+def unpack_raw(data, count, bits):
+    """int32 `(count,)`: the values of `pack_raw`."""
+    bits_of = np.unpackbits(np.frombuffer(data, np.uint8))[:count * bits].reshape(count, bits)
+    return (bits_of.astype(np.int32) << np.arange(bits - 1, -1, -1)).sum(axis=1, dtype=np.int32)
+
+
+def pack(model_fingerprint, example_shape, bits, cond, batch, count, crcs, streams,
+         geometry=(), names=(), raw=b""):
     """The file's bytes: `count` examples coded in batches of `batch`, one stream and one
-    CRC-32 (`crc` of the batch's examples) per batch."""
+    CRC-32 (`crc` of the batch's examples) per batch; for an images file, their `geometry`,
+    `names` and `raw` values (`pack_raw`)."""
     mask = sum(1 << COND_KEYS.index(key) for key in cond or {})
     parts = [_HEAD.pack(MAGIC, VERSION, model_fingerprint, len(example_shape)),
              b"".join(_varint(d) for d in example_shape), bytes([bits, mask]),
-             cond_digest(cond) if mask else b"", _varint(batch), _varint(count)]
+             cond_digest(cond) if mask else b"", _varint(batch), _varint(count),
+             _geometry_bytes(geometry, names or [""] * len(geometry))]
     parts += [_varint(len(s) // 4) + struct.pack("<I", c) for s, c in zip(streams, crcs)]
-    body = b"".join(parts + list(streams))
+    body = b"".join(parts + list(streams) + [raw])
     return body + hashlib.sha256(body).digest()[:_CHECKSUM]
 
 
@@ -186,12 +224,18 @@ def parse(data, model, model_fingerprint):
         digest, offset = body[offset:offset + _DIGEST], offset + _DIGEST
     batch, offset = _read_varint(body, offset)
     count, offset = _read_varint(body, offset)
+    geometry, names, offset = _read_geometry(body, offset, shape[0] if shape else 0)
     batches = -(-count // batch) if batch else 0
     # Each batch takes at least 5 bytes of table: a count the bytes cannot hold is refused
     # before anything is allocated for it.
-    if not 1 <= batch < MAX_BATCH or count < 1 or offset + 5 * batches > len(body):
+    if (not 1 <= batch < MAX_BATCH or count < (0 if geometry else 1)
+            or offset + 5 * batches > len(body)):
         raise ValueError(f"the header's {count} examples (coding batch {batch}) do not fit "
                          f"the file's {len(data)} bytes.")
+    if geometry and (len(shape) != 3 or count != sum(
+            tiling.count(height, width, shape[0]) for height, width in geometry)):
+        raise ValueError("the header's images do not cut into its examples: not an "
+                         "spn_tf.codec file.")
     sizes, crcs = [], []
     for _ in range(batches):
         words, offset = _read_varint(body, offset)
@@ -200,7 +244,8 @@ def parse(data, model, model_fingerprint):
         sizes.append(4 * words)
         crcs.append(struct.unpack_from("<I", body, offset)[0])
         offset += 4
-    if offset + sum(sizes) != len(body):
+    raw = raw_bytes(geometry, shape[-1], bits, shape[0]) if geometry else 0
+    if offset + sum(sizes) + raw != len(body):
         raise ValueError("the header's stream sizes do not add up to the file's length.")
     streams = []
     for size in sizes:
@@ -208,4 +253,27 @@ def parse(data, model, model_fingerprint):
         offset += size
     keys = tuple(key for i, key in enumerate(COND_KEYS) if mask >> i & 1)
     return Container(stored_fingerprint, tuple(shape), bits, keys, digest, batch, count, crcs,
-                     streams)
+                     streams, tuple(geometry), tuple(names), body[offset:])
+
+
+def _read_geometry(body, offset, size):
+    """`(geometry, names, offset after them)`; checks that the tiles add up to the examples
+    is the caller's."""
+    images, offset = _read_varint(body, offset)
+    if offset + 3 * images > len(body):  # each image takes at least 3 bytes
+        raise ValueError(f"the header's {images} images do not fit the file's bytes.")
+    geometry, names = [], []
+    for _ in range(images):
+        height, offset = _read_varint(body, offset)
+        width, offset = _read_varint(body, offset)
+        length, offset = _read_varint(body, offset)
+        if not height or not width or offset + length > len(body):
+            raise ValueError("the header's image sizes are not those of an spn_tf.codec file.")
+        try:
+            names.append(body[offset:offset + length].decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ValueError("the header's image names are not UTF-8: not an spn_tf.codec "
+                             "file.") from None
+        geometry.append((height, width))
+        offset += length
+    return geometry, names, offset
