@@ -1,135 +1,139 @@
-"""`spn_tf.codec` against PNG, WebP lossless and JPEG XL lossless on held-out photos.
+"""`spn_tf.codec` against PNG, WebP lossless and JPEG XL lossless, in real file sizes.
 
-Each kind (`--kinds`, default raster, spn, multiscale, upscaling; `small` presets with the
-discretized logistic mixture head, 32x32x3 at 8 bits) trains on the embedded photos for
-`--train_seconds` of wall-clock (Adam 1e-3, batches of 16: `heads.Trainer`), then codes
-held-out crops (`data.embedded_arrays("test")`: one crop per photo, from strips no training
-crop touches) and two images unlike the photos (synthetic: a two-colour checkerboard of 4x4
-squares and a smooth diagonal gradient; observed, they are where a photo-trained model loses).
+Two held-out domains, each trained the way a user would (`--dataset=folder_crops:`: random
+crops of the model's size at full resolution, from a folder of PNGs written here) for at most
+`--train_cpu_seconds` of CPU time (default 600: 10 CPU-minutes; Adam 1e-3, batches of 16;
+`small` presets with the discretized logistic mixture head, 8 bits):
+  * photos — RGB, a 32 model trained on scikit-image's ten full-size photos (the originals of
+    the embedded ones), coding the held-out stereo pair `skimage.data.stereo_motorcycle()`
+    (left and right, 741x500 each) at full size: 24 x 16 tiles an image, edge tiles
+    overlapping;
+  * faces — grayscale, a 16 model trained on the first 150 of scikit-image's `lfw_subset`
+    (25x25 faces and non-faces, a small-image set that ships in a package), coding the other
+    50 (4 overlapping tiles an image: the price of tiling at this size is measured);
+    the raster kind is also run on the whole image (the same weights, built at 25x25: it is
+    fully convolutional), which measures the context lost at tile edges.
+Classical codecs (`classical.py`: strongest lossless settings, each decoded and checked) code
+each image as its own file and, their best case, all held-out images of a set as one mosaic.
+Ours: one file per set (`spn_tf.codec.encode_images`, its header, tables, names and overlap
+included), decoded and checked; encode and decode seconds per megapixel on this machine.
 
-Per image and codec, bits per sub-pixel of one file holding that image alone (headers
-included: what a user stores), and ours also as the model's `-log2 p(x)` and as the coded
-stream alone (the checks: stream within 1% + 64 bits of `-log2 p(x)`). PNG: Pillow,
-`optimize=True`; WebP: Pillow, `lossless=True, quality=100, method=6` (its slowest, best);
-JPEG XL: `imagecodecs.jpegxl_encode(lossless=True, effort=9)` where imagecodecs installs
-(`pip install imagecodecs`; skipped with a note otherwise). Seconds per image: ours for the
-whole batch of held-out images coded together (one file, batch = all), divided by their
-number; the others per image.
-
-Usage: python benchmarks/codec.py [--kinds raster spn] [--train_seconds 240] [--json out]
+Usage: python benchmarks/codec.py [--kinds multiscale spn] [--train_cpu_seconds 600]
+       [--sets photos faces] [--json out]   (needs `pip install -e .[bench]`)
 """
 
 import argparse
-import io
 import json
+import os
+import tempfile
 import time
 
 import spn_tf  # noqa: F401  (first: it silences TensorFlow's start-up lines)
 import numpy as np
 from PIL import Image
+from skimage import data as skdata
 
-from heads import BITS, CHANNELS, SIZE, Trainer
+import classical
+from heads import Trainer
 from spn_tf import codec, data, models
 
-try:
-    import imagecodecs
-except ImportError:  # an optional benchmark dependency
-    imagecodecs = None
+TRAIN_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
+                "immunohistochemistry", "brick", "grass", "gravel")
 
 
-def unlike_photos():
-    """uint8 `(2, SIZE, SIZE, 3)`: a checkerboard of two colours and a diagonal gradient."""
-    ii, jj = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
-    board = np.where(((ii // 4 + jj // 4) % 2)[..., None] == 0, [200, 40, 40], [30, 30, 160])
-    ramp = np.stack([ii * 8, jj * 8, (ii + jj) * 4], -1)
-    return np.stack([board, ramp]).clip(0, 255).astype(np.uint8)
+def photos():
+    """`(train, held-out)`: uint8 `(H, W, 3)` lists."""
+    train = [np.asarray(getattr(skdata, name)()) for name in TRAIN_PHOTOS]
+    train = [np.repeat(x[..., None], 3, -1) if x.ndim == 2 else x[..., :3] for x in train]
+    left, right, _ = skdata.stereo_motorcycle()
+    return train, [left, right]
 
 
-def pillow_bytes(image, **options):
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, **options)
-    return len(buffer.getvalue())
+def faces():
+    """`(train, held-out)`: uint8 `(25, 25, 1)` lists."""
+    faces = np.round(skdata.lfw_subset() * 255).astype(np.uint8)[..., None]
+    return list(faces[:150]), list(faces[150:])
 
 
-BASELINES = {
-    "PNG": lambda x: pillow_bytes(x, format="PNG", optimize=True),
-    "WebP lossless": lambda x: pillow_bytes(x, format="WEBP", lossless=True, quality=100,
-                                            method=6),
-}
-if imagecodecs is not None:
-    BASELINES["JPEG XL lossless"] = lambda x: len(imagecodecs.jpegxl_encode(
-        x, lossless=True, effort=9))
+SETS = {"photos": (photos, 32, 3), "faces": (faces, 16, 1)}
 
 
-def baseline_rows(images):
+def train(kind, images, size, channels, cpu_seconds, folder):
+    """A model trained on crops of `images` (written as PNGs into `folder`)."""
+    for i, image in enumerate(images):
+        Image.fromarray(image.squeeze(-1) if channels == 1 else image).save(
+            os.path.join(folder, f"{i:03d}.png"))
+    model = models.build(kind, size, channels=channels, bits=8, preset="small",
+                         head="logistic_mixture")
+    model.build()
+    batches = iter(data.load(f"folder_crops:{folder}", "train", image_size=size, bits=8,
+                             channels=channels, batch_size=16, repeat=True))
+    trainer = Trainer(model, batches)
+    trainer.train_for(cpu_seconds, clock=time.process_time)
+    return model, trainer.steps
+
+
+def ours(model, images, batch_size=64):
+    megapixels = sum(x.shape[0] * x.shape[1] for x in images) / 1e6
+    start = time.perf_counter()
+    coded = codec.encode_images(model, images, batch_size=batch_size)
+    encode_s = time.perf_counter() - start
+    start = time.perf_counter()
+    decoded, _ = codec.decode_images(model, coded)
+    decode_s = time.perf_counter() - start
+    assert all(np.array_equal(a, b) for a, b in zip(decoded, images)), "round trip failed"
+    return {"bytes": len(coded), "encode_s_per_mp": encode_s / megapixels,
+            "decode_s_per_mp": decode_s / megapixels}
+
+
+def whole_raster(model, images):
+    """The raster model's weights built at the images' (square) size: one tile an image."""
+    side = images[0].shape[0]
+    whole = models.build("raster", side, channels=model.channels, bits=8, preset="small",
+                         head="logistic_mixture")
+    whole.build()
+    whole.set_weights(model.get_weights())
+    return ours(whole, images)
+
+
+def run_set(name, kinds, cpu_seconds):
+    load, size, channels = SETS[name]
+    train_images, held_out = load()
+    dims = sum(x.size for x in held_out)
     rows = {}
-    for name, size_of in BASELINES.items():
-        start = time.perf_counter()
-        sizes = [size_of(x) for x in images]
-        rows[name] = {"bits": [8 * s / images[0].size for s in sizes],
-                      "encode_s": (time.perf_counter() - start) / len(images)}
+    for codec_name in classical.available():
+        rows[codec_name] = {"bytes": sum(classical.sizes(x)[codec_name] for x in held_out)}
+    if len({x.shape for x in held_out}) == 1:
+        mosaic = classical.mosaic(held_out)
+        for codec_name, size_bytes in classical.sizes(mosaic).items():
+            rows[codec_name + " (one mosaic)"] = {"bytes": size_bytes}
+    for kind in kinds:
+        with tempfile.TemporaryDirectory() as folder:
+            model, steps = train(kind, train_images, size, channels, cpu_seconds, folder)
+        label = f"spn_tf {kind} ({model.count_params():,} params, {steps} steps)"
+        rows[label] = ours(model, held_out)
+        if kind == "raster" and held_out[0].shape[0] == held_out[0].shape[1]:
+            rows[label + ", whole image"] = whole_raster(model, held_out)
+        print(f"  {name}: {label} done", flush=True)
+    for row in rows.values():
+        row["bits_per_subpixel"] = 8 * row["bytes"] / dims
     return rows
-
-
-def ours(model, images):
-    """Per image: file bits (the image alone in a file), -log2 p(x), and the bits of one file
-    of all the images (all per sub-pixel); encode and decode seconds per image (all images
-    in one batch)."""
-    images = images.astype(np.int32)
-    dims = images[0].size
-    start = time.perf_counter()
-    data_all = codec.encode(model, images, batch_size=len(images))
-    encode_s = (time.perf_counter() - start) / len(images)
-    start = time.perf_counter()
-    decoded = codec.decode(model, data_all)
-    decode_s = (time.perf_counter() - start) / len(images)
-    assert np.array_equal(decoded, images), "round trip failed"
-    info = -model.log_prob(images).numpy() / np.log(2)
-    file_bits = 8 * len(data_all)
-    single = [8 * len(codec.encode(model, x[None], batch_size=1)) / dims for x in images]
-    return {"bits": single, "batch_file_bits": file_bits / (dims * len(images)),
-            "info_bits": list(info / dims), "batch_file_over_info": file_bits / info.sum(),
-            "encode_s": encode_s,
-            "decode_s": decode_s}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", nargs="+", default=["raster", "spn", "multiscale",
-                                                       "upscaling"])
-    parser.add_argument("--train_seconds", type=float, default=240)
+    parser.add_argument("--kinds", nargs="+", default=["multiscale", "spn"])
+    parser.add_argument("--sets", nargs="+", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--train_cpu_seconds", type=float, default=600)
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
-    held_out, _ = data.embedded_arrays("test", SIZE)
-    held_out = held_out[::32]  # one crop per photo
-    unlike = unlike_photos()
-    report = {"held_out": baseline_rows(held_out), "unlike": baseline_rows(unlike),
-              "models": {}}
-    for kind in args.kinds:
-        model = models.build(kind, SIZE, channels=CHANNELS, bits=BITS, preset="small",
-                             head="logistic_mixture")
-        model.build()  # the optimizer is built on the weights
-        trainer = Trainer(model)
-        trainer.train_for(args.train_seconds)
-        report["models"][kind] = {"params": model.count_params(), "steps": trainer.steps}
-        report["held_out"][kind] = ours(model, held_out)
-        report["unlike"][kind] = ours(model, unlike)
-        print(f"{kind}: {model.count_params():,} parameters, {trainer.steps} steps in "
-              f"{trainer.seconds:.0f} s", flush=True)
-    for name, rows in (("held-out photos", report["held_out"]),
-                       ("unlike the photos (checkerboard, gradient)", report["unlike"])):
-        print(f"\n{name}: bits per sub-pixel of a one-image file (mean over images; per image "
-              f"in brackets for the two synthetic ones), seconds per image")
-        for codec_name, row in rows.items():
-            per_image = ("" if name.startswith("held") else
-                         " [" + ", ".join(f"{b:.2f}" for b in row["bits"]) + "]")
-            extra = ""
-            if "info_bits" in row:
-                extra = (f"; -log2 p(x) {np.mean(row['info_bits']):.3f}, all images in one "
-                         f"file {row['batch_file_bits']:.3f} (x{row['batch_file_over_info']:.4f}"
-                         f" of it, header and tables included), decode {row['decode_s']:.2f} s")
-            print(f"  {codec_name:18s} {np.mean(row['bits']):.3f}{per_image}  encode "
-                  f"{row['encode_s']:.3f} s{extra}")
+    report = {name: run_set(name, args.kinds, args.train_cpu_seconds) for name in args.sets}
+    for name, rows in report.items():
+        print(f"\n{name}: bits per sub-pixel of the held-out images (real file bytes)")
+        for codec_name, row in sorted(rows.items(), key=lambda r: r[1]["bits_per_subpixel"]):
+            times = (f"  encode {row['encode_s_per_mp']:.0f} s/MP, decode "
+                     f"{row['decode_s_per_mp']:.0f} s/MP" if "decode_s_per_mp" in row else "")
+            print(f"  {row['bits_per_subpixel']:.3f}  {codec_name}{times}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=1)

@@ -12,6 +12,11 @@ Names:
     tests.
   * `folder:/path` — a user's images (PNG, JPEG, GIF, BMP): `/path/train` and `/path/test`
     when both exist, otherwise every tenth file (sorted by name) is held out. No labels.
+    Each image is resized to the model's size.
+  * `folder_crops:/path` — the same files at full resolution: each image gives random crops
+    of the model's size (about one per `image_size**2` pixels, at least one; images smaller
+    than a crop are left out). What a codec of full-size images (`spn_tf.codec`, which codes
+    tiles of the model's size) trains on.
   * TFDS names (`imagenet_resized/32x32`, `imagenet_resized/64x64`, `celeb_a_hq/256`,
     `cifar10`, `mnist`, ...) — read from prepared TFDS data only. This package never starts a
     download: missing data fails at once with the command that prepares it.
@@ -173,13 +178,14 @@ def tfds_examples(name, split, data_dir, seed=0):
 
 
 FOLDER = "folder:"
+FOLDER_CROPS = "folder_crops:"
 IMAGE_PATTERNS = ("*.png", "*.jpg", "*.jpeg", "*.gif", "*.bmp", "*.PNG", "*.JPG", "*.JPEG")
 
 
-def _folder_dataset(path, split):
+def _folder_dataset(path, split, prefix=FOLDER):
     """`(image uint8 (h, w, 3), label 0)` pairs of the image files of a folder split."""
     if not tf.io.gfile.isdir(path):
-        raise ValueError(f"--dataset=folder:{path}: {path} is not a directory of images.")
+        raise ValueError(f"--dataset={prefix}{path}: {path} is not a directory of images.")
     split_dir = os.path.join(path, split)
     both = all(tf.io.gfile.isdir(os.path.join(path, s)) for s in ("train", "test"))
     files = sorted(f for pattern in IMAGE_PATTERNS
@@ -188,16 +194,32 @@ def _folder_dataset(path, split):
         files = [f for i, f in enumerate(files) if (i % 10 == 0) == (split == "test")]
     if not files:
         where = split_dir if both else path
-        raise ValueError(f"--dataset=folder:{path} has no {split} images in {where} "
+        raise ValueError(f"--dataset={prefix}{path} has no {split} images in {where} "
                          f"({', '.join(IMAGE_PATTERNS)}).")
     decode = lambda f: (tf.io.decode_image(tf.io.read_file(f), channels=3,
                                            expand_animations=False), tf.constant(0, tf.int64))
     return tf.data.Dataset.from_tensor_slices(files).map(decode)
 
 
+def _crops(ds, size, seed):
+    """Random `size x size` crops of each image of `ds` (full resolution; module doc)."""
+    def crops(index, example):
+        image, label = example
+        shape = tf.shape(image)
+        count = tf.maximum(1, shape[0] * shape[1] // (size * size))
+        seeds = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(tf.constant([seed, 7], tf.int64), index),
+            count)
+        cut = lambda s: tf.image.stateless_random_crop(image, [size, size, 3], s)
+        return tf.data.Dataset.from_tensor_slices((tf.map_fn(
+            cut, seeds, fn_output_signature=image.dtype), tf.fill([count], label)))
+    big = lambda image, label: tf.reduce_all(tf.shape(image)[:2] >= size)
+    return ds.filter(big).enumerate().flat_map(crops)
+
+
 def num_classes(name):
     """Classes of a dataset's labels (0 when it has none)."""
-    if name.startswith(FOLDER):
+    if name.startswith((FOLDER, FOLDER_CROPS)):
         return 0
     if name not in NUM_CLASSES:
         raise ValueError(f"unknown dataset {name!r}; known: {sorted(NUM_CLASSES)}.")
@@ -252,6 +274,9 @@ def load(name=EMBEDDED, split="train", image_size=32, bits=8, channels=3, batch_
         ds = tf.data.Dataset.from_tensor_slices((images, labels))
     elif name.startswith(FOLDER):
         ds = _folder_dataset(name[len(FOLDER):], split)
+    elif name.startswith(FOLDER_CROPS):
+        ds = _crops(_folder_dataset(name[len(FOLDER_CROPS):], split, FOLDER_CROPS),
+                    image_size, seed)
     else:
         ds = _tfds_dataset(name, split, data_dir, seed)
 

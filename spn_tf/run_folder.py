@@ -32,8 +32,9 @@ class TrainConfig:
 
     model: str = _option("raster", "Model kind.", choices=sorted(models.MODELS))
     preset: str = _option("small", "Model size preset.", choices=list(models.PRESET_NAMES))
-    dataset: str = _option(data.EMBEDDED, "'embedded', 'folder:/path/to/images' or a "
-                           "prepared TFDS dataset name.")
+    dataset: str = _option(data.EMBEDDED, "'embedded', 'folder:/path/to/images' (resized), "
+                           "'folder_crops:/path' (crops at full resolution) or a prepared "
+                           "TFDS dataset name.")
     data_dir: str = _option("", "Directory of prepared TFDS data (empty: TFDS's default, "
                             "~/tensorflow_datasets).")
     image_size: int = _option(16, "Image height = width.", lower_bound=1)

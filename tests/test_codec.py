@@ -119,7 +119,8 @@ np.save(f"{folder}/logits_{name}.npy", np.concatenate([x.reshape(-1) for x in se
 if step == "encode":
     open(folder + "/coded", "wb").write(codec.encode(model, images))
 else:
-    np.save(f"{folder}/decoded_{name}.npy", codec.decode(model, open(folder + "/coded", "rb").read()))
+    coded = open(folder + "/coded", "rb").read()
+    np.save(f"{folder}/decoded_{name}.npy", codec.decode(model, coded))
 """
 
 
@@ -248,7 +249,7 @@ def test_cli_on_a_folder_of_any_size(tmp_path):
     """A folder of PNGs of odd sizes (and one strip narrower than the model) compresses into
     one file and decompresses under the same names; refusals are one line."""
     from PIL import Image
-    model = models.build("raster", 4, channels=3, bits=3, preset="tiny")
+    model = models.build("multiscale", 4, channels=3, bits=3, preset="tiny")
     model.save(str(tmp_path / "model.keras"))
     (tmp_path / "photos").mkdir()
     images = {"a.png": _images(1, 4, 3, 3)[0], "b.png": RNG.integers(0, 8, (7, 5, 3)),

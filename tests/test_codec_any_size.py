@@ -38,9 +38,8 @@ def test_paste_inverts_cut(height, width):
 SIZES = [(8, 8), (11, 19), (1, 1), (1, 23), (17, 1), (3, 12), (16, 9)]
 
 
-@pytest.mark.parametrize("kind, channels", [("raster", 1), ("multiscale", 3), ("spn", 3),
-                                            ("upscaling", 1)])
-def test_round_trip_at_odd_sizes_and_strips(kind, channels):
+@pytest.mark.parametrize("kind, channels", [("multiscale", 3), ("spn", 3), ("upscaling", 1)])
+def test_tiled_round_trip_at_odd_sizes_and_strips(kind, channels):
     model = models.build(kind, 8, channels=channels, bits=4, preset="tiny")
     images = [RNG.integers(0, 16, (h, w, channels)) for h, w in SIZES]
     data = codec.encode_images(model, images, batch_size=4, names=[f"{h}x{w}.png"
@@ -58,6 +57,35 @@ def test_round_trip_at_odd_sizes_and_strips(kind, channels):
     assert 8 * len(data) <= 1.01 * info + raw + 8 * fixed + 8
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_raster_codes_whole_images_of_any_size(channels):
+    """The raster kind is fully convolutional: each image is coded whole at its own size
+    (strips included, nothing raw), at its likelihood under the same weights built at that
+    size (checked where the size is square)."""
+    model = models.build("raster", 8, channels=channels, bits=4, preset="tiny",
+                         attention_layers=[0])
+    sizes = SIZES + [(13, 13), (13, 13), (5, 5)]
+    images = [RNG.integers(0, 16, (h, w, channels)) for h, w in sizes]
+    data = codec.encode_images(model, images, batch_size=4)
+    decoded, _ = codec.decode_images(model, data)
+    for image, out in zip(images, decoded):
+        np.testing.assert_array_equal(out, image)
+    square = [image for image in images if image.shape[0] == image.shape[1]]
+    info = 0.0
+    for image in square:
+        at_size = models.build("raster", image.shape[0], channels=channels, bits=4,
+                               preset="tiny", attention_layers=[0])
+        at_size.build()
+        at_size.set_weights(model.get_weights())
+        info += -at_size.log_prob(image[None]).numpy()[0] / np.log(2)
+    assert info == pytest.approx(sum(codec.image_bits(model, x) for x in square), rel=1e-5)
+    alone = codec.encode_images(model, square, batch_size=4)
+    fixed = container.header_bytes(model.example_shape, None, 4, len(square),
+                                   geometry=[x.shape[:2] for x in square],
+                                   streams=[1] * 4) + 8 * 4
+    assert 0.99 * info <= 8 * len(alone) <= 1.01 * info + 8 * fixed
+
+
 def test_class_conditional_tiles_share_their_image_label():
     model = models.build("multiscale", 4, channels=1, bits=3, preset="tiny", cond={"label": 3})
     images = [RNG.integers(0, 8, (6, 9, 1)), RNG.integers(0, 8, (4, 4, 1))]
@@ -72,7 +100,7 @@ def test_class_conditional_tiles_share_their_image_label():
 
 @pytest.fixture(scope="module")
 def coded():
-    model = models.build("raster", 4, channels=1, bits=3, preset="tiny")
+    model = models.build("multiscale", 4, channels=1, bits=3, preset="tiny")
     images = [RNG.integers(0, 8, (5, 6, 1)), RNG.integers(0, 8, (2, 3, 1))]
     return model, images, codec.encode_images(model, images)
 
@@ -112,13 +140,19 @@ def test_hostile_geometry_fails_before_allocating(coded):
     huge = body[:images_at] + container._varint(2 ** 40) + body[images_at + 1:]
     with pytest.raises(ValueError, match="images do not fit"):
         codec.decode_images(model, _resealed(huge))
-    tall = (body[:images_at + 1] + container._varint(2 ** 40) + body[images_at + 2:])
+    layout = body[:images_at + 1] + bytes([7]) + body[images_at + 2:]
+    with pytest.raises(ValueError, match="image layout 7 is not one of"):
+        codec.decode_images(model, _resealed(layout))
+    whole = body[:images_at + 1] + bytes([1]) + body[images_at + 2:]
+    with pytest.raises(ValueError, match="do not cut into its examples|do not fit"):
+        codec.decode_images(model, _resealed(whole))
+    tall = (body[:images_at + 2] + container._varint(2 ** 40) + body[images_at + 3:])
     with pytest.raises(ValueError, match="do not cut into its examples"):
         codec.decode_images(model, _resealed(tall))
     # The second image (2x3: raw) claimed 2**40 wide: its raw values cannot be in the file.
-    strip = (body[:images_at + 5] + container._varint(2 ** 40) + body[images_at + 6:])
+    strip = (body[:images_at + 6] + container._varint(2 ** 40) + body[images_at + 7:])
     with pytest.raises(ValueError, match="do not add up"):
         codec.decode_images(model, _resealed(strip))
-    named = (body[:images_at + 3] + container._varint(2 ** 40) + body[images_at + 4:])
+    named = (body[:images_at + 4] + container._varint(2 ** 40) + body[images_at + 5:])
     with pytest.raises(ValueError, match="not those of an spn_tf.codec file"):
         codec.decode_images(model, _resealed(named))

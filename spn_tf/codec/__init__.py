@@ -39,6 +39,8 @@ def coding_model(model):
     key = container.fingerprint(model)
     cached = _COPIES.get(model)
     if cached is not None and cached[0] == key:
+        if model.fully_convolutional:  # back to the model's size after whole images
+            cached[1].set_sample_size(*model.example_shape[:2])
         return cached[1]
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")
@@ -92,10 +94,11 @@ def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=N
                   names=None):
     """Compresses images of any height and width with a model of one image size.
 
-    Each image is cut into tiles of the model's size, all tiles of all images coded in
-    batches of `batch_size` (`spn_tf.codec.tiling`: overlapping edge tiles, never padding);
-    an image shorter or narrower than the model's size is stored raw, at `bits` bits per
-    sub-pixel. The file records every image's height, width and name.
+    A fully convolutional kind (raster) codes each image whole, consecutive images of one
+    size together. Any other kind cuts each image into tiles of the model's size, all tiles
+    of all images coded in batches of `batch_size` (`spn_tf.codec.tiling`: overlapping edge
+    tiles, never padding); an image shorter or narrower than the model's size is stored raw,
+    at `bits` bits per sub-pixel. The file records every image's height, width and name.
 
     Args:
       model: an spn_tf image model (not video).
@@ -118,8 +121,13 @@ def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=N
     if len(names) != len(images):
         raise ValueError(f"got {len(names)} names for {len(images)} images.")
     cond = _numpy_cond(model.check_cond(cond, len(images)))
-    size = model.image_size
-    tiles = [tiling.cut(image, size) for image in images]
+    geometry = [image.shape[:2] for image in images]
+    if model.fully_convolutional:
+        crcs, streams = _encode_whole(model, images, cond, batch_size, progress)
+        return container.pack(container.fingerprint(model), model.example_shape, model.bits,
+                              cond, batch_size, len(images), crcs, streams, geometry, names,
+                              whole=True)
+    tiles = [tiling.cut(image, model.image_size) for image in images]
     repeats = [len(t) for t in tiles]
     tile_cond = {key: np.repeat(value, repeats, axis=0) for key, value in cond.items()}
     crcs, streams = _encode_examples(model, np.concatenate(tiles), tile_cond, batch_size,
@@ -127,8 +135,25 @@ def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=N
     raw = [image.reshape(-1) for image, n in zip(images, repeats) if not n]
     raw = container.pack_raw(np.concatenate(raw), model.bits) if raw else b""
     return container.pack(container.fingerprint(model), model.example_shape, model.bits, cond,
-                          batch_size, sum(repeats), crcs, streams,
-                          [image.shape[:2] for image in images], names, raw)
+                          batch_size, sum(repeats), crcs, streams, geometry, names, raw)
+
+
+def image_bits(model, image, cond=None):
+    """`-log2 p(x)` of one int `(H, W, C)` image as `encode_images` codes it: whole under a
+    fully convolutional kind; else its tiles' sum, or `bits` per sub-pixel where it is
+    stored raw. `cond`: the image's conditioning, one row."""
+    image = _checked_image(model, image, 0)
+    if model.fully_convolutional:
+        examples, scorer = image[None], coding_model(model)
+        scorer.set_sample_size(*image.shape[:2])
+    else:
+        examples, scorer = tiling.cut(image, model.image_size), model
+        if not len(examples):
+            return float(image.size * model.bits)
+    cond = {key: np.repeat(np.asarray(value), len(examples), axis=0)
+            for key, value in _numpy_cond(cond).items()} or None
+    return float(sum(-scorer.log_prob(examples[i:i + 64], _rows(cond, i, i + 64) or None)
+                     .numpy().sum() for i in range(0, len(examples), 64)) / np.log(2))
 
 
 def _checked_image(model, image, index):
@@ -153,22 +178,42 @@ def _progress_of(progress, done, total):
 def _encode_examples(model, examples, cond, batch_size, progress):
     """`(crcs, streams)`: one per coding batch of checked int examples."""
     coder_model = coding_model(model)
-    total = examples.size
-    streams, crcs = [], []
+    total, crcs, streams = examples.size, [], []
     for begin in range(0, len(examples), batch_size):
-        chunk = examples[begin:begin + batch_size]
-        raw, draws = coder_model.coding_plan.parts(tf.constant(chunk))
-        raw = None if raw is None else np.asarray(raw)
-        coder = Encoder(raw, draws, model.num_values,
-                        _progress_of(progress, begin * chunk[0].size, total))
-        out = _coded_sample(coder_model, coder, _rows(cond, begin, begin + len(chunk)),
-                            coder_model.coding_plan.given(raw), len(chunk)).numpy()
-        if not np.array_equal(out, chunk):
-            raise RuntimeError("the model's sampler did not reproduce the images it coded "
-                               "(its coding plan disagrees with its sampler): a bug in spn_tf.")
-        streams.append(coder.finish())
-        crcs.append(container.crc(chunk))
+        end = min(len(examples), begin + batch_size)
+        crc, stream = _encode_batch(coder_model, examples[begin:end], _rows(cond, begin, end),
+                                    _progress_of(progress, begin * examples[0].size, total))
+        crcs.append(crc)
+        streams.append(stream)
     return crcs, streams
+
+
+def _encode_whole(model, images, cond, batch_size, progress):
+    """`(crcs, streams)` of whole images (`tiling.whole_batches`) with a fully
+    convolutional model."""
+    coder_model = coding_model(model)
+    total, done, crcs, streams = sum(x.size for x in images), 0, [], []
+    for begin, end in tiling.whole_batches([x.shape[:2] for x in images], batch_size):
+        coder_model.set_sample_size(*images[begin].shape[:2])
+        crc, stream = _encode_batch(coder_model, np.stack(images[begin:end]),
+                                    _rows(cond, begin, end), _progress_of(progress, done, total))
+        crcs.append(crc)
+        streams.append(stream)
+        done += images[begin].size * (end - begin)
+    return crcs, streams
+
+
+def _encode_batch(coder_model, chunk, cond, progress):
+    """`(crc, stream)` of one coding batch of int examples `chunk` of the coder's shape."""
+    raw, draws = coder_model.coding_plan.parts(tf.constant(chunk))
+    raw = None if raw is None else np.asarray(raw)
+    coder = Encoder(raw, draws, coder_model.num_values, progress)
+    out = _coded_sample(coder_model, coder, cond, coder_model.coding_plan.given(raw),
+                        len(chunk)).numpy()
+    if not np.array_equal(out, chunk):
+        raise RuntimeError("the model's sampler did not reproduce the images it coded "
+                           "(its coding plan disagrees with its sampler): a bug in spn_tf.")
+    return container.crc(chunk), coder.finish()
 
 
 def _coded_sample(model, coder, cond, given, rows):
@@ -236,6 +281,11 @@ def decode_images(model, data, cond=None, progress=None):
         raise ValueError("the file holds examples of the model's shape (encode): decode it "
                          "with decode.")
     cond = _checked_cond(model, box, cond, len(box.geometry))
+    if box.whole:
+        if not model.fully_convolutional:  # (its fingerprint matched: a forged layout)
+            raise ValueError("the file's images are coded whole, which this kind cannot do: "
+                             "not an spn_tf.codec file of this model.")
+        return _decode_whole(model, box, cond, progress), list(box.names)
     size = model.image_size
     repeats = [tiling.count(h, w, size) for h, w in box.geometry]
     tile_cond = {key: np.repeat(value, repeats, axis=0) for key, value in cond.items()}
@@ -261,24 +311,43 @@ def _decode_examples(model, box, cond, progress):
     chunks = [np.zeros((0, *model.example_shape), np.int32)]
     for index, begin in enumerate(range(0, box.count, box.batch)):
         end = min(box.count, begin + box.batch)
-        coder = Decoder(box.streams[index], end - begin,
-                        _progress_of(progress, total * begin // box.count, total))
-        raw, _ = coder_model.coding_plan.parts(
-            tf.zeros([end - begin, *model.example_shape], tf.int32))
-        if raw is not None:
-            raw = coder.decode_raw(tuple(raw.shape), model.num_values)
-        try:
-            out = _coded_sample(coder_model, coder, _rows(cond, begin, end),
-                                coder_model.coding_plan.given(raw), end - begin).numpy()
-        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
-            reason = error.message.splitlines()[0]
-            raise ValueError(f"examples {begin}-{end - 1} could not be decoded ({reason}).") \
-                from None
-        if container.crc(out) != box.crcs[index]:
-            raise ValueError(
-                f"examples {begin}-{end - 1} decoded to other values than were encoded (CRC "
-                f"mismatch): the probabilities computed here differ from the encoder's "
-                f"(see BUILD_NOTES.md on what decodes the same where), or the file was "
-                f"rewritten under a new checksum. Nothing wrong was returned.")
-        chunks.append(out)
+        chunks.append(_decode_batch(coder_model, box, index, begin, end, _rows(cond, begin, end),
+                                    _progress_of(progress, total * begin // box.count, total)))
     return np.concatenate(chunks)
+
+
+def _decode_whole(model, box, cond, progress):
+    """The images of a parsed file of whole images."""
+    coder_model = coding_model(model)
+    total = sum(h * w for h, w in box.geometry) * model.channels
+    images, done = [], 0
+    for index, (begin, end) in enumerate(tiling.whole_batches(box.geometry, box.batch)):
+        coder_model.set_sample_size(*box.geometry[begin])
+        out = _decode_batch(coder_model, box, index, begin, end, _rows(cond, begin, end),
+                            _progress_of(progress, done, total))
+        images += list(out)
+        done += out.size
+    return images
+
+
+def _decode_batch(coder_model, box, index, begin, end, cond, progress):
+    """int32 `(end - begin, *coder_model.example_shape)`: coding batch `index` of `box`."""
+    coder = Decoder(box.streams[index], end - begin, progress)
+    raw, _ = coder_model.coding_plan.parts(
+        tf.zeros([end - begin, *coder_model.example_shape], tf.int32))
+    if raw is not None:
+        raw = coder.decode_raw(tuple(raw.shape), coder_model.num_values)
+    try:
+        out = _coded_sample(coder_model, coder, cond, coder_model.coding_plan.given(raw),
+                            end - begin).numpy()
+    except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as error:
+        reason = error.message.splitlines()[0]
+        raise ValueError(f"examples {begin}-{end - 1} could not be decoded ({reason}).") \
+            from None
+    if container.crc(out) != box.crcs[index]:
+        raise ValueError(
+            f"examples {begin}-{end - 1} decoded to other values than were encoded (CRC "
+            f"mismatch): the probabilities computed here differ from the encoder's (see "
+            f"BUILD_NOTES.md on what decodes the same where), or the file was rewritten under "
+            f"a new checksum. Nothing wrong was returned.")
+    return out

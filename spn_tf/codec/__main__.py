@@ -103,16 +103,6 @@ def image_paths(paths):
     return files
 
 
-def _model_bits(model, image):
-    """`-log2 p(x)` of an image as the codec codes it: its tiles under the model, or
-    `bits` per sub-pixel where it is stored raw."""
-    tiles = tiling.cut(image, model.image_size)
-    if not len(tiles):
-        return float(image.size * model.bits)
-    return float(sum(-model.log_prob(tiles[i:i + 64]).numpy().sum() / np.log(2)
-                     for i in range(0, len(tiles), 64)))
-
-
 def load(model_dir):
     model = load_checkpoint(os.path.join(model_dir, "model.keras"))
     if model.export_module.produces_clips:
@@ -137,20 +127,22 @@ def compress(model_dir, paths, out, batch_size, reduce, labels, captions):
     with open(out + ".partial", "wb") as f:  # a failed write leaves no half file at `out`
         f.write(data)
     os.replace(out + ".partial", out)
-    if cond is None:  # (conditioned models: the likelihood per image needs each tile's row)
-        bits = [_model_bits(model, image) for image in images]
-        for path, image, info in zip(paths, images, bits):
-            logging.info("%s: %dx%d, model -log2 p(x) %.4f bits/sub-pixel%s", path,
-                         image.shape[1], image.shape[0], info / image.size,
-                         "" if len(tiling.cut(image, model.image_size)) else " (stored raw: "
-                         "smaller than the model's tiles)")
+    bits = []
+    for i, (path, image) in enumerate(zip(paths, images)):
+        row = {key: value[i:i + 1] for key, value in (cond or {}).items()}
+        bits.append(codec.image_bits(model, image, row))
+        raw = not model.fully_convolutional and not tiling.count(*image.shape[:2],
+                                                                 model.image_size)
+        logging.info("%s: %dx%d, model -log2 p(x) %.4f bits/sub-pixel%s", path, image.shape[1],
+                     image.shape[0], bits[-1] / image.size,
+                     " (stored raw: smaller than the model's tiles)" if raw else "")
     dims = sum(image.size for image in images)
     megapixels = sum(image.shape[0] * image.shape[1] for image in images) / 1e6
-    logging.info("wrote %s: %d bytes, %.4f bits/sub-pixel over %d images (header, tables and "
-                 "overlapping tiles included)%s; %.1f s (%.1f s/megapixel)", out, len(data),
+    logging.info("wrote %s: %d bytes, %.4f bits/sub-pixel over %d images (header and tables "
+                 "included%s; model -log2 p(x) %.4f); %.1f s (%.1f s/megapixel)", out, len(data),
                  8 * len(data) / dims, len(paths),
-                 "" if cond is not None else "; model -log2 p(x) %.4f" % (sum(bits) / dims),
-                 elapsed, elapsed / megapixels)
+                 "" if model.fully_convolutional else ", overlapping tiles coded twice",
+                 sum(bits) / dims, elapsed, elapsed / megapixels)
     return data
 
 

@@ -7,17 +7,18 @@ only: no pickle, nothing executed):
     | rank u8 | example shape: rank varints | bits u8
     | conditioning keys u8 (bit mask of COND_KEYS) | conditioning digest 8 B (only if any key)
     | coding batch varint | examples varint
-    | images varint: 0 for examples of the model's shape (`encode`), else per image (of any
-      size: `encode_images`) its height, width and name length varints and its name (UTF-8)
+    | images varint: 0 for examples of the model's shape (`encode`), else a layout u8 (0:
+      tiles, 1: whole images; `spn_tf.codec.tiling`) and per image (of any size:
+      `encode_images`) its height, width and name length varints and its name (UTF-8)
     | per coding batch: stream words varint, CRC-32 of the batch's pixels u32
     | the streams (32-bit words)
     | raw values: the images with no tile (`spn_tf.codec.tiling`), `bits` bits a value
     | SHA-256 of everything before, first 8 B
 
-The examples of an images file are the tiles of its images, in order. An unconditioned file of
-32x32x3 examples costs 38 bytes of header and checksum, plus per coding batch ~6 bytes of
+The examples of an images file are the tiles of its images, in order, or the images whole.
+An unconditioned file of 32x32x3 examples costs 38 bytes of header and checksum, plus per coding batch ~6 bytes of
 table and the coder's flush of 4-8 bytes (`header_bytes`); a file of images adds 3 bytes and
-its name per image; the conditioning digest adds 8 bytes to a conditioned file.
+its name per image, and 1 byte; the conditioning digest adds 8 bytes to a conditioned file.
 Reading checks, in order: the length and checksum (a truncated or altered file), the magic
 and version, the example shape and bits against the model's, the fingerprint, the
 conditioning; the stream sizes must add up to the file's length, so a header can claim no
@@ -58,6 +59,7 @@ class Container:
     crcs: list  # one per coding batch
     streams: list  # one per coding batch
     geometry: tuple = ()  # images files: (height, width) per image
+    whole: bool = False  # images files: coded whole (else as tiles)
     names: tuple = ()  # images files: a name per image ("" for none)
     raw: bytes = b""  # images files: the raw values of the images with no tile
 
@@ -123,8 +125,10 @@ def _read_varint(body, offset):
     raise ValueError("the header holds a number longer than 64 bits: not an spn_tf.codec file.")
 
 
-def _geometry_bytes(geometry, names):
-    return _varint(len(geometry)) + b"".join(
+def _geometry_bytes(geometry, names, whole=False):
+    if not geometry:
+        return _varint(0)
+    return _varint(len(geometry)) + bytes([int(whole)]) + b"".join(
         _varint(height) + _varint(width) + _varint(len(name.encode())) + name.encode()
         for (height, width), name in zip(geometry, names))
 
@@ -142,8 +146,10 @@ def header_bytes(example_shape, cond, batch, count, streams=None, geometry=(), n
             + _CHECKSUM)
 
 
-def raw_bytes(geometry, channels, bits, size):
+def raw_bytes(geometry, channels, bits, size, whole=False):
     """Bytes of the raw values of the images of `geometry` with no tile of `size`."""
+    if whole:
+        return 0
     values = sum(h * w * channels for h, w in geometry if not tiling.count(h, w, size))
     return -(-values * bits // 8)
 
@@ -161,15 +167,15 @@ def unpack_raw(data, count, bits):
 
 
 def pack(model_fingerprint, example_shape, bits, cond, batch, count, crcs, streams,
-         geometry=(), names=(), raw=b""):
+         geometry=(), names=(), raw=b"", whole=False):
     """The file's bytes: `count` examples coded in batches of `batch`, one stream and one
     CRC-32 (`crc` of the batch's examples) per batch; for an images file, their `geometry`,
-    `names` and `raw` values (`pack_raw`)."""
+    `names`, `raw` values (`pack_raw`) and layout (`whole`)."""
     mask = sum(1 << COND_KEYS.index(key) for key in cond or {})
     parts = [_HEAD.pack(MAGIC, VERSION, model_fingerprint, len(example_shape)),
              b"".join(_varint(d) for d in example_shape), bytes([bits, mask]),
              cond_digest(cond) if mask else b"", _varint(batch), _varint(count),
-             _geometry_bytes(geometry, names or [""] * len(geometry))]
+             _geometry_bytes(geometry, names or [""] * len(geometry), whole)]
     parts += [_varint(len(s) // 4) + struct.pack("<I", c) for s, c in zip(streams, crcs)]
     body = b"".join(parts + list(streams) + [raw])
     return body + hashlib.sha256(body).digest()[:_CHECKSUM]
@@ -224,16 +230,18 @@ def parse(data, model, model_fingerprint):
         digest, offset = body[offset:offset + _DIGEST], offset + _DIGEST
     batch, offset = _read_varint(body, offset)
     count, offset = _read_varint(body, offset)
-    geometry, names, offset = _read_geometry(body, offset, shape[0] if shape else 0)
+    geometry, names, whole, offset = _read_geometry(body, offset)
     batches = -(-count // batch) if batch else 0
+    if whole and batch:
+        batches = len(tiling.whole_batches(geometry, batch))
     # Each batch takes at least 5 bytes of table: a count the bytes cannot hold is refused
     # before anything is allocated for it.
     if (not 1 <= batch < MAX_BATCH or count < (0 if geometry else 1)
             or offset + 5 * batches > len(body)):
         raise ValueError(f"the header's {count} examples (coding batch {batch}) do not fit "
                          f"the file's {len(data)} bytes.")
-    if geometry and (len(shape) != 3 or count != sum(
-            tiling.count(height, width, shape[0]) for height, width in geometry)):
+    if geometry and (len(shape) != 3 or count != (len(geometry) if whole else sum(
+            tiling.count(height, width, shape[0]) for height, width in geometry))):
         raise ValueError("the header's images do not cut into its examples: not an "
                          "spn_tf.codec file.")
     sizes, crcs = [], []
@@ -244,7 +252,7 @@ def parse(data, model, model_fingerprint):
         sizes.append(4 * words)
         crcs.append(struct.unpack_from("<I", body, offset)[0])
         offset += 4
-    raw = raw_bytes(geometry, shape[-1], bits, shape[0]) if geometry else 0
+    raw = raw_bytes(geometry, shape[-1], bits, shape[0], whole) if geometry else 0
     if offset + sum(sizes) + raw != len(body):
         raise ValueError("the header's stream sizes do not add up to the file's length.")
     streams = []
@@ -253,15 +261,20 @@ def parse(data, model, model_fingerprint):
         offset += size
     keys = tuple(key for i, key in enumerate(COND_KEYS) if mask >> i & 1)
     return Container(stored_fingerprint, tuple(shape), bits, keys, digest, batch, count, crcs,
-                     streams, tuple(geometry), tuple(names), body[offset:])
+                     streams, tuple(geometry), whole, tuple(names), body[offset:])
 
 
-def _read_geometry(body, offset, size):
-    """`(geometry, names, offset after them)`; checks that the tiles add up to the examples
-    is the caller's."""
+def _read_geometry(body, offset):
+    """`(geometry, names, whole, offset after them)`; checks that the tiles add up to the
+    examples is the caller's."""
     images, offset = _read_varint(body, offset)
-    if offset + 3 * images > len(body):  # each image takes at least 3 bytes
+    if offset + 1 + 3 * images > len(body):  # each image takes at least 3 bytes
         raise ValueError(f"the header's {images} images do not fit the file's bytes.")
+    if not images:
+        return [], [], False, offset
+    whole, offset = body[offset], offset + 1
+    if whole > 1:
+        raise ValueError(f"the header's image layout {whole} is not one of spn_tf.codec's.")
     geometry, names = [], []
     for _ in range(images):
         height, offset = _read_varint(body, offset)
@@ -276,4 +289,4 @@ def _read_geometry(body, offset, size):
                              "file.") from None
         geometry.append((height, width))
         offset += length
-    return geometry, names, offset
+    return geometry, names, bool(whole), offset

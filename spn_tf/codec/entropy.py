@@ -4,8 +4,9 @@ value tables, one stream per coding batch.
 An `Encoder` or `Decoder` is the `coder` of `DensityModel.run_sampler(mode="coding")` (see
 `spn_tf.sampling.Draws`): at each draw of the model's sampler it gets the head's value logits
 of the sub-pixels drawn together, turns them into integer frequencies the same way in both
-directions and on every machine (`spn_tf.codec.tables`), and codes or decodes the batch's values with them in one
-stream, in the order the sampler draws them (the draw's sub-pixels in row-major order: the
+directions and on every machine (`spn_tf.codec.tables`), and codes or decodes the batch's
+values with them in one stream,
+in the order the sampler draws them (the draw's sub-pixels in row-major order: the
 same on both sides, since both run the same loop on the same batch layout). One stream per
 batch, not per image, spends the coder's flush (a few bytes) once per batch. The carriers
 (the noise a sampler would have drawn) say which image a sub-pixel belongs to, and for the

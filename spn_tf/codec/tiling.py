@@ -6,6 +6,10 @@ model never sees padding: every tile holds only the image's own pixels. The pric
 overlap (fewer than `s` rows or columns) is coded twice, and that a tile is coded without its
 neighbours' pixels as context (`benchmarks/codec.py` measures both). An image shorter or
 narrower than `s` has no tile: the codec stores its values raw (`spn_tf.codec.container`).
+
+A fully convolutional kind (raster) is not cut: it codes each image whole, at its own size
+(`whole_batches`: consecutive images of one size share a coding batch), so no context is
+lost at tile edges and nothing is coded twice.
 """
 
 import numpy as np
@@ -46,3 +50,14 @@ def paste(tiles, height, width, size):
     for tile, (top, left) in zip(tiles, positions(height, width, size)):
         image[top:top + size, left:left + size] = tile
     return image
+
+
+def whole_batches(geometry, batch):
+    """`(begin, end)` image ranges of the coding batches of whole images: runs of
+    consecutive images of one `(height, width)` in `geometry`, at most `batch` each."""
+    ranges, begin = [], 0
+    for end in range(1, len(geometry) + 1):
+        if end == len(geometry) or geometry[end] != geometry[begin] or end - begin == batch:
+            ranges.append((begin, end))
+            begin = end
+    return ranges

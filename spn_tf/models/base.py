@@ -268,8 +268,8 @@ class DensityModel(keras.Model):
         return bits_per_dim(self.log_prob(images, cond), self.num_dims)
 
     def check_inputs(self, images, cond):
-        images = inputs_lib.check_images(images, self.bits, self.channels, self.image_size,
-                                         self.image_size)
+        images = inputs_lib.check_images(images, self.bits, self.channels,
+                                         *self.example_shape[:2])
         cond = self.check_cond(cond, images.shape[0])
         return images, cond
 
@@ -386,6 +386,19 @@ class DensityModel(keras.Model):
     # for an unknown name): each kind's `presets.preset`, as a staticmethod.
     preset = None
     export_class = signatures.ExportModule  # its `export_module`'s class
+    # Its networks and sampler hold no fixed image size: `set_sample_size` may change it.
+    fully_convolutional = False
+
+    def set_sample_size(self, height, width):
+        """A fully convolutional kind only: its sampler (and so `spn_tf.codec`) makes, and
+        `log_prob` scores, `height x width` images from now on, with the same weights
+        (`example_shape` follows; training still checks the built `image_size`)."""
+        if not self.fully_convolutional:
+            raise ValueError(f"a {self.kind} model samples only at its own size "
+                             f"{self.image_size}x{self.image_size}.")
+        hparams.check_positive("height", height)
+        hparams.check_positive("width", width)
+        self._set_example_shape((height, width, self.channels))
 
     def _set_example_shape(self, shape, num_dims=None):
         """`example_shape` (one example's shape, `(H, W, C)` for an image kind) and

@@ -42,6 +42,7 @@ class GatedPixelCNN(DensityModel):
     kind = "raster"
     preset = staticmethod(presets.preset)
     export_class = RasterExport
+    fully_convolutional = True  # masked convolutions, and attention over any length
 
     def __init__(self, image_size, channels=3, bits=8, cond=None, filters=48, num_layers=4,
                  kernel_size=3, first_kernel_size=5, attention_layers=(), **kwargs):
@@ -68,7 +69,7 @@ class GatedPixelCNN(DensityModel):
         return self.distribution.log_prob(outputs, images)
 
     def _sample(self, batch_size, seed, temperature, cond, given, draws):
-        shape = [batch_size, self.image_size, self.image_size, self.channels]
+        shape = [batch_size, *self.example_shape]
         images, known = check_given_pixels(given, shape, self.bits)
         uniform = draws.uniform(seed, shape)
         # The context enters the loop as a tensor: captions (tf.string) never reach XLA.
