@@ -85,6 +85,30 @@ def test_folder_of_images_is_a_dataset(tmp_path):
         data.load(f"folder:{tmp_path}/empty")
 
 
+def test_folder_crops_are_full_resolution_windows(tmp_path):
+    """`folder_crops:` cuts random model-size windows of each image, pixel for pixel (no
+    resizing), about one per image_size**2 pixels; an image smaller than a crop is left out."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    big = rng.integers(0, 256, (20, 13, 3)).astype(np.uint8)
+    for name, image in (("a.png", big), ("small.png", big[:3, :3])):
+        (tmp_path / "train").mkdir(exist_ok=True)
+        (tmp_path / "train" / name).write_bytes(tf.io.encode_png(image).numpy())
+    (tmp_path / "test").mkdir()
+    (tmp_path / "test" / "t.png").write_bytes(tf.io.encode_png(big).numpy())
+    name = f"folder_crops:{tmp_path}"
+    assert data.num_classes(name) == 0
+    crops = next(iter(data.load(name, "train", image_size=8, bits=8, batch_size=64,
+                                shuffle=False)))["images"].numpy()
+    assert crops.shape == (20 * 13 // 64, 8, 8, 3)
+    windows = {big[i:i + 8, j:j + 8].tobytes() for i in range(13) for j in range(6)}
+    assert all(crop.astype(np.uint8).tobytes() in windows for crop in crops)
+    assert len({crop.tobytes() for crop in crops}) > 1  # random, not one window repeated
+    with pytest.raises(ValueError, match="--dataset=folder_crops:.* is not a directory"):
+        data.load(f"folder_crops:{tmp_path}/missing")
+
+
 def test_tfds_splits_hold_out_a_slice_when_there_is_only_train():
     assert data.tfds_split("mnist", "test", ["test", "train"]) == "test"
     assert data.tfds_split("imagenet_resized/32x32", "test", ["train", "validation"]) == (
