@@ -114,7 +114,7 @@ def run_set(name, kinds, cpu_seconds):
         rows[label] = ours(model, held_out)
         if kind == "raster" and held_out[0].shape[0] == held_out[0].shape[1]:
             rows[label + ", whole image"] = whole_raster(model, held_out)
-        print(f"  {name}: {label} done", flush=True)
+        print(f"  {name}: {label}: {json.dumps(rows[label])}", flush=True)
     for row in rows.values():
         row["bits_per_subpixel"] = 8 * row["bytes"] / dims
     return rows

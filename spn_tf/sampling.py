@@ -123,8 +123,8 @@ class Draws:
       coder: `coding` only: `noise(shape)` → float32 carriers of `shape` (`row *
         CARRIER_BASE + value`, the value 0 where the coder does not know it), called in place
         of a noise draw, and `draw(logits, carriers)` → int32 values of `carriers`' shape,
-        called from the host calls with the head's float32 value logits `(*carriers.shape,
-        num_values)`.
+        called from the host calls with the head's value logits `(*carriers.shape,
+        num_values)` (float32; float64 for the codec's float64 copy of a model).
       progress: None, or `progress(stage, done, total)` (`report`).
     """
     mode: Mode
