@@ -16,6 +16,8 @@ says what is and is not guaranteed); a CRC-32 of each coding batch's pixels turn
 difference left into an error, never into wrong pixels.
 """
 
+import functools
+import threading
 import weakref
 
 import keras
@@ -28,6 +30,17 @@ from spn_tf.codec.entropy import Decoder, Encoder
 
 DEFAULT_BATCH = 16
 _COPIES = weakref.WeakKeyDictionary()  # model -> (its fingerprint, its float64 copy)
+# One coding run at a time in a process: a float64 copy is shared, and a fully convolutional
+# one changes its sample size per batch of whole images.
+_LOCK = threading.RLock()
+
+
+def _one_at_a_time(function):
+    @functools.wraps(function)
+    def serialized(*args, **kwargs):
+        with _LOCK:
+            return function(*args, **kwargs)
+    return serialized
 
 
 def coding_model(model):
@@ -69,6 +82,7 @@ def _check_batch(batch_size):
                          f"{batch_size}.")
 
 
+@_one_at_a_time
 def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
     """Compresses examples of the model's own shape losslessly.
 
@@ -90,6 +104,7 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
                           batch_size, len(images), crcs, streams)
 
 
+@_one_at_a_time
 def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None,
                   names=None):
     """Compresses images of any height and width with a model of one image size.
@@ -138,6 +153,7 @@ def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=N
                           batch_size, sum(repeats), crcs, streams, geometry, names, raw)
 
 
+@_one_at_a_time
 def image_bits(model, image, cond=None):
     """`-log2 p(x)` of one int `(H, W, C)` image as `encode_images` codes it: whole under a
     fully convolutional kind; else its tiles' sum, or `bits` per sub-pixel where it is
@@ -243,6 +259,7 @@ def _checked_cond(model, box, cond, rows):
     return cond
 
 
+@_one_at_a_time
 def decode(model, data, cond=None, progress=None):
     """Decompresses what `encode` wrote with the same model.
 
@@ -267,6 +284,7 @@ def decode(model, data, cond=None, progress=None):
     return _decode_examples(model, box, cond, progress)
 
 
+@_one_at_a_time
 def decode_images(model, data, cond=None, progress=None):
     """Decompresses what `encode_images` wrote with the same model.
 
