@@ -11,8 +11,8 @@ crops of the model's size at full resolution, from a folder of PNGs written here
   * faces — grayscale, a 16 model trained on the first 150 of scikit-image's `lfw_subset`
     (25x25 faces and non-faces, a small-image set that ships in a package), coding the other
     50 (4 overlapping tiles an image: the price of tiling at this size is measured);
-    the raster kind is also run on the whole image (the same weights, built at 25x25: it is
-    fully convolutional), which measures the context lost at tile edges.
+    the raster kind codes whole images (it is fully convolutional) and here also tiles, which
+    measures what tiling costs (context lost at tile edges, overlap coded twice).
 Classical codecs (`classical.py`: strongest lossless settings, each decoded and checked) code
 each image as its own file and, their best case, all held-out images of a set as one mosaic.
 Ours: one file per set (`spn_tf.codec.encode_images`, its header, tables, names and overlap
@@ -73,27 +73,20 @@ def train(kind, images, size, channels, cpu_seconds, folder):
     return model, trainer.steps
 
 
-def ours(model, images, batch_size=64):
+def ours(model, images, batch_size=64, whole=None):
     megapixels = sum(x.shape[0] * x.shape[1] for x in images) / 1e6
     start = time.perf_counter()
-    coded = codec.encode_images(model, images, batch_size=batch_size)
+    coded = codec.encode_images(model, images, batch_size=batch_size, whole=whole)
     encode_s = time.perf_counter() - start
     start = time.perf_counter()
     decoded, _ = codec.decode_images(model, coded)
     decode_s = time.perf_counter() - start
     assert all(np.array_equal(a, b) for a, b in zip(decoded, images)), "round trip failed"
-    return {"bytes": len(coded), "encode_s_per_mp": encode_s / megapixels,
-            "decode_s_per_mp": decode_s / megapixels}
-
-
-def whole_raster(model, images):
-    """The raster model's weights built at the images' (square) size: one tile an image."""
-    side = images[0].shape[0]
-    whole = models.build("raster", side, channels=model.channels, bits=8, preset="small",
-                         head="logistic_mixture")
-    whole.build()
-    whole.set_weights(model.get_weights())
-    return ours(whole, images)
+    row = {"bytes": len(coded), "encode_s_per_mp": encode_s / megapixels,
+           "decode_s_per_mp": decode_s / megapixels}
+    if whole is None:  # the model's -log2 p(x) of what the file codes (tiles, or whole)
+        row["info_bytes"] = sum(codec.image_bits(model, x) for x in images) / 8
+    return row
 
 
 def run_set(name, kinds, cpu_seconds):
@@ -111,12 +104,16 @@ def run_set(name, kinds, cpu_seconds):
         with tempfile.TemporaryDirectory() as folder:
             model, steps = train(kind, train_images, size, channels, cpu_seconds, folder)
         label = f"spn_tf {kind} ({model.count_params():,} params, {steps} steps)"
-        rows[label] = ours(model, held_out)
-        if kind == "raster" and held_out[0].shape[0] == held_out[0].shape[1]:
-            rows[label + ", whole image"] = whole_raster(model, held_out)
-        print(f"  {name}: {label}: {json.dumps(rows[label])}", flush=True)
+        rows[label + (", whole images" if model.fully_convolutional else ", tiles")] = ours(
+            model, held_out)
+        if model.fully_convolutional:
+            rows[label + ", tiles"] = ours(model, held_out, whole=False)
+        for row_name in [r for r in rows if r.startswith(label)]:
+            print(f"  {name}: {row_name}: {json.dumps(rows[row_name])}", flush=True)
     for row in rows.values():
         row["bits_per_subpixel"] = 8 * row["bytes"] / dims
+        if "info_bytes" in row:
+            row["info_bits_per_subpixel"] = 8 * row["info_bytes"] / dims
     return rows
 
 
@@ -133,6 +130,9 @@ def main():
         for codec_name, row in sorted(rows.items(), key=lambda r: r[1]["bits_per_subpixel"]):
             times = (f"  encode {row['encode_s_per_mp']:.0f} s/MP, decode "
                      f"{row['decode_s_per_mp']:.0f} s/MP" if "decode_s_per_mp" in row else "")
+            if "info_bytes" in row:
+                times += (f"; model -log2 p(x) {row['info_bits_per_subpixel']:.3f} (file "
+                          f"+{100 * (row['bytes'] / row['info_bytes'] - 1):.2f}%)")
             print(f"  {row['bits_per_subpixel']:.3f}  {codec_name}{times}")
     if args.json:
         with open(args.json, "w") as f:

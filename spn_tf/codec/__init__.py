@@ -106,7 +106,7 @@ def encode(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None):
 
 @_one_at_a_time
 def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=None,
-                  names=None):
+                  names=None, whole=None):
     """Compresses images of any height and width with a model of one image size.
 
     A fully convolutional kind (raster) codes each image whole, consecutive images of one
@@ -122,6 +122,8 @@ def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=N
       cond: the conditioning the model takes, one row per image (its tiles share it).
       batch_size, progress: as for `encode`.
       names: None, or one string per image (e.g. file names), kept in the file.
+      whole: None (the kind's choice, above), or False: tiles even for a fully convolutional
+        kind (what `benchmarks/codec.py` compares).
 
     Returns:
       bytes: the container.
@@ -137,7 +139,9 @@ def encode_images(model, images, cond=None, batch_size=DEFAULT_BATCH, progress=N
         raise ValueError(f"got {len(names)} names for {len(images)} images.")
     cond = _numpy_cond(model.check_cond(cond, len(images)))
     geometry = [image.shape[:2] for image in images]
-    if model.fully_convolutional:
+    if whole and not model.fully_convolutional:
+        raise ValueError(f"a {model.kind} model codes tiles of its size, not whole images.")
+    if model.fully_convolutional if whole is None else whole:
         crcs, streams = _encode_whole(model, images, cond, batch_size, progress)
         return container.pack(container.fingerprint(model), model.example_shape, model.bits,
                               cond, batch_size, len(images), crcs, streams, geometry, names,
