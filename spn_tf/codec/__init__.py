@@ -27,6 +27,7 @@ import tensorflow as tf
 from spn_tf import sampling
 from spn_tf.codec import container, tiling
 from spn_tf.codec.entropy import Decoder, Encoder
+from spn_tf.models.base import set_sample_size
 
 DEFAULT_BATCH = 16
 _COPIES = weakref.WeakKeyDictionary()  # model -> (its fingerprint, its float64 copy)
@@ -53,7 +54,7 @@ def coding_model(model):
     cached = _COPIES.get(model)
     if cached is not None and cached[0] == key:
         if model.fully_convolutional:  # back to the model's size after whole images
-            cached[1].set_sample_size(*model.example_shape[:2])
+            set_sample_size(cached[1], *model.example_shape[:2])
         return cached[1]
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")
@@ -165,7 +166,7 @@ def image_bits(model, image, cond=None):
     image = _checked_image(model, image, 0)
     if model.fully_convolutional:
         examples, scorer = image[None], coding_model(model)
-        scorer.set_sample_size(*image.shape[:2])
+        set_sample_size(scorer, *image.shape[:2])
     else:
         examples, scorer = tiling.cut(image, model.image_size), model
         if not len(examples):
@@ -214,7 +215,7 @@ def _encode_whole(model, images, cond, batch_size, progress):
     coder_model = coding_model(model)
     total, done, crcs, streams = sum(x.size for x in images), 0, [], []
     for begin, end in tiling.whole_batches([x.shape[:2] for x in images], batch_size):
-        coder_model.set_sample_size(*images[begin].shape[:2])
+        set_sample_size(coder_model, *images[begin].shape[:2])
         crc, stream = _encode_batch(coder_model, np.stack(images[begin:end]),
                                     _rows(cond, begin, end), _progress_of(progress, done, total))
         crcs.append(crc)
@@ -344,7 +345,7 @@ def _decode_whole(model, box, cond, progress):
     total = sum(h * w for h, w in box.geometry) * model.channels
     images, done = [], 0
     for index, (begin, end) in enumerate(tiling.whole_batches(box.geometry, box.batch)):
-        coder_model.set_sample_size(*box.geometry[begin])
+        set_sample_size(coder_model, *box.geometry[begin])
         out = _decode_batch(coder_model, box, index, begin, end, _rows(cond, begin, end),
                             _progress_of(progress, done, total))
         images += list(out)

@@ -389,17 +389,6 @@ class DensityModel(keras.Model):
     # Its networks and sampler hold no fixed image size: `set_sample_size` may change it.
     fully_convolutional = False
 
-    def set_sample_size(self, height, width):
-        """A fully convolutional kind only: its sampler (and so `spn_tf.codec`) makes, and
-        `log_prob` scores, `height x width` images from now on, with the same weights
-        (`example_shape` follows; training still checks the built `image_size`)."""
-        if not self.fully_convolutional:
-            raise ValueError(f"a {self.kind} model samples only at its own size "
-                             f"{self.image_size}x{self.image_size}.")
-        hparams.check_positive("height", height)
-        hparams.check_positive("width", width)
-        self._set_example_shape((height, width, self.channels))
-
     def _set_example_shape(self, shape, num_dims=None):
         """`example_shape` (one example's shape, `(H, W, C)` for an image kind) and
         `num_dims` (its modelled sub-pixels: all by default), plain attributes."""
@@ -481,3 +470,15 @@ class DensityModel(keras.Model):
         (`spn_tf.sampling.Draws`: its mode, coder and progress)."""
         raise NotImplementedError
 
+
+def set_sample_size(model, height, width):
+    """A fully convolutional kind only (`model.fully_convolutional`): its sampler (and so
+    `spn_tf.codec`) makes, and `log_prob` scores, `height x width` images from now on, with
+    the same weights (`example_shape` follows; training still checks the built `image_size`).
+    A function, not a model verb: only the codec needs it."""
+    if not model.fully_convolutional:
+        raise ValueError(f"a {model.kind} model samples only at its own size "
+                         f"{model.image_size}x{model.image_size}.")
+    hparams.check_positive("height", height)
+    hparams.check_positive("width", width)
+    model._set_example_shape((height, width, model.channels))
