@@ -65,9 +65,9 @@ def equal_size_pair(kind, num_mixtures):
 class Trainer:
     """One model's Adam steps as `fit` takes them, run in turns of a time budget."""
 
-    def __init__(self, model, batches=None):
+    def __init__(self, model, batches=None, learning_rate=1e-3):
         self.model = model
-        self.optimizer = keras.optimizers.Adam(1e-3)
+        self.optimizer = keras.optimizers.Adam(learning_rate)
         self.optimizer.build(model.trainable_variables)
         self.batches = batches or iter(data.load(
             "embedded", image_size=SIZE, bits=BITS, channels=CHANNELS, batch_size=BATCH,

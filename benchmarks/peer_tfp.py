@@ -117,6 +117,85 @@ def peer_child(args):
                       "tfp": tfp.__version__, **rates}))
 
 
+def batch_order(num_examples, batch, seed):
+    """Endless example indices, `batch` at a time: a fresh permutation per epoch from
+    `numpy.random.default_rng(seed)`. Both sides of `quality_per_time.py` train on this
+    order, so every model sees the same batches."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(num_examples)
+        for begin in range(0, num_examples - batch + 1, batch):
+            yield order[begin:begin + batch]
+
+
+def curve(step, evaluate, batches, checkpoints):
+    """Trains with `step(batch)` (a `tf.function`; each call ended by `.numpy()`) until each
+    of `checkpoints` seconds of wall-clock training, and calls `evaluate()` (held-out
+    bits/dim) there, outside the clock. The first step (tracing) is taken untimed.
+
+    Returns:
+      `[{"seconds", "cpu_seconds", "steps", "bits_per_dim"}]`, one per checkpoint: seconds
+      of training, the process's CPU seconds in them (all threads), steps taken.
+    """
+    step(next(batches)).numpy()
+    steps, seconds, cpu_seconds, points = 1, 0.0, 0.0, []
+    for checkpoint in sorted(checkpoints):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        while seconds + time.perf_counter() - start < checkpoint:
+            step(next(batches)).numpy()
+            steps += 1
+        seconds += time.perf_counter() - start
+        cpu_seconds += time.process_time() - cpu_start
+        points.append({"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": steps,
+                       "bits_per_dim": float(evaluate())})
+    return points
+
+
+def peer_curve_child(args):
+    """In the peer venv: trains the peer on `--curve_data` (an `.npz` that
+    `quality_per_time.py` writes: `train`, `test` uint8 images and the protocol) and prints
+    `{"params", "tf", "tfp", "curve"}` as JSON."""
+    import numpy as np
+    import tensorflow as tf
+    import tensorflow_probability as tfp
+    import tf_keras
+
+    _set_threads(tf, args)
+    tf.random.set_seed(0)
+    with np.load(args.curve_data) as loaded:
+        spec = {key: loaded[key] for key in loaded.files}
+    train, test = spec["train"], spec["test"]
+    dist = tfp.distributions.PixelCNN(**{**PEER_ARGS, "image_shape": train.shape[1:],
+                                         "dropout_p": float(spec["dropout"])})
+    optimizer = tf_keras.optimizers.Adam(float(spec["learning_rate"]))
+    dims = float(np.prod(train.shape[1:]))
+
+    @tf.function
+    def step(images):
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(dist.log_prob(tf.cast(images, tf.float32), training=True))
+        variables = dist.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    @tf.function
+    def held_out_bits(images):
+        return -dist.log_prob(tf.cast(images, tf.float32), training=False) / (
+            dims * np.log(2.0))
+
+    def evaluate():
+        batches = [held_out_bits(test[i:i + 64]).numpy() for i in range(0, len(test), 64)]
+        return np.concatenate(batches).mean()
+
+    batches = (train[index] for index in batch_order(len(train), int(spec["batch"]),
+                                                      int(spec["seed"])))
+    points = curve(step, evaluate, batches, spec["checkpoints"].tolist())
+    print(json.dumps({"params": dist.network.count_params(), "tf": tf.__version__,
+                      "tfp": tfp.__version__, "curve": points}))
+
+
 def _check_output(cmd, **kwargs):
     result = subprocess.run(cmd, capture_output=True, text=True, **kwargs)
     if result.returncode:
@@ -248,5 +327,9 @@ if __name__ == "__main__":
     parser.add_argument("--intra_op_threads", type=int, default=0,
                         help="TF intra-op threads, both sides (0: TF's choice).")
     parser.add_argument("--peer_child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--curve_data", help=argparse.SUPPRESS)
     parsed = parser.parse_args()
-    peer_child(parsed) if parsed.peer_child else main(parsed)
+    if parsed.curve_data:
+        peer_curve_child(parsed)
+    else:
+        peer_child(parsed) if parsed.peer_child else main(parsed)

@@ -57,11 +57,12 @@ class DatasetNotPreparedError(ValueError):
     """The named TFDS dataset is not prepared in `data_dir`; the message says how to prepare."""
 
 
-def _photo_crops(split, crop, seed, crops_per_photo):
-    """Deterministic crops of the embedded photos: (images uint8 (N, crop, crop, 3), labels)."""
+def photo_crops(photos, split, crop, seed, crops_per_photo):
+    """Deterministic crops of `photos` (uint8 `(h, w, C)` or `(h, w)` each), a split's from
+    its strip (`photo_columns`): (images uint8 `(N, crop, crop[, C])`, labels = photo index)."""
     rng = np.random.default_rng(seed + (0 if split == "train" else 1))
     images, labels = [], []
-    for label, photo in enumerate(embedded_photos()):
+    for label, photo in enumerate(photos):
         height = photo.shape[0]
         lo, hi = photo_columns(photo, split, crop)
         rows = rng.integers(0, height - crop + 1, crops_per_photo)
@@ -109,7 +110,8 @@ def embedded_arrays(split="train", image_size=32, seed=0):
     if image_size > 64:
         raise ValueError(f"the embedded photos give crops up to 64x64, got image_size={image_size}.")
     crop = max(image_size, EMBEDDED_CROP)
-    images, labels = _photo_crops(split, crop, seed, 256 if split == "train" else 32)
+    images, labels = photo_crops(embedded_photos(), split, crop, seed,
+                                 256 if split == "train" else 32)
     if image_size < crop:
         images = tf.image.resize(images.astype(np.float32), (image_size, image_size), "area")
         images = np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8)
