@@ -207,3 +207,23 @@ def test_negative_bits_per_dim_are_recomputed_or_refused():
     assert mean_bits_per_dim(_FaultyModel(0.5), batches) == pytest.approx(0.5)
     with pytest.raises(FloatingPointError, match="a numerical fault, not a result"):
         mean_bits_per_dim(_FaultyModel(-1.0), batches)
+
+
+def test_evaluating_again_does_not_trace_again_nor_keep_the_model_alive():
+    import gc
+    import weakref
+
+    from spn_tf.training import evaluation
+
+    keras.utils.set_random_seed(0)
+    model = models.build("raster", 4, channels=3, bits=2, preset="tiny")
+    model.build()
+    ds = tf.data.Dataset.from_tensor_slices(IMAGES[:4]).batch(2)
+    first = mean_bits_per_dim(model, ds)
+    for _ in range(6):  # a training run's periodic evaluations
+        assert mean_bits_per_dim(model, ds) == first
+    assert evaluation._COMPILED[model][0].experimental_get_tracing_count() == 1
+    held = weakref.ref(model)
+    del model
+    gc.collect()
+    assert held() is None

@@ -1,6 +1,8 @@
 """Exact held-out bits/dim over a whole dataset, in bounded memory for models with slices
 (`DensityModel.log_prob(..., slices_per_call)`)."""
 
+import weakref
+
 import tensorflow as tf
 from absl import logging
 
@@ -24,12 +26,19 @@ def mean_bits_per_dim(model, dataset, slices_per_call=0):
       FloatingPointError: a batch's bits/dim stay negative when computed again eagerly.
     """
 
+    # The cached function below must not keep the model alive: it holds a weak reference.
+    held, num_dims = weakref.ref(model), model.num_dims
+
     def batch_values(batch):
         images, cond = inputs_lib.split_inputs(batch)
-        return bits_per_dim(model.log_prob(images, cond or None, slices_per_call or None),
-                            model.num_dims)
+        return bits_per_dim(held().log_prob(images, cond or None, slices_per_call or None),
+                            num_dims)
 
-    compiled = tf.function(batch_values, reduce_retracing=True)
+    # One traced function per model and setting, kept across calls: a training run scores
+    # its held-out set at every evaluation, and a new `tf.function` each time would trace
+    # again each time (and TensorFlow warns about it after five).
+    compiled = _COMPILED.setdefault(model, {}).setdefault(
+        slices_per_call, tf.function(batch_values, reduce_retracing=True))
     total, count = 0.0, 0
     for batch in dataset:
         values = compiled(batch).numpy()
@@ -41,6 +50,8 @@ def mean_bits_per_dim(model, dataset, slices_per_call=0):
         raise ValueError("the held-out dataset is empty.")
     return total / count
 
+
+_COMPILED = weakref.WeakKeyDictionary()  # model → {slices_per_call: tf.function}
 
 # Exact bits/dim of a normalized discrete distribution are >= 0; float32 sums of log-softmax
 # values may round a little below.
