@@ -92,20 +92,22 @@ def agreement(loaded, path, signature_requests=None, native_path=None):
         return [Verdict(NAME, NA, f"{error}; the other checks ran")]
     signature_requests = signature_requests or requests(loaded)
     records = warmup.read(path)
+    try:  # one session for both where there are both (one load, one compile)
+        outputs = (native.run_and_replay(runner, native_path, signature_requests) if records
+                   else (native.run(runner, native_path, signature_requests), []))
+    except native.NativeError as error:
+        outputs = error
     verdicts = []
-    for label, batch, replay in (
-            ("every signature", signature_requests,
-             lambda: native.run(runner, native_path, signature_requests)),
-            ("warm-up replay", records, lambda: native.replay_warmup(runner, native_path))):
+    for label, batch, index in (("every signature", signature_requests, 0),
+                                ("warm-up replay", records, 1)):
         if not batch:
             verdicts.append(Verdict(f"{NAME}: {label}", NA, "the export has no warm-up "
                                     "requests"))
             continue
-        try:
-            results = replay()
-        except native.NativeError as error:
-            verdicts.append(verdict(f"{NAME}: {label}", False, f"the runner failed: {error}"))
+        if isinstance(outputs, native.NativeError):
+            verdicts.append(verdict(f"{NAME}: {label}", False, f"the runner failed: {outputs}"))
             continue
+        results = outputs[index]
         problems = [f"{name}: {problem}" for (name, inputs), got in zip(batch, results)
                     for problem in differences(_python(loaded, name, inputs), got)]
         if len(results) != len(batch):

@@ -138,23 +138,51 @@ def run(runner, version_dir, requests):
       NativeError: the load or a request failed (e.g. an unknown signature or input).
     """
     with tempfile.TemporaryDirectory() as scratch:
-        lines = []
-        for index, (signature, inputs) in enumerate(requests):
-            folder = os.path.join(scratch, "in", str(index))
-            os.makedirs(folder)
-            words = [signature, os.path.join(scratch, "out", str(index))]
-            for alias, value in inputs.items():
-                path = os.path.join(folder, f"{alias}.npy")
-                np.save(path, _npy_value(value))
-                words.append(f"{alias}={path}")
-            lines.append(" ".join(words))
-        plan = os.path.join(scratch, "plan")
-        with open(plan, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        os.makedirs(os.path.join(scratch, "out"))
-        _run(runner, [version_dir, f"--plan={plan}"])
-        return [_read_outputs(os.path.join(scratch, "out", str(index)))
-                for index in range(len(requests))]
+        _run(runner, [version_dir, _write_plan(scratch, requests)])
+        return _plan_outputs(scratch, len(requests))
+
+
+def run_and_replay(runner, version_dir, requests):
+    """`run(...)` then `replay_warmup(...)` of the export's own warm-up records, on one
+    session: one load and one compile of each signature instead of two.
+
+    Returns:
+      `(request outputs, record outputs)`, as `run` and `replay_warmup` return them.
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        replayed = os.path.join(scratch, "warmup")
+        os.makedirs(replayed)
+        _run(runner, [version_dir, _write_plan(scratch, requests), f"--warmup={replayed}"])
+        return _plan_outputs(scratch, len(requests)), _record_outputs(replayed)
+
+
+def _write_plan(scratch, requests):
+    """Writes `requests` as `.npy` inputs and a plan file under `scratch`; the runner's
+    `--plan=` option. Request k's outputs go to `scratch/out/k`."""
+    lines = []
+    for index, (signature, inputs) in enumerate(requests):
+        folder = os.path.join(scratch, "in", str(index))
+        os.makedirs(folder)
+        words = [signature, os.path.join(scratch, "out", str(index))]
+        for alias, value in inputs.items():
+            path = os.path.join(folder, f"{alias}.npy")
+            np.save(path, _npy_value(value))
+            words.append(f"{alias}={path}")
+        lines.append(" ".join(words))
+    plan = os.path.join(scratch, "plan")
+    with open(plan, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    os.makedirs(os.path.join(scratch, "out"))
+    return f"--plan={plan}"
+
+
+def _plan_outputs(scratch, count):
+    return [_read_outputs(os.path.join(scratch, "out", str(index))) for index in range(count)]
+
+
+def _record_outputs(folder):
+    return [_read_outputs(os.path.join(folder, str(index)))
+            for index in range(len(os.listdir(folder)))]
 
 
 def replay_warmup(runner, version_dir, records=None):
@@ -171,5 +199,4 @@ def replay_warmup(runner, version_dir, records=None):
     """
     with tempfile.TemporaryDirectory() as scratch:
         _run(runner, [version_dir, f"--warmup={scratch}"] + ([records] if records else []))
-        return [_read_outputs(os.path.join(scratch, str(index)))
-                for index in range(len(os.listdir(scratch)))]
+        return _record_outputs(scratch)

@@ -19,6 +19,9 @@
  *       replays VERSION_DIR/assets.extra/tf_serving_warmup_requests (or the file RECORDS: a
  *       TFRecord of PredictionLog records, as TF Serving replays them at load; CRCs checked):
  *       record k's outputs go to OUT_DIR/k/ALIAS.npy.
+ *   runner VERSION_DIR --plan=PLAN_FILE --warmup=OUT_DIR [RECORDS]
+ *       both on the same loaded session (one load, one compile of each signature), the plan
+ *       first.
  * Each request prints "done SIGNATURE OUT_DIR" on stdout when its outputs are written.
  *
  * .npy files: format 1.0-3.0, C order, little-endian dtypes f2 f4 f8 i1 i2 i4 i8 u1 u2 u4 u8
@@ -588,7 +591,8 @@ int main(int argc, char **argv) {
       "usage: runner VERSION_DIR --list\n"
       "       runner VERSION_DIR SIGNATURE OUT_DIR ALIAS=INPUT.npy ...\n"
       "       runner VERSION_DIR --plan=PLAN_FILE\n"
-      "       runner VERSION_DIR --warmup=OUT_DIR [RECORDS]";
+      "       runner VERSION_DIR --warmup=OUT_DIR [RECORDS]\n"
+      "       runner VERSION_DIR --plan=PLAN_FILE --warmup=OUT_DIR [RECORDS]";
   if (argc < 3) die(2, "%s", usage);
   const char *mode = argv[2];
   int is_option = strncmp(mode, "--", 2) == 0;
@@ -596,6 +600,12 @@ int main(int argc, char **argv) {
       strncmp(mode, "--warmup=", 9) != 0)
     die(2, "unknown option %s\n%s", mode, usage);
   if (!is_option && argc < 4) die(2, "%s", usage);
+  /* --plan= may be followed by --warmup=: argv[warmup] is that option, if any. */
+  int warmup = strncmp(mode, "--warmup=", 9) == 0 ? 2 : 0;
+  if (strncmp(mode, "--plan=", 7) == 0 && argc > 3) {
+    if (strncmp(argv[3], "--warmup=", 9) != 0) die(2, "unexpected %s\n%s", argv[3], usage);
+    warmup = 3;
+  }
   const char *tags[] = {"serve"};
   TF_Status *status = TF_NewStatus();
   TF_SessionOptions *options = TF_NewSessionOptions();
@@ -609,12 +619,12 @@ int main(int argc, char **argv) {
   read_signatures(meta_graph_def);
   if (strcmp(mode, "--list") == 0)
     list_signatures();
-  else if (strncmp(mode, "--plan=", 7) == 0)
-    run_plan(session, graph, mode + 7);
-  else if (strncmp(mode, "--warmup=", 9) == 0)
-    replay_warmup(session, graph, argv[1], mode + 9, argc > 3 ? argv[3] : NULL);
-  else
+  else if (!is_option)
     run_words(session, graph, argc - 2, argv + 2);
+  if (strncmp(mode, "--plan=", 7) == 0) run_plan(session, graph, mode + 7);
+  if (warmup)
+    replay_warmup(session, graph, argv[1], argv[warmup] + 9,
+                  argc > warmup + 1 ? argv[warmup + 1] : NULL);
   TF_CloseSession(session, status);
   TF_DeleteSession(session, status);
   TF_DeleteBuffer(meta_graph_def);
