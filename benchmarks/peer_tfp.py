@@ -130,6 +130,41 @@ def batch_order(num_examples, batch, seed):
             yield order[begin:begin + batch]
 
 
+class Average:
+    """An exponential moving average of `variables` in shadow copies (Polyak averaging, as
+    PixelCNN++ evaluates), its decay ramped as `min(decay, (1 + t) / (10 + t))` at update t
+    (`tf.train.ExponentialMovingAverage`'s `num_updates` rule), so that early checkpoints
+    are not pulled towards the initial weights. The same code on both sides."""
+
+    def __init__(self, variables, decay):
+        import tensorflow as tf
+
+        self.variables, self.decay = list(variables), decay
+        self.shadow = [tf.Variable(v, trainable=False) for v in self.variables]
+        self.updates = tf.Variable(0.0, trainable=False)
+
+    def update(self):
+        """Moves the shadows towards the variables (call inside the training step, after the
+        optimizer's update)."""
+        import tensorflow as tf
+
+        rate = tf.minimum(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        for shadow, variable in zip(self.shadow, self.variables):
+            shadow.assign(rate * shadow + (1.0 - rate) * variable)
+        self.updates.assign_add(1.0)
+
+    def evaluate(self, evaluate):
+        """`evaluate()` with the averaged weights in the variables, which are then restored."""
+        kept = [variable.numpy() for variable in self.variables]
+        for shadow, variable in zip(self.shadow, self.variables):
+            variable.assign(shadow)
+        try:
+            return evaluate()
+        finally:
+            for value, variable in zip(kept, self.variables):
+                variable.assign(value)
+
+
 def curve(step, evaluate, batches, checkpoints):
     """Trains with `step(batch)` (a `tf.function`; each call ended by `.numpy()`) until each
     of `checkpoints` seconds of wall-clock training, and calls `evaluate()` (held-out
@@ -171,6 +206,9 @@ def peer_curve_child(args):
                                          "dropout_p": float(spec["dropout"])})
     optimizer = tf_keras.optimizers.Adam(float(spec["learning_rate"]))
     dims = float(np.prod(train.shape[1:]))
+    # (The weights exist from the constructor; the ramped decay forgets their values before
+    # the first call's data-dependent initialization within a few steps.)
+    average = Average(dist.trainable_variables, float(spec["ema"])) if spec["ema"] else None
 
     @tf.function
     def step(images):
@@ -178,6 +216,8 @@ def peer_curve_child(args):
             loss = -tf.reduce_mean(dist.log_prob(tf.cast(images, tf.float32), training=True))
         variables = dist.trainable_variables
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        if average:
+            average.update()
         return loss
 
     @tf.function
@@ -185,9 +225,12 @@ def peer_curve_child(args):
         return -dist.log_prob(tf.cast(images, tf.float32), training=False) / (
             dims * np.log(2.0))
 
-    def evaluate():
+    def held_out():
         batches = [held_out_bits(test[i:i + 64]).numpy() for i in range(0, len(test), 64)]
         return np.concatenate(batches).mean()
+
+    def evaluate():
+        return average.evaluate(held_out) if average else held_out()
 
     batches = (train[index] for index in batch_order(len(train), int(spec["batch"]),
                                                       int(spec["seed"])))

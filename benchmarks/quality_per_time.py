@@ -40,6 +40,7 @@ Usage: python benchmarks/quality_per_time.py [--budgets 150 600] [--datasets pho
 """
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -100,11 +101,22 @@ def our_curve(spec, train, test, args):
     model.build()
     step = Trainer(model, iter(()), args.learning_rate).step
     held_out = tf.data.Dataset.from_tensor_slices(test.astype(np.int32)).batch(64)
+    evaluate = lambda: mean_bits_per_dim(model, held_out)  # noqa: E731
+    if args.ema:
+        average = peer_tfp.Average(model.trainable_variables, args.ema)
+        train_step = step
+
+        @tf.function(autograph=False)
+        def step(images):
+            loss = train_step(images)
+            average.update()
+            return loss
+
+        evaluate = functools.partial(average.evaluate, evaluate)
     batches = (tf.constant(train[index], tf.int32)
                for index in peer_tfp.batch_order(len(train), args.batch, SEED))
     return {"params": model.count_params(),
-            "curve": peer_tfp.curve(step, lambda: mean_bits_per_dim(model, held_out),
-                                    batches, checkpoints(args))}
+            "curve": peer_tfp.curve(step, evaluate, batches, checkpoints(args))}
 
 
 def peer_curve(python, train, test, args):
@@ -113,7 +125,7 @@ def peer_curve(python, train, test, args):
         path = os.path.join(folder, "curve_data.npz")
         np.savez(path, train=train, test=test, checkpoints=np.asarray(checkpoints(args)),
                  batch=args.batch, seed=SEED, learning_rate=args.peer_learning_rate,
-                 dropout=args.peer_dropout)
+                 dropout=args.peer_dropout, ema=args.ema)
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run([python, peer_tfp.__file__, "--curve_data", path],
                                 capture_output=True, text=True, env=env)
@@ -136,7 +148,8 @@ def report(name, rows, args):
     """Prints one dataset's curve table and the leads over the peer at each budget."""
     print(f"\n{name}: held-out bits/dim after t seconds of training (wall-clock; CPU seconds "
           f"of all threads at the end in brackets), batch {args.batch}, Adam at a constant "
-          f"{args.learning_rate:g} (peer {args.peer_learning_rate:g})")
+          f"{args.learning_rate:g} (peer {args.peer_learning_rate:g})"
+          + (f", weights averaged (EMA {args.ema:g}) on both sides" if args.ema else ""))
     points = checkpoints(args)
     print("| model | params | " + " | ".join(f"{t:g} s" for t in points) + " | steps |")
     print("|---|---:|" + "---:|" * (len(points) + 1))
@@ -201,7 +214,7 @@ def main(args):
             json.dump({"benchmark": "quality_per_time", "batch": args.batch,
                        "learning_rate": args.learning_rate,
                        "peer_learning_rate": args.peer_learning_rate, "budgets": args.budgets,
-                       "peer_dropout": args.peer_dropout, "image_size": size,
+                       "peer_dropout": args.peer_dropout, "ema": args.ema, "image_size": size,
                        "results": results}, f)
         print(f"figures: {args.json}")
 
@@ -219,6 +232,9 @@ def parse(argv=None):
     parser.add_argument("--learning_rate", type=float, default=1e-3, help="Ours (Adam).")
     parser.add_argument("--peer_learning_rate", type=float, default=1e-3,
                         help="The peer's (Adam; 1e-3 is its docstring's).")
+    parser.add_argument("--ema", type=float, default=0.0,
+                        help="Both sides: evaluate an exponential moving average of the "
+                             "weights with this decay (peer_tfp.Average; 0: the weights).")
     parser.add_argument("--peer_dropout", type=float, default=peer_tfp.PEER_ARGS["dropout_p"])
     parser.add_argument("--peer_venv", default="~/.cache/spn_tf/peer_tfp_venv")
     parser.add_argument("--no_peer", action="store_true", help="Ours only.")
@@ -231,6 +247,8 @@ def parse(argv=None):
         args.budgets, args.no_peer = [1.0], True
     if min(args.budgets) <= 0:
         parser.error(f"--budgets must be positive seconds, got {args.budgets}.")
+    if not 0 <= args.ema < 1:
+        parser.error(f"--ema is a decay in [0, 1) (0: no average), got {args.ema}.")
     return args
 
 
