@@ -34,6 +34,9 @@ here; tfp's `WeightNorm` layers, a `tf.function` with a variable-driven branch: 
 `use_weight_norm=False` it compiles once), so its XLA train figure is compile time, and the
 train ratio under `--xla` means nothing; its XLA `log_prob` is fine.
 
+`benchmarks/quality_per_time.py` trains the same peer for held-out bits/dim per second with
+this file's `batch_order`, `curve` and `Average` (its child mode: `--curve_data`).
+
 Order: peer, ours (each spec, in this process), peer again. Read the ratios (× peer: ours /
 peer, the range over the two peer runs), not the absolute images/s: the machine may be
 shared, and the two peer runs bracket ours and show how much the load moved meanwhile.
