@@ -30,7 +30,8 @@ def define_flags():
     flags.DEFINE_enum("head", None, list(distributions.HEADS),
                       "Likelihood head of every sub-pixel: a 'categorical' over the 2**bits "
                       "values (the default) or PixelCNN++'s 'logistic_mixture' (at least 2 "
-                      "bits; fewer outputs, faster at 8 bits).")
+                      "bits; fewer outputs). Which learns faster depends on the kind and the "
+                      "data: docs/models.md, 'Which head'.")
     flags.DEFINE_integer("num_mixtures", None, "Logistic components per sub-pixel "
                          "(--head=logistic_mixture; default 5).", lower_bound=1)
     flags.DEFINE_enum("upscaling_part", None, ["all", "first", "size", "depth"],
