@@ -27,5 +27,5 @@ setuptools.setup(
         # The entropy coder of spn_tf.codec (Rust range/ANS coders; BUILD_NOTES.md).
         "constriction>=0.5,<0.6",
     ],
-    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "pyyaml>=6"], "bench": ["matplotlib>=3.8", "imagecodecs>=2024.6", "scikit-image>=0.24"]},
+    extras_require={"test": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "pyyaml>=6", "matplotlib>=3.8"], "bench": ["matplotlib>=3.8", "imagecodecs>=2024.6", "scikit-image>=0.24"]},
 )
