@@ -62,6 +62,21 @@ def equal_size_pair(kind, num_mixtures):
     return categorical, build(kind, "logistic_mixture", num_mixtures, best[0])
 
 
+def train_step(model, optimizer):
+    """A `tf.function(images) -> loss`: one step of `optimizer` (built on the model's
+    trainable variables) as `fit` takes it (`model.compute_loss` of `model(x,
+    training=True)` under a tape)."""
+
+    @tf.function(autograph=False)
+    def step(images):
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x=images, y_pred=model(images, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+    return step
+
+
 class Trainer:
     """One model's Adam steps as `fit` takes them, run in turns of a time budget."""
 
@@ -73,15 +88,7 @@ class Trainer:
             "embedded", image_size=SIZE, bits=BITS, channels=CHANNELS, batch_size=BATCH,
             repeat=True))
         self.steps, self.seconds = 0, 0.0
-
-        @tf.function(autograph=False)
-        def step(images):
-            with tf.GradientTape() as tape:
-                loss = model.compute_loss(x=images, y_pred=model(images, training=True))
-            grads = tape.gradient(loss, model.trainable_variables)
-            self.optimizer.apply(grads, model.trainable_variables)
-            return loss
-        self.step = step
+        self.step = train_step(model, self.optimizer)
 
     def train_for(self, seconds, clock=time.perf_counter):
         """Steps until `seconds` of `clock` (wall by default; `time.process_time`: CPU)."""

@@ -168,20 +168,27 @@ class Average:
                 variable.assign(value)
 
 
-def curve(step, evaluate, batches, checkpoints):
+def curve(step, evaluate, batches, checkpoints, progress=None):
     """Trains with `step(batch)` (a `tf.function`; each call ended by `.numpy()`) until each
     of `checkpoints` seconds of wall-clock training, and calls `evaluate()` (held-out
     bits/dim) there, outside the clock. The first step (tracing) is taken untimed.
+    `progress(fraction)`, if given, is called before each step with the fraction of the
+    last checkpoint's seconds trained so far (a schedule over the clock: `linear_decay`).
 
     Returns:
       `[{"seconds", "cpu_seconds", "steps", "bits_per_dim"}]`, one per checkpoint: seconds
       of training, the process's CPU seconds in them (all threads), steps taken.
     """
+    checkpoints = sorted(checkpoints)
+    if progress:
+        progress(0.0)
     step(next(batches)).numpy()
     steps, seconds, cpu_seconds, points = 1, 0.0, 0.0, []
-    for checkpoint in sorted(checkpoints):
+    for checkpoint in checkpoints:
         start, cpu_start = time.perf_counter(), time.process_time()
         while seconds + time.perf_counter() - start < checkpoint:
+            if progress:
+                progress((seconds + time.perf_counter() - start) / checkpoints[-1])
             step(next(batches)).numpy()
             steps += 1
         seconds += time.perf_counter() - start
@@ -189,6 +196,12 @@ def curve(step, evaluate, batches, checkpoints):
         points.append({"seconds": seconds, "cpu_seconds": cpu_seconds, "steps": steps,
                        "bits_per_dim": float(evaluate())})
     return points
+
+
+def linear_decay(learning_rate, peak):
+    """`progress(fraction)` for `curve`: sets the variable `learning_rate` to `peak` times
+    `1 - fraction`, a linear decay to 0 at the last checkpoint."""
+    return lambda fraction: learning_rate.assign(peak * (1.0 - min(fraction, 1.0)))
 
 
 def peer_curve_child(args):
@@ -237,7 +250,9 @@ def peer_curve_child(args):
 
     batches = (train[index] for index in batch_order(len(train), int(spec["batch"]),
                                                       int(spec["seed"])))
-    points = curve(step, evaluate, batches, spec["checkpoints"].tolist())
+    progress = linear_decay(optimizer.learning_rate, float(spec["learning_rate"])) if (
+        str(spec["decay"]) == "linear") else None
+    points = curve(step, evaluate, batches, spec["checkpoints"].tolist(), progress)
     print(json.dumps({"params": dist.network.count_params(), "tf": tf.__version__,
                       "tfp": tfp.__version__, "curve": points}))
 

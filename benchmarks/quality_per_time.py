@@ -4,8 +4,10 @@ What a user picks a model for is the held-out likelihood the compute buys. Each 
 trains from scratch for the same wall-clock seconds, on the same batches in the same order
 (`peer_tfp.batch_order`: a seeded permutation per epoch, batches of `--batch`), with Adam at
 a constant learning rate (`--learning_rate`, `--peer_learning_rate`: 1e-3 both by default).
-No schedule: the curve's point at 150 s is what a 150 s run gives, so one run of the longest
-budget measures every shorter one. At each checkpoint the clock stops and the held-out set
+No schedule by default: the curve's point at 150 s is what a 150 s run gives, so one run of
+the longest budget measures every shorter one; `--decay linear` decays both sides' rates
+over the clock to 0 at the one budget it takes. `--mixed_precision` computes ours in
+bfloat16 (Keras's `mixed_bfloat16`; the peer stays float32). At each checkpoint the clock stops and the held-out set
 is scored exactly (ours: `mean_bits_per_dim`, every slice or group of every image; the peer:
 `dist.log_prob` in inference mode). Single checkpoints of the raw weights are noisy (up to
 ~1 bit/dim between neighbours at batch 16): `--ema DECAY` scores an exponential moving
@@ -37,7 +39,7 @@ each model's lead over the peer (peer - ours, bits/dim; the goal is >= 0.05); wr
 
 Usage: python benchmarks/quality_per_time.py [--budgets 150 600] [--datasets photos gray]
   [--ours=spn:small:head=logistic_mixture ...] [--ema 0.995] [--learning_rate 1e-3]
-  [--peer_venv ...] [--no_peer] [--plot out.png] [--json out.json]
+  [--decay linear --budgets 150] [--mixed_precision] [--peer_venv ...] [--no_peer] [--plot out.png] [--json out.json]
   python benchmarks/quality_per_time.py --smoke   (seconds: every kind once at tiny, 8x8,
   a 1 s budget, no peer)
 """
@@ -55,7 +57,7 @@ import numpy as np
 import tensorflow as tf
 
 import peer_tfp
-from heads import Trainer
+from heads import train_step
 from spn_tf import data, models
 from spn_tf.training.evaluation import mean_bits_per_dim
 
@@ -99,27 +101,36 @@ def our_curve(spec, train, test, args):
     """`{"params", "curve"}` of one spec trained on `train`, scored on `test`."""
     kind, preset, overrides = peer_tfp.parse_spec(spec)
     keras.utils.set_random_seed(SEED)
-    model = models.build(kind, train.shape[1], channels=train.shape[3], bits=BITS,
-                         preset=preset, **overrides)
-    model.build()
-    step = Trainer(model, iter(()), args.learning_rate).step
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if args.mixed_precision else "float32")
+    try:
+        model = models.build(kind, train.shape[1], channels=train.shape[3], bits=BITS,
+                             preset=preset, **overrides)
+        model.build()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    optimizer = keras.optimizers.Adam(args.learning_rate)
+    optimizer.build(model.trainable_variables)
+    step = train_step(model, optimizer)
     held_out = tf.data.Dataset.from_tensor_slices(test.astype(np.int32)).batch(64)
     evaluate = lambda: mean_bits_per_dim(model, held_out)  # noqa: E731
     if args.ema:
         average = peer_tfp.Average(model.trainable_variables, args.ema)
-        train_step = step
+        plain_step = step
 
         @tf.function(autograph=False)
         def step(images):
-            loss = train_step(images)
+            loss = plain_step(images)
             average.update()
             return loss
 
         evaluate = functools.partial(average.evaluate, evaluate)
     batches = (tf.constant(train[index], tf.int32)
                for index in peer_tfp.batch_order(len(train), args.batch, SEED))
+    progress = peer_tfp.linear_decay(optimizer.learning_rate, args.learning_rate) if (
+        args.decay == "linear") else None
     return {"params": model.count_params(),
-            "curve": peer_tfp.curve(step, evaluate, batches, checkpoints(args))}
+            "curve": peer_tfp.curve(step, evaluate, batches, checkpoints(args), progress)}
 
 
 def peer_curve(python, train, test, args):
@@ -128,7 +139,7 @@ def peer_curve(python, train, test, args):
         path = os.path.join(folder, "curve_data.npz")
         np.savez(path, train=train, test=test, checkpoints=np.asarray(checkpoints(args)),
                  batch=args.batch, seed=SEED, learning_rate=args.peer_learning_rate,
-                 dropout=args.peer_dropout, ema=args.ema)
+                 dropout=args.peer_dropout, ema=args.ema, decay=args.decay)
         env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run([python, peer_tfp.__file__, "--curve_data", path],
                                 capture_output=True, text=True, env=env)
@@ -143,15 +154,14 @@ def checkpoints(args):
     return sorted(set(args.budgets) | {longest / 8, longest / 4, longest / 2})
 
 
-def at(curve, seconds):
-    return next(p for p in curve if abs(p["seconds"] - seconds) <= 0.1 * seconds + 1)
-
-
 def report(name, rows, args):
     """Prints one dataset's curve table and the leads over the peer at each budget."""
     print(f"\n{name}: held-out bits/dim after t seconds of training (wall-clock; CPU seconds "
-          f"of all threads at the end in brackets), batch {args.batch}, Adam at a constant "
-          f"{args.learning_rate:g} (peer {args.peer_learning_rate:g})"
+          f"of all threads at the end in brackets), batch {args.batch}, Adam at "
+          f"{args.learning_rate:g} (peer {args.peer_learning_rate:g}), "
+          + ("decayed linearly to 0 at the budget on both sides" if args.decay == "linear"
+             else "constant")
+          + (", ours in mixed bfloat16 (the peer float32)" if args.mixed_precision else "")
           + (f", weights averaged (EMA {args.ema:g}) on both sides" if args.ema else ""))
     points = checkpoints(args)
     print("| model | params | " + " | ".join(f"{t:g} s" for t in points) + " | steps |")
@@ -164,8 +174,9 @@ def report(name, rows, args):
     if "peer" not in rows:
         return
     for budget in args.budgets:
-        peer = at(rows["peer"]["curve"], budget)["bits_per_dim"]
-        leads = {label: peer - at(row["curve"], budget)["bits_per_dim"]
+        point = points.index(budget)
+        peer = rows["peer"]["curve"][point]["bits_per_dim"]
+        leads = {label: peer - row["curve"][point]["bits_per_dim"]
                  for label, row in rows.items() if label != "peer"}
         print(f"  lead over the peer at {budget:g} s (goal >= 0.05 bits/dim): " + ", ".join(
             f"{label} {lead:+.3f}{'' if lead >= 0.05 else ' (short)'}"
@@ -217,7 +228,8 @@ def main(args):
             json.dump({"benchmark": "quality_per_time", "batch": args.batch,
                        "learning_rate": args.learning_rate,
                        "peer_learning_rate": args.peer_learning_rate, "budgets": args.budgets,
-                       "peer_dropout": args.peer_dropout, "ema": args.ema, "image_size": size,
+                       "peer_dropout": args.peer_dropout, "ema": args.ema, "decay": args.decay,
+                       "mixed_precision": args.mixed_precision, "image_size": size,
                        "results": results}, f)
         print(f"figures: {args.json}")
 
@@ -238,6 +250,12 @@ def parse(argv=None):
     parser.add_argument("--ema", type=float, default=0.0,
                         help="Both sides: evaluate an exponential moving average of the "
                              "weights with this decay (peer_tfp.Average; 0: the weights).")
+    parser.add_argument("--decay", choices=["constant", "linear"], default="constant",
+                        help="Both sides: keep the learning rate, or decay it linearly over "
+                             "the clock to 0 at the budget (one --budgets value only).")
+    parser.add_argument("--mixed_precision", action="store_true",
+                        help="Ours: compute in bfloat16 (mixed_bfloat16; variables, the "
+                             "loss and the heads' arithmetic stay float32).")
     parser.add_argument("--peer_dropout", type=float, default=peer_tfp.PEER_ARGS["dropout_p"])
     parser.add_argument("--peer_venv", default="~/.cache/spn_tf/peer_tfp_venv")
     parser.add_argument("--no_peer", action="store_true", help="Ours only.")
@@ -250,6 +268,9 @@ def parse(argv=None):
         args.budgets, args.no_peer = [1.0], True
     if min(args.budgets) <= 0:
         parser.error(f"--budgets must be positive seconds, got {args.budgets}.")
+    if args.decay == "linear" and len(args.budgets) > 1:
+        parser.error(f"--decay linear ends at the budget, so it takes one --budgets value; "
+                     f"got {args.budgets}: run once per budget.")
     if not 0 <= args.ema < 1:
         parser.error(f"--ema is a decay in [0, 1) (0: no average), got {args.ema}.")
     return args

@@ -48,6 +48,31 @@ def test_curve_evaluates_at_each_checkpoint_outside_the_clock():
     assert points[-1]["steps"] == len(step.batches) and step.batches[0] == 0
 
 
+class _Rate:
+    def __init__(self):
+        self.value = None
+
+    def assign(self, value):
+        self.value = value
+
+
+def test_linear_decay_follows_the_clock_to_zero_at_the_last_checkpoint():
+    rate, seen = _Rate(), []
+    decay = peer_tfp.linear_decay(rate, 2e-3)
+
+    def progress(fraction):
+        decay(fraction)
+        seen.append((fraction, rate.value))
+    peer_tfp.curve(_Step(), lambda: 0.0, iter(range(10 ** 9)), [0.01, 0.03], progress)
+    assert seen[0] == (0.0, 2e-3)  # the untimed first step runs at the peak
+    fractions = [f for f, _ in seen]
+    assert fractions == sorted(fractions) and 0 <= fractions[-1] < 1
+    for fraction, value in seen:
+        assert value == pytest.approx(2e-3 * (1 - fraction))
+    decay(1.5)  # past the budget: 0, never negative
+    assert rate.value == 0
+
+
 def test_smoke_run_scores_every_kind_and_both_heads(tmp_path):
     quiet = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     out, figure = tmp_path / "figures.json", tmp_path / "curve.png"
@@ -68,7 +93,9 @@ def test_smoke_run_scores_every_kind_and_both_heads(tmp_path):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("argv", [["--budgets", "0"], ["--datasets", "mnist"]])
+@pytest.mark.parametrize("argv", [["--budgets", "0"], ["--datasets", "mnist"],
+                                  ["--decay", "linear", "--budgets", "150", "600"],
+                                  ["--decay", "cosine"]])
 def test_bad_flags_are_refused(argv, capsys):
     import quality_per_time
 
