@@ -8,7 +8,8 @@ import pytest
 import harness
 
 # Tiny models; together: every kind, both heads, 1 and 3 channels, attention, type A and B
-# multiscale groups, depth upscaling, and label / embedding / text / action conditioning.
+# multiscale groups, depth upscaling, the SPN's half-resolution slice embedder, and label /
+# embedding / text / action conditioning.
 CASES = {
     "raster": dict(kind="raster", image_size=4, channels=1, bits=2, cond={"label": 3}),
     "raster_rgb_attention": dict(kind="raster", image_size=2, channels=3, bits=1,
@@ -19,6 +20,8 @@ CASES = {
                 attention_layers=(0,), cond={"embedding": 4}),
     "spn_text": dict(kind="spn", image_size=4, channels=1, bits=2, subscale_factor=2,
                      cond={"text": 12}),
+    "spn_half_embedder": dict(kind="spn", image_size=8, channels=1, bits=2, subscale_factor=2,
+                              embedder_half_resolution=True, cond={"label": 3}),
     "spn_depth": dict(kind="spn", image_size=4, channels=1, bits=2, subscale_factor=2,
                       msb_bits=1, cond={"label": 2}),
     "upscaling": dict(kind="upscaling", image_size=4, channels=1, bits=2, subscale_factor=2,

@@ -75,7 +75,8 @@ def random_configs(per_kind=7, seed=SEED, head="categorical"):
         spn = dict(_decoder(rng, c), subscale_factor=s, num_heads=int(rng.integers(1, 3)),
                    key_dim=_choice(rng, (1, 2, 4)), embedder_filters=_choice(rng, (4, 8)),
                    embedder_layers=int(rng.integers(0, 3)),
-                   embedder_kernel_size=_choice(rng, (1, 3)))
+                   embedder_kernel_size=_choice(rng, (1, 3)),
+                   embedder_half_resolution=bool(rng.random() < 0.5))
         if bits < 8 and rng.random() < 0.3:
             spn["msb_bits"] = 1
         configs.append(("spn", size, c, bits, _cond(rng), spn))
@@ -142,6 +143,7 @@ def test_the_draws_cover_every_kind_and_the_risky_settings():
     assert any(o.get("attention_layers") for o in overrides)
     assert any(o.get("group_pixelcnn_patch") for o in overrides)
     assert any(o.get("msb_bits") for o in overrides)
+    assert {o.get("embedder_half_resolution") for o in overrides} >= {False, True}
     assert any(c[4] for c in CONFIGS) and any(c[2] == 3 for c in CONFIGS)
     # The mixture: every kind, three channels (masks between channels) and 1-3 components.
     assert {c[0] for c in MIXTURE_CONFIGS} == {"raster", "spn", "upscaling", "multiscale"}

@@ -29,6 +29,13 @@ class SliceEmbedder(keras.layers.Layer):
     causal mask: nothing the embedder sees is generated at or after the target slice), so
     every position of the embedding depends on every pixel of every earlier slice.
 
+    With `half_resolution=True` (an option, not the paper's: faster, its bits/dim cost is in
+    docs/benchmarks.md), the residual blocks and the attention run on the input
+    convolution's output average-pooled 2x2, and their output, upsampled (nearest) to the
+    slice, is added to that full-resolution input convolution (a U-Net of one level, whose
+    skip keeps each position's own neighbourhood sharp): the blocks at a quarter of the cost,
+    the attention at a sixteenth (on `ceil(h/2) x ceil(w/2)`).
+
     Args:
       filters: features of the network and of the output context.
       num_layers: residual blocks (two `kernel_size` convolutions each).
@@ -36,6 +43,7 @@ class SliceEmbedder(keras.layers.Layer):
       kernel_size: odd kernel size of the convolutions.
       attention_heads: heads of the slice-wide self-attention block (0: none; `filters`
         must be a multiple), each of `filters / attention_heads` features.
+      half_resolution: run the blocks and the attention at half the slice's resolution.
 
     Call: `(slices, slice_index, context=None, visible=None)`:
       slices: float `(B, S*S, h, w, C)` (scaled pixels of all slices; later ones are hidden);
@@ -46,7 +54,7 @@ class SliceEmbedder(keras.layers.Layer):
     """
 
     def __init__(self, filters, num_layers, num_slices, kernel_size=3, attention_heads=0,
-                 **kwargs):
+                 half_resolution=False, **kwargs):
         super().__init__(**kwargs)
         hparams.check_positive("filters", filters)
         hparams.check_non_negative("num_layers", num_layers)
@@ -62,6 +70,7 @@ class SliceEmbedder(keras.layers.Layer):
             raise ValueError(f"filters={filters} must be a multiple of attention_heads="
                              f"{attention_heads} (each head takes filters / heads features).")
         self.attention_heads = attention_heads
+        self.half_resolution = bool(half_resolution)
         self.attention_norm = keras.layers.LayerNormalization(name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
             attention_heads, filters // attention_heads, name="attention") if (
@@ -77,6 +86,8 @@ class SliceEmbedder(keras.layers.Layer):
         _, n, h, w, c = slices_shape
         depth = n * c + self.num_slices + (visible_shape[-1] if visible_shape else 0)
         self.input_conv.build((None, h, w, depth))
+        if self.half_resolution:
+            h, w = -(-h // 2), -(-w // 2)
         if context_shape is not None:
             self.context_projection.build(context_shape)
         for conv_a, conv_b in self.block_convs:
@@ -102,12 +113,22 @@ class SliceEmbedder(keras.layers.Layer):
         h = self.input_conv(ops.concatenate(planes, axis=-1))
         if context is not None:
             h = h + self.context_projection(context)
+        if not self.half_resolution:
+            return self._blocks(h)
+        # An odd side's last row or column pools alone ("same": padding is not averaged in).
+        coarse = self._blocks(ops.average_pool(h, 2, strides=2, padding="same"))
+        fine = ops.repeat(ops.repeat(coarse, 2, axis=1), 2, axis=2)
+        return h + fine[:, :shape[2], :shape[3]]
+
+    def _blocks(self, h):
+        """The residual blocks, then the attention: float `(B, h, w, filters)` → same."""
         for conv_a, conv_b in self.block_convs:
             h = h + conv_b(ops.relu(conv_a(ops.relu(h))))
         if self.attention is not None:  # every position reads every earlier-slice pixel
-            seq = ops.reshape(h, (shape[0], shape[2] * shape[3], self.filters))
+            shape = ops.shape(h)
+            seq = ops.reshape(h, (shape[0], shape[1] * shape[2], self.filters))
             seq = seq + self._attend(self.attention_norm(seq))
-            h = ops.reshape(seq, (shape[0], shape[2], shape[3], self.filters))
+            h = ops.reshape(seq, shape)
         return h
 
     def _attend(self, seq):
@@ -127,4 +148,5 @@ class SliceEmbedder(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "num_layers": self.num_layers,
                 "num_slices": self.num_slices, "kernel_size": self.kernel_size,
-                "attention_heads": self.attention_heads}
+                "attention_heads": self.attention_heads,
+                "half_resolution": self.half_resolution}

@@ -98,6 +98,9 @@ class SubscalePixelNetwork(DensityModel):
         `spn_tf.layers.SliceEmbedder` (the heads of its slice-wide attention, which gives
         every embedding position the whole of the earlier slices; 0 = convolutions only, as
         in files saved before it existed; every preset sets it).
+      embedder_half_resolution: the embedder's blocks and attention at half the slice's
+        resolution (`SliceEmbedder(half_resolution=True)`): an option, faster, not the
+        paper's; no preset sets it.
 
     Call: images int `(B, H, W, C)` (+ cond) → dict `{"logits": (B, m, h, w, C, P),
     "slice_index": int (B, m)}`: the head's outputs (`P = model.distribution.num_params`,
@@ -123,7 +126,8 @@ class SubscalePixelNetwork(DensityModel):
                  slice_range=None, msb_bits=None, filters=48, num_layers=4,
                  kernel_size=3, first_kernel_size=5, attention_layers=(), num_heads=4,
                  key_dim=16, embedder_filters=48, embedder_layers=2, embedder_kernel_size=3,
-                 embedder_attention_heads=0, seed=None, **kwargs):
+                 embedder_attention_heads=0, embedder_half_resolution=False, seed=None,
+                 **kwargs):
         super().__init__(image_size, channels, bits, cond, **kwargs)
         hparams.check_positive("subscale_factor", subscale_factor)
         orderings.check_subscale_factor(self.image_size, self.image_size, subscale_factor)
@@ -155,10 +159,12 @@ class SubscalePixelNetwork(DensityModel):
         self.embedder_layers = embedder_layers
         self.embedder_kernel_size = embedder_kernel_size
         self.embedder_attention_heads = embedder_attention_heads
+        self.embedder_half_resolution = bool(embedder_half_resolution)
         self.seed = seed
         self.condition = ConditionEmbedding.for_cond(embedder_filters, self.cond_spec)
         self.embedder = SliceEmbedder(embedder_filters, embedder_layers, num_slices,
-                                      embedder_kernel_size, embedder_attention_heads)
+                                      embedder_kernel_size, embedder_attention_heads,
+                                      self.embedder_half_resolution)
         self.decoder = MaskedDecoder(filters, num_layers, self.distribution.num_params, channels,
                                      kernel_size, first_kernel_size, attention_layers, num_heads,
                                      key_dim)
@@ -411,7 +417,8 @@ class SubscalePixelNetwork(DensityModel):
                 "key_dim": self.key_dim, "embedder_filters": self.embedder_filters,
                 "embedder_layers": self.embedder_layers,
                 "embedder_kernel_size": self.embedder_kernel_size,
-                "embedder_attention_heads": self.embedder_attention_heads, "seed": self.seed}
+                "embedder_attention_heads": self.embedder_attention_heads,
+                "embedder_half_resolution": self.embedder_half_resolution, "seed": self.seed}
 
 
 def _replica_seed(seed):

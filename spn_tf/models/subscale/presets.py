@@ -7,7 +7,7 @@ from spn_tf.models.presets_common import check_name
 # PixelSNAIL-style decoder with self-attention, 32x32 slices at 128 and 256) with widths of
 # our choosing [unverified].
 _DEFAULTS = dict(slice_range=None, msb_bits=None, num_heads=4, key_dim=16,
-                 embedder_kernel_size=3, seed=None)
+                 embedder_kernel_size=3, embedder_half_resolution=False, seed=None)
 _PRESETS = {
     # A few thousand parameters: seconds to train, for tests.
     "tiny": dict(filters=6, num_layers=1, kernel_size=3, first_kernel_size=3,

@@ -18,7 +18,8 @@ TRAIN_PARTS = ("all",) + PARTS
 # per part.
 NETWORK_HPARAMS = ("filters", "num_layers", "kernel_size", "first_kernel_size",
                    "attention_layers", "num_heads", "key_dim", "embedder_filters",
-                   "embedder_layers", "embedder_kernel_size", "embedder_attention_heads")
+                   "embedder_layers", "embedder_kernel_size", "embedder_attention_heads",
+                   "embedder_half_resolution")
 # A part may also take its own head (e.g. a categorical over the 1-bit parts of a 2-bit model).
 HEAD_HPARAMS = ("head", "num_mixtures")
 
@@ -78,7 +79,7 @@ class MultidimensionalUpscaling(DensityModel):
       seed: int seed of the training slice draws, or None.
       filters, num_layers, kernel_size, first_kernel_size, attention_layers, num_heads,
         key_dim, embedder_filters, embedder_layers, embedder_kernel_size,
-        embedder_attention_heads: every part's
+        embedder_attention_heads, embedder_half_resolution: every part's
         `SubscalePixelNetwork` hyperparameters.
 
     Call: images int `(B, H, W, C)` (+ cond) → `{part: that SPN's outputs}`.
