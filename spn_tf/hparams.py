@@ -11,6 +11,8 @@ passed it and says what is allowed. Example of what they prevent: an even kernel
 import ast
 import numbers
 
+import numpy as np
+
 
 def is_int(value):
     """An integer (Python or numpy), not a bool."""
@@ -22,6 +24,14 @@ def check_positive(name, value):
     if not is_int(value) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive int.")
     return value
+
+
+def check_bool(name, value):
+    """Raises `ValueError` unless `value` is a bool (a flag's `"false"` would be truthy);
+    returns it."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name}={value!r} must be True or False.")
+    return bool(value)
 
 
 MASK_CENTRE = "the causal masks need a centre tap, which an even kernel does not have"

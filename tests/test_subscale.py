@@ -134,3 +134,5 @@ def test_a_size_the_preset_factor_does_not_divide_is_refused_naming_it():
         model.sample(1, 0, given={"first_slice": np.zeros((1, 4, 4, 1), np.int32)})
     with pytest.raises(ValueError, match="unknown hyperparameters"):
         models.build("spn", 8, preset="tiny", slice_sizes=3)
+    with pytest.raises(ValueError, match="embedder_half_resolution='false' must be True or"):
+        models.build("spn", 8, preset="tiny", embedder_half_resolution="false")

@@ -70,7 +70,7 @@ class SliceEmbedder(keras.layers.Layer):
             raise ValueError(f"filters={filters} must be a multiple of attention_heads="
                              f"{attention_heads} (each head takes filters / heads features).")
         self.attention_heads = attention_heads
-        self.half_resolution = bool(half_resolution)
+        self.half_resolution = hparams.check_bool("half_resolution", half_resolution)
         self.attention_norm = keras.layers.LayerNormalization(name="attention_norm")
         self.attention = keras.layers.MultiHeadAttention(
             attention_heads, filters // attention_heads, name="attention") if (

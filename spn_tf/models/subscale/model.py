@@ -159,7 +159,8 @@ class SubscalePixelNetwork(DensityModel):
         self.embedder_layers = embedder_layers
         self.embedder_kernel_size = embedder_kernel_size
         self.embedder_attention_heads = embedder_attention_heads
-        self.embedder_half_resolution = bool(embedder_half_resolution)
+        self.embedder_half_resolution = hparams.check_bool("embedder_half_resolution",
+                                                            embedder_half_resolution)
         self.seed = seed
         self.condition = ConditionEmbedding.for_cond(embedder_filters, self.cond_spec)
         self.embedder = SliceEmbedder(embedder_filters, embedder_layers, num_slices,
