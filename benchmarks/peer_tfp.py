@@ -186,9 +186,9 @@ def curve(step, evaluate, batches, checkpoints, progress=None):
     steps, seconds, cpu_seconds, points = 1, 0.0, 0.0, []
     for checkpoint in checkpoints:
         start, cpu_start = time.perf_counter(), time.process_time()
-        while seconds + time.perf_counter() - start < checkpoint:
-            if progress:
-                progress((seconds + time.perf_counter() - start) / checkpoints[-1])
+        while (trained := seconds + time.perf_counter() - start) < checkpoint:
+            if progress:  # the clock read once: the fraction stays below 1
+                progress(trained / checkpoints[-1])
             step(next(batches)).numpy()
             steps += 1
         seconds += time.perf_counter() - start
