@@ -43,6 +43,8 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from spn_tf import models, orderings
 from spn_tf.inputs import scale_images
 
+from heads import train_step
+
 SIZE, CHANNELS, BITS = 32, 3, 8
 
 
@@ -144,21 +146,6 @@ def stages_of(model, images):
     ] + decoder_stages(model, model.decoder, targets, embedding, integer_targets)
 
 
-def train_step(model):
-    optimizer = keras.optimizers.Adam(1e-3)
-    optimizer.build(model.trainable_variables)
-
-    @tf.function(autograph=False)
-    def step(images):
-        # As `fit` trains: an SPN's training call draws one slice per image.
-        with tf.GradientTape() as tape:
-            loss = model.compute_loss(x=images, y_pred=model(images, training=True))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return loss
-    return step
-
-
 def profile(kind, head, batch, steps):
     keras.utils.set_random_seed(0)
     model = models.build(kind, SIZE, channels=CHANNELS, bits=BITS, preset="small", head=head)
@@ -168,7 +155,9 @@ def profile(kind, head, batch, steps):
     log_prob = graph(lambda: model.log_prob(images))
     rows = [(name, median_ms(fn, steps)) for name, fn in stages_of(model, images)]
     total = median_ms(log_prob, steps)
-    step = train_step(model)
+    optimizer = keras.optimizers.Adam(1e-3)  # as `fit` trains: an SPN's call draws one slice
+    optimizer.build(model.trainable_variables)  # per image
+    step = train_step(model, optimizer)
     train = median_ms(lambda: step(images), steps)
     print(f"\n{kind} small, head={head}: {model.count_params():,} parameters, batch {batch}, "
           f"{SIZE}x{SIZE}x{CHANNELS} at {BITS} bits")
