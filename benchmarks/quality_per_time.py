@@ -7,8 +7,8 @@ a constant learning rate (`--learning_rate`, `--peer_learning_rate`: 1e-3 both b
 No schedule by default: the curve's point at 150 s is what a 150 s run gives, so one run of
 the longest budget measures every shorter one; `--decay linear` decays both sides' rates
 over the clock to 0 at the one budget it takes. `--mixed_precision` computes ours in
-bfloat16 (Keras's `mixed_bfloat16`; the peer stays float32). At each checkpoint the clock stops and the held-out set
-is scored exactly (ours: `mean_bits_per_dim`, every slice or group of every image; the peer:
+bfloat16 (Keras's `mixed_bfloat16`; the peer stays float32). At each checkpoint the clock
+stops and the held-out set is scored exactly (ours: `mean_bits_per_dim`, every slice or group of every image; the peer:
 `dist.log_prob` in inference mode). Single checkpoints of the raw weights are noisy (up to
 ~1 bit/dim between neighbours at batch 16): `--ema DECAY` scores an exponential moving
 average of the weights instead, on both sides (`peer_tfp.Average`; 0.995 in docs/benchmarks.md).
@@ -39,7 +39,8 @@ each model's lead over the peer (peer - ours, bits/dim; the goal is >= 0.05); wr
 
 Usage: python benchmarks/quality_per_time.py [--budgets 150 600] [--datasets photos gray]
   [--ours=spn:small:head=logistic_mixture ...] [--ema 0.995] [--learning_rate 1e-3]
-  [--decay linear --budgets 150] [--mixed_precision] [--peer_venv ...] [--no_peer] [--plot out.png] [--json out.json]
+  [--decay linear --budgets 150] [--mixed_precision] [--peer_venv ...] [--no_peer]
+  [--plot out.png] [--json out.json]
   python benchmarks/quality_per_time.py --smoke   (seconds: every kind once at tiny, 8x8,
   a 1 s budget, no peer)
 """
