@@ -8,10 +8,11 @@ No schedule by default: the curve's point at 150 s is what a 150 s run gives, so
 the longest budget measures every shorter one; `--decay linear` decays both sides' rates
 over the clock to 0 at the one budget it takes. `--mixed_precision` computes ours in
 bfloat16 (Keras's `mixed_bfloat16`; the peer stays float32). At each checkpoint the clock
-stops and the held-out set is scored exactly (ours: `mean_bits_per_dim`, every slice or group of every image; the peer:
-`dist.log_prob` in inference mode). Single checkpoints of the raw weights are noisy (up to
-~1 bit/dim between neighbours at batch 16): `--ema DECAY` scores an exponential moving
-average of the weights instead, on both sides (`peer_tfp.Average`; 0.995 in docs/benchmarks.md).
+stops and the held-out set is scored exactly (ours: `mean_bits_per_dim`, every slice or
+group of every image; the peer: `dist.log_prob` in inference mode). Single checkpoints of
+the raw weights are noisy (up to ~1 bit/dim between neighbours at batch 16): `--ema DECAY`
+scores an exponential moving average of the weights instead, on both sides
+(`peer_tfp.Average`; 0.995 in docs/benchmarks.md).
 
 Models:
   * ours — `--ours=kind:preset[:key=value,...]` (as in `peer_tfp.py`), default every kind
