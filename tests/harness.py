@@ -23,12 +23,14 @@ five, and the harness only asks it):
     within float32 rounding; sampled images equal, i.e. `run_sampler(..., mode="graph")`
     with the same per-row seeds); the same requests and the export's warm-up records run in
     TensorFlow's C++ loader (`spn_tf.check.native_checks`: no Python in that process) equal
-    the Python load;
+    the Python load; no signature's graph multiplies matrices with broadcast batch
+    dimensions (`spn_tf.matmul_ranks`: oneDNN's heap corruption);
   * `codec` — `spn_tf.codec.decode(encode(x)) == x`;
   * `keras_round_trip` — save `.keras`, `keras.saving.load_model`: the same `log_prob` and
     the same samples for the same seed.
 """
 
+import contextlib
 import os
 import tempfile
 
@@ -36,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from spn_tf import codec, export, models
+from spn_tf import codec, export, matmul_ranks, models
 from spn_tf.check import model_checks, native_checks
 
 CLAIMS = ("normalization", "causality", "conditionals", "samples_follow",
@@ -44,11 +46,26 @@ CLAIMS = ("normalization", "causality", "conditionals", "samples_follow",
 GTEST_SAMPLES = 2000
 
 
-def make_model(kind, seed=0, **build_kwargs):
-    """`models.build(kind, preset="tiny", **build_kwargs)` with its weights perturbed."""
+def make_model(kind, seed=0, policy="float32", **build_kwargs):
+    """`models.build(kind, preset="tiny", **build_kwargs)` with its weights perturbed, built
+    under the Keras dtype policy `policy` (e.g. `mixed_bfloat16`: bfloat16 compute, float32
+    variables, as `--mixed_precision` trains)."""
     build_kwargs.setdefault("preset", "tiny")
-    model = models.build(kind, **build_kwargs)
-    return model_checks.perturb(model, np.random.default_rng(seed))
+    with dtype_policy(policy):
+        model = models.build(kind, **build_kwargs)
+        return model_checks.perturb(model, np.random.default_rng(seed))
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Keras's global dtype policy is `name` inside the block (what a run sets for its whole
+    process: the copies, loads and exports a claim makes follow the model's own)."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 def _assert_passed(claim, verdicts):
@@ -95,15 +112,16 @@ def _request(model, specs, rng, batch=3):
 
 
 def saved_model(model, rng, tmp_dir):
-    """Every signature through the SavedModel equals its body run in process, and the same
-    requests and the warm-up records run in TensorFlow's C++ loader equal the Python load."""
+    """Every signature through the SavedModel equals its body run in process, the same
+    requests and the warm-up records run in TensorFlow's C++ loader equal the Python load,
+    and no signature's graph has a broadcasting matrix product."""
     path = export.export_model(model, os.path.join(tmp_dir, "export", "1"),
                                warmup_batch_sizes=(2,))
     loaded = tf.saved_model.load(path)
     served = model.export_module.signatures()
     assert {"log_prob", "sample"} <= set(served) <= set(loaded.signatures), (
         sorted(served), sorted(loaded.signatures))
-    requests = []
+    requests, products = [], 0
     for name, (body, specs) in served.items():
         inputs = _request(model, specs, rng)
         requests.append((name, {key: value.numpy() for key, value in inputs.items()}))
@@ -121,6 +139,9 @@ def saved_model(model, rng, tmp_dir):
         if "seed" in inputs:  # rows drawn, not copies: per-row seeds give different rows
             pixels = np.asarray(next(iter(want.values())))
             assert len({row.tobytes() for row in pixels}) > 1, f"{name}: every row the same"
+        products += sum(matmul_ranks.assert_no_broadcast_matmul(
+            loaded.signatures[name], f"signature {name}").counts.values())
+    assert products, "the scan saw no matrix product"  # a scan of nothing passes vacuously
     _assert_passed("saved_model", native_checks.agreement(loaded, path, requests))
 
 
@@ -168,14 +189,14 @@ WITH_FILES = {"saved_model", "codec", "keras_round_trip"}  # take a directory, a
 def check(claim, model, seed=0, tmp_dir=None):
     """Checks one claim of `CLAIMS` on `model` (AssertionError naming the claim if it fails)."""
     rng = np.random.default_rng(seed)
-    if claim not in WITH_FILES:
-        _assert_passed(claim, CHECKS[claim](model, rng))
-        return
-    if tmp_dir is None:
-        with tempfile.TemporaryDirectory() as tmp_dir:
-            CHECKS[claim](model, rng, tmp_dir)
-    else:
-        CHECKS[claim](model, rng, str(tmp_dir))
+    with dtype_policy(model.dtype_policy.name):
+        if claim not in WITH_FILES:
+            _assert_passed(claim, CHECKS[claim](model, rng))
+        elif tmp_dir is None:
+            with tempfile.TemporaryDirectory() as tmp_dir:
+                CHECKS[claim](model, rng, tmp_dir)
+        else:
+            CHECKS[claim](model, rng, str(tmp_dir))
 
 
 def run_density_model_test(kind, claims=CLAIMS, seed=0, tmp_dir=None, **build_kwargs):

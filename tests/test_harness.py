@@ -8,8 +8,8 @@ import pytest
 import harness
 
 # Tiny models; together: every kind, both heads, 1 and 3 channels, attention, type A and B
-# multiscale groups, depth upscaling, the SPN's half-resolution slice embedder, and label /
-# embedding / text / action conditioning.
+# multiscale groups, depth upscaling, the SPN's half-resolution slice embedder, bfloat16
+# compute (`--mixed_precision`), and label / embedding / text / action conditioning.
 CASES = {
     "raster": dict(kind="raster", image_size=4, channels=1, bits=2, cond={"label": 3}),
     "raster_rgb_attention": dict(kind="raster", image_size=2, channels=3, bits=1,
@@ -22,6 +22,8 @@ CASES = {
                      cond={"text": 12}),
     "spn_half_embedder": dict(kind="spn", image_size=8, channels=1, bits=2, subscale_factor=2,
                               embedder_half_resolution=True, cond={"label": 3}),
+    "spn_bfloat16": dict(kind="spn", image_size=4, channels=1, bits=2, subscale_factor=2,
+                         attention_layers=(0,), policy="mixed_bfloat16", cond={"label": 3}),
     "spn_depth": dict(kind="spn", image_size=4, channels=1, bits=2, subscale_factor=2,
                       msb_bits=1, cond={"label": 2}),
     "upscaling": dict(kind="upscaling", image_size=4, channels=1, bits=2, subscale_factor=2,
@@ -49,8 +51,17 @@ def model_of():
     return get
 
 
-@pytest.mark.parametrize("claim", harness.CLAIMS)
-@pytest.mark.parametrize("case", list(CASES))
+# bfloat16 compute keeps every claim but one: its sampler (the cached loop's windows) and
+# `log_prob` (whole images) compute the same logits through ops of other shapes, which round
+# differently in bfloat16's 8 bits; on the harness's sharpened tiny copies the G-test at 2000
+# samples sees that gap (measured: 2 of 6 weight draws fail, p < 1e-4; 0 of 6 in float32 with
+# the same weights). BUILD_NOTES.md (Checks and tests) says so; `model.keras` loads in float32.
+NOT_CLAIMED = {("spn_bfloat16", "samples_follow")}
+
+
+@pytest.mark.parametrize("case, claim", [(case, claim) for case in CASES
+                                         for claim in harness.CLAIMS
+                                         if (case, claim) not in NOT_CLAIMED])
 def test_claim(case, claim, model_of, tmp_path):
     harness.check(claim, model_of(case), tmp_dir=tmp_path)
 
@@ -132,3 +143,10 @@ def test_a_load_that_loses_the_weights_fails_keras_round_trip(monkeypatch):
                         lambda path: _shifted(load_model(path)))
     with pytest.raises(AssertionError):
         harness.check("keras_round_trip", model)
+
+
+def test_the_bfloat16_case_computes_in_bfloat16_with_float32_variables(model_of):
+    model = model_of("spn_bfloat16")
+    layers = [layer for layer in model._flatten_layers() if layer.weights]
+    assert {layer.compute_dtype for layer in layers} == {"bfloat16"}
+    assert {weight.dtype for weight in model.weights} == {"float32"}

@@ -39,9 +39,12 @@ def project(dense, x):
       x: float `(B, T, D)`, or `(B, T, heads, dim)` for `output_dense`.
 
     Returns:
-      float `(B, T, heads, dim)`, or `(B, T, D)` for `output_dense`.
+      `(B, T, heads, dim)`, or `(B, T, D)` for `output_dense`, in `dense`'s compute dtype
+      (`x` and the weights cast to it, as a call of `dense` inside a layer does: bfloat16
+      under `mixed_bfloat16`, from any caller, a sampler's `step` included).
     """
-    kernel = dense.kernel
+    dtype = dense.compute_dtype
+    kernel, x = ops.cast(dense.kernel, dtype), ops.cast(x, dtype)
     operands = dense.equation.split("->")[0]  # e.g. "abc,cde": "c" is contracted
     x_axes, kernel_axes = operands.split(",")
     contracted = len(set(x_axes) & set(kernel_axes))  # x's trailing axes, the kernel's leading
@@ -50,7 +53,7 @@ def project(dense, x):
     rows = ops.reshape(x, (-1, math.prod(inner)))
     out = tf.matmul(rows, ops.reshape(kernel, (math.prod(inner), math.prod(outer))))
     if dense.bias is not None:
-        out = out + ops.reshape(dense.bias, (-1,))
+        out = out + ops.reshape(ops.cast(dense.bias, dtype), (-1,))
     lead = ops.shape(x)[:len(x.shape) - contracted]
     return ops.reshape(out, tuple(lead) + tuple(outer))
 
