@@ -1,8 +1,9 @@
 """No graph spn_tf builds multiplies matrices with broadcast batch dimensions (oneDNN's heap
 corruption in TF 2.21: `spn_tf.matmul_ranks`): the train step, `log_prob` and the `xla`
 sampler's loop of each harness case (every exported signature, the `graph` samplers
-included, is the harness's `saved_model` claim); the scan is shown to fail on a broadcasting product inside a while loop, and the attention layers' 2-D
-projections to give Keras's values."""
+included, is the harness's `saved_model` claim); the scan is shown to fail on a broadcasting
+product inside a while loop, and the attention layers' 2-D projections to give Keras's
+values."""
 
 import numpy as np
 import pytest
@@ -74,9 +75,10 @@ def _graphs(model):
 def test_no_graph_broadcasts_a_matrix_product(case):
     model = harness.make_model(**CASES[case])
     scanned = 0
-    for what, graph in _graphs(model):
-        scanned += sum(matmul_ranks.assert_no_broadcast_matmul(
-            graph, f"{case} {what}").counts.values())
+    with harness.dtype_policy(model.dtype_policy.name):  # traced as its run would trace it
+        for what, graph in _graphs(model):
+            scanned += sum(matmul_ranks.assert_no_broadcast_matmul(
+                graph, f"{case} {what}").counts.values())
     # The scan saw the products (a scan of nothing would pass vacuously); a raster model
     # with neither conditioning nor attention is all convolutions outside its export.
     config = CASES[case]
