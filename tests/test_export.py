@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -220,20 +221,33 @@ def test_warm_up_requests_are_prediction_logs_for_every_signature_and_batch_size
     assert warmup.replay(loaded, export_dir) == len(logs)  # every request runs
 
 
-def test_saved_model_cli_lists_every_signature(exports, capsys, monkeypatch):
-    # TensorFlow's own inspector on each export. (That an export loads and runs every
-    # signature with no spn_tf, indeed with no Python, in TensorFlow's C++ loader, is the
-    # harness's `saved_model` claim.)
-    from tensorflow.python.tools import saved_model_cli
-    for kind in sorted(KINDS):
-        export_dir = exports(kind)[1]
-        monkeypatch.setattr(sys, "argv", ["saved_model_cli", "show", "--dir", export_dir,
-                                          "--all"])
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as done:  # it ends with absl's app.run
-            saved_model_cli.main()
-        assert not done.value.code, done.value.code
-        _assert_lists_signatures(capsys.readouterr().out, export_dir)
+def test_saved_model_cli_lists_every_signature(exports):
+    # TensorFlow's own inspector on each export, in one fresh process with no spn_tf (its
+    # absl flags stay out of this one's). That an export loads and runs every signature with
+    # no spn_tf, indeed with no Python, in TensorFlow's C++ loader, is the harness's
+    # `saved_model` claim.
+    script = textwrap.dedent("""
+        import sys
+        sys.modules["spn_tf"] = None  # `import spn_tf` fails from here on
+        from tensorflow.python.tools import saved_model_cli
+        for export_dir in sys.argv[1:]:
+            print("=== " + export_dir, flush=True)
+            sys.argv = ["saved_model_cli", "show", "--dir", export_dir, "--all"]
+            try:
+                saved_model_cli.main()
+            except SystemExit as done:  # it ends with absl's app.run: go on to the next
+                assert not done.code, done.code
+            sys.stdout.flush()
+    """)
+    dirs = [exports(kind)[1] for kind in sorted(KINDS)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([sys.executable, "-c", script, *dirs], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = dict(block.split("\n", 1) for block in result.stdout.split("=== ")[1:])
+    assert sorted(shown) == sorted(dirs)
+    for export_dir in dirs:
+        _assert_lists_signatures(shown[export_dir], export_dir)
 
 
 def test_every_signature_row_equals_model_sample_of_that_row(exports):
