@@ -155,8 +155,9 @@ def profile(kind, head, batch, steps):
     log_prob = graph(lambda: model.log_prob(images))
     rows = [(name, median_ms(fn, steps)) for name, fn in stages_of(model, images)]
     total = median_ms(log_prob, steps)
-    optimizer = keras.optimizers.Adam(1e-3)  # as `fit` trains: an SPN's call draws one slice
-    optimizer.build(model.trainable_variables)  # per image
+    # As `fit` trains (`heads.train_step`): an SPN's training call draws one slice per image.
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
     step = train_step(model, optimizer)
     train = median_ms(lambda: step(images), steps)
     print(f"\n{kind} small, head={head}: {model.count_params():,} parameters, batch {batch}, "
