@@ -84,9 +84,18 @@ def check_channel_features(name, value, data_channels, splits=1):
                           f"{what}: each channel's mask group gets an equal block of features")
 
 
+def index_tuple(name, indices):
+    """`indices` (a list or tuple of block indices) as a tuple; `ValueError` for anything else
+    (one int, a string), with the flag spelling to use."""
+    if isinstance(indices, (str, bytes)) or not hasattr(indices, "__iter__"):
+        raise ValueError(f"{name}={indices!r} must be a list of block indices, e.g. "
+                         f"--hparams={name}=[{indices!r}] or {name}=[] for none.")
+    return tuple(indices)
+
+
 def check_layer_indices(name, indices, num_layers, num_layers_name="num_layers"):
     """Raises `ValueError` unless `indices` are distinct ints in `[0, num_layers)`."""
-    indices = tuple(indices)
+    indices = index_tuple(name, indices)
     if (not all(is_int(i) and 0 <= i < num_layers for i in indices)
             or len(set(indices)) != len(indices)):
         raise ValueError(

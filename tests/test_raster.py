@@ -75,6 +75,10 @@ def test_bad_conditioning_and_sampling_arguments():
         models.build("raster", 4, preset="tiny", filterz=3)
     with pytest.raises(ValueError, match="unknown model"):
         models.build("pixelrnn", 4)
+    for kind in ("raster", "spn"):  # one int, as `--hparams=attention_layers=0` gives
+        with pytest.raises(ValueError, match=r"attention_layers=0 must be a list of block "
+                                             r"indices, e.g. --hparams=attention_layers=\[0\]"):
+            models.build(kind, 4, preset="tiny", attention_layers=0)
 
 
 def test_normalized_under_mixed_precision():

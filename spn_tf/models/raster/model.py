@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 
-from spn_tf import exactness, sampling
+from spn_tf import exactness, hparams, sampling
 from spn_tf.inputs import check_given_pixels
 from spn_tf.layers import ConditionEmbedding, MaskedDecoder
 from spn_tf.models.base import DensityModel
@@ -51,7 +51,7 @@ class GatedPixelCNN(DensityModel):
         self.num_layers = num_layers
         self.kernel_size = kernel_size
         self.first_kernel_size = first_kernel_size
-        self.attention_layers = tuple(attention_layers)
+        self.attention_layers = hparams.index_tuple("attention_layers", attention_layers)
         self.condition = ConditionEmbedding.for_cond(filters, self.cond_spec)
         self.decoder = MaskedDecoder(filters, num_layers, self.distribution.num_params, channels,
                                      kernel_size, first_kernel_size, attention_layers)

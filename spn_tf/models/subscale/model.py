@@ -152,7 +152,7 @@ class SubscalePixelNetwork(DensityModel):
         self.num_layers = num_layers
         self.kernel_size = kernel_size
         self.first_kernel_size = first_kernel_size
-        self.attention_layers = tuple(attention_layers)
+        self.attention_layers = hparams.index_tuple("attention_layers", attention_layers)
         self.num_heads = num_heads
         self.key_dim = key_dim
         self.embedder_filters = embedder_filters
